@@ -1,0 +1,4 @@
+"""``python -m pseudocell``."""
+from pseudocell.cli import main
+
+main()

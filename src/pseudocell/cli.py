@@ -1,0 +1,240 @@
+"""The ``pseudocell`` command line (typer).
+
+Domain errors (:class:`~pseudocell.errors.PseudocellError`) end with exit code 1 and a
+one-line message; anything else is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pseudocell import __version__
+from pseudocell.errors import InvalidInputError, PseudocellError
+
+__all__ = ["app", "main"]
+
+logger = logging.getLogger("pseudocell")
+
+app = typer.Typer(
+    name="pseudocell",
+    help="Cell detection from a few annotated points, grown by PU pseudo-labelling.\n\n"
+         "Example: pseudocell run --images imgs/ --points clicks.csv --out runs/exp1",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_state: dict[str, Any] = {"quiet": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"pseudocell {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    log_level: Annotated[str, typer.Option(help="Logging level: DEBUG, INFO, WARNING.")] = "INFO",
+    quiet: Annotated[bool, typer.Option("--quiet", help="Only warnings and the result table.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Configure logging once, for every command."""
+    from rich.logging import RichHandler
+
+    level = "WARNING" if quiet else log_level.upper()
+    _state["quiet"] = quiet
+    root = logging.getLogger("pseudocell")
+    root.handlers[:] = [RichHandler(show_path=False, rich_tracebacks=False)]
+    root.setLevel(level)
+
+
+def _fail(e: PseudocellError) -> None:
+    typer.secho(f"error: {e}", fg="red", err=True)
+    raise typer.Exit(code=1)
+
+
+def _progress(event) -> None:
+    if event.status == "start":
+        logger.info("round %d: %s ...", event.round, event.stage)
+    elif event.status == "skipped":
+        logger.info("round %d: %s already done (resumed)", event.round, event.stage)
+
+
+def _load_config(config: Path | None, overrides: dict[str, Any]):
+    from pseudocell.config import Config, load_config
+
+    base = load_config(config) if config is not None else Config()
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return base.replace(**changes) if changes else base
+
+
+def print_round_table(metrics: dict) -> None:
+    """The per-round table (like Table 2 of Fujii et al. 2021) on stdout."""
+    from rich.console import Console
+
+    from pseudocell.orchestrator.report import round_table
+
+    Console(width=200).print(round_table(metrics))
+
+
+@app.command()
+def run(
+    images: Annotated[Path, typer.Option(help="Folder of 2-D grayscale or RGB PNG/TIFF images.")],
+    points: Annotated[Path, typer.Option(help="Annotated cell centres: napari points CSV or "
+                                              "'image,y,x' CSV.")],
+    out: Annotated[Path, typer.Option(help="Run directory (created).")],
+    config: Annotated[Path | None, typer.Option(help="TOML config file.")] = None,
+    gt: Annotated[Path | None, typer.Option(help="Optional full ground truth of the training "
+                                                 "images (CSV), for evaluation only.")] = None,
+    eval_images: Annotated[Path | None, typer.Option(help="Optional held-out images (evaluation "
+                                                          "only; never used for training).")] = None,
+    eval_gt: Annotated[Path | None, typer.Option(help="Ground truth of --eval-images (CSV).")] = None,
+    pattern: Annotated[str, typer.Option(help="Glob selecting images in --images.")] = "*",
+    rounds: Annotated[int | None, typer.Option(help="Override config 'rounds'.")] = None,
+    alpha: Annotated[float | None, typer.Option(help="Override config 'alpha'.")] = None,
+    beta: Annotated[float | None, typer.Option(help="Override config 'beta'.")] = None,
+    p: Annotated[float | None, typer.Option(help="Override config 'p'.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override config 'seed'.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda[:N].")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Delete an existing run directory "
+                                                        "that has a different config.")] = False,
+) -> None:
+    """Run the pseudo-label loop on your images and points.
+
+    Example: pseudocell run --images imgs/ --points clicks.csv --out runs/exp1 --rounds 2
+    """
+    from pseudocell.orchestrator.executors import LocalExecutor
+    from pseudocell.orchestrator.run import RunInputs, prepare_run, run_loop
+    from pseudocell.validation import load_image_folder, load_points
+
+    try:
+        cfg = _load_config(config, {"rounds": rounds, "alpha": alpha, "beta": beta, "p": p,
+                                    "seed": seed, "device": device})
+        imgs = load_image_folder(images, pattern=pattern, name="--images")
+        pts = load_points(points, imgs, name="--points")
+        gt_t = load_points(gt, imgs, name="--gt") if gt is not None else None
+        ev_imgs = ev_gt = None
+        if eval_images is not None:
+            ev_imgs = load_image_folder(eval_images, name="--eval-images")
+            if eval_gt is not None:
+                ev_gt = load_points(eval_gt, ev_imgs, name="--eval-gt")
+        elif eval_gt is not None:
+            raise InvalidInputError("--eval-gt needs --eval-images")
+        layout = prepare_run(out, cfg, RunInputs(imgs, pts, gt_t, ev_imgs, ev_gt), force=force)
+        metrics = run_loop(layout, cfg, LocalExecutor(), progress=_progress)
+    except PseudocellError as e:
+        _fail(e)
+    if gt is not None or eval_gt is not None:
+        print_round_table(metrics)
+    typer.echo(f"done: detections in {out / 'final' / 'detections.csv'}")
+
+
+@app.command()
+def resume(run_dir: Annotated[Path, typer.Argument(help="Run directory of a stopped run.")]) -> None:
+    """Finish a stopped run from its last finished stage (same config, same result).
+
+    Example: pseudocell resume runs/exp1
+    """
+    from pseudocell.orchestrator.executors import LocalExecutor
+    from pseudocell.orchestrator.run import resume as _resume
+
+    try:
+        metrics = _resume(run_dir, LocalExecutor(), progress=_progress)
+    except PseudocellError as e:
+        _fail(e)
+    if any(len(r) > 3 for r in metrics["rounds"]):
+        print_round_table(metrics)
+    typer.echo(f"done: detections in {run_dir / 'final' / 'detections.csv'}")
+
+
+@app.command()
+def detect(
+    model: Annotated[Path, typer.Option(help="model.pt of a run (e.g. RUN/final/model.pt) "
+                                             "or a run directory.")],
+    images: Annotated[Path, typer.Option(help="Folder of images to detect cells in.")],
+    out: Annotated[Path, typer.Option(help="Output folder for detections and overlays.")],
+    pattern: Annotated[str, typer.Option(help="Glob selecting images.")] = "*",
+    threshold: Annotated[float | None, typer.Option(help="Peak threshold (default: the "
+                                                         "run's 'peak_threshold').")] = None,
+    overlays: Annotated[bool, typer.Option(help="Write overlay PNGs.")] = True,
+) -> None:
+    """Detect cells with a trained model; writes napari and plain CSVs.
+
+    Example: pseudocell detect --model runs/exp1 --images new_imgs/ --out det/
+    """
+    from pseudocell.orchestrator.detect import detect_folder
+
+    try:
+        n = detect_folder(model, images, out, pattern=pattern, threshold=threshold,
+                          overlays=overlays)
+    except PseudocellError as e:
+        _fail(e)
+    typer.echo(f"{n} cells detected; see {out / 'detections.csv'}")
+
+
+@app.command()
+def evaluate(
+    pred: Annotated[Path, typer.Option(help="Predicted points CSV ('image,y,x' or napari).")],
+    gt: Annotated[Path, typer.Option(help="Ground-truth points CSV (same layout rules).")],
+    radius: Annotated[float, typer.Option(help="Matching radius in px.")] = 15.0,
+    images: Annotated[Path | None, typer.Option(help="Image folder; needed to map napari "
+                                                     "frames to images and to check bounds.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the numbers here.")] = None,
+) -> None:
+    """Precision / recall / F1 with optimal one-to-one matching within --radius.
+
+    Example: pseudocell evaluate --pred det/detections_table.csv --gt gt.csv --radius 15
+    """
+    from pseudocell.orchestrator.detect import evaluate_files
+
+    try:
+        res = evaluate_files(pred, gt, radius=radius, images=images)
+    except PseudocellError as e:
+        _fail(e)
+    typer.echo(f"radius={radius:g}px  TP={res['tp']} FP={res['fp']} FN={res['fn']}  "
+               f"P={res['precision']:.3f} R={res['recall']:.3f} F1={res['f1']:.3f}")
+    if json_out is not None:
+        json_out.write_text(json.dumps(res, indent=1))
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Run directory of the demo.")] = Path("runs/demo"),
+    data_dir: Annotated[Path | None, typer.Option(help="Folder with NNNcells.png/NNNdots.png "
+                                                       "(default: ../shared/data or the "
+                                                       "download cache).")] = None,
+    rounds: Annotated[int | None, typer.Option(help="Override 'rounds' (default 2).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Start again even if OUT holds a "
+                                                        "run with another config.")] = False,
+) -> None:
+    """Run the loop on real bright-field images with 90 % of the points hidden.
+
+    Images 001-040 train (10 % of their points kept, seed 0), 041-050 are held out.
+    Prints the per-round table and writes OUT/metrics.json.
+
+    Example: pseudocell demo --out runs/demo
+    """
+    from pseudocell.orchestrator.demo import DEMO_CONFIG, run_demo
+
+    cfg = DEMO_CONFIG if rounds is None else DEMO_CONFIG.replace(rounds=rounds)
+    try:
+        metrics = run_demo(out, cfg=cfg, data_dir=data_dir, force=force, progress=_progress)
+    except PseudocellError as e:
+        _fail(e)
+    print_round_table(metrics)
+    typer.echo(f"metrics: {out / 'metrics.json'}   overlays: {out / 'final' / 'overlays'}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,260 @@
+"""The one configuration object of a pseudocell run.
+
+Every hyper-parameter has one name, used in the TOML file, on the CLI, in Tune search
+spaces and in MLflow params (``alpha``, ``beta``, ``p``, ``lam``, ``rounds``, ``sigma``,
+``mask_radius``, ``peak_threshold``, ``patch_size``, ``radius`` ...).
+
+>>> cfg = Config(alpha=0.1)
+>>> cfg.alpha, cfg.beta
+(0.1, 0.05)
+>>> Config.from_dict(cfg.to_dict()) == cfg
+True
+"""
+from __future__ import annotations
+
+
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from pseudocell.errors import InvalidConfigError
+
+__all__ = ["Config", "load_config", "dump_toml", "NON_ALGORITHMIC_FIELDS"]
+
+#: Fields that change where or how fast a run executes, never its numbers on CPU.
+NON_ALGORITHMIC_FIELDS = frozenset({"device", "num_threads"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """All settings of the partial-annotation pseudo-label loop.
+
+    Defaults follow the reference (Fujii et al. 2021 and its code) except where noted:
+    the detector is narrower and trained on random crops so that a round fits in minutes
+    on two CPU cores (reference: widths 64-128-256-512-512, 30 epochs on whole frames).
+
+    Parameters
+    ----------
+    seed : int, default=0
+        Run seed; every stage derives its own seed from (seed, round, stage name).
+    rounds : int, default=2
+        Pseudo-labelling rounds. Round ``rounds`` only trains and predicts the final
+        detector, so ``rounds=2`` trains three detectors (the paper's rounds 0, 1, 2).
+    sigma : float, default=6.0
+        Gaussian sigma (px) of the heatmap target at each point; peak value 1.
+    mask_radius : float, default=12.0
+        Radius (px) of the loss-mask disc around every positive and negative point.
+    unet_widths : tuple of int, default=(8, 16, 32, 64)
+        Channels per U-Net level (reference 64-128-256-512-512).
+    detector_iters : int, default=500
+        Optimiser steps per detector training (random crops, batch ``detector_batch``).
+    detector_batch : int, default=8
+    detector_crop : int, default=128
+        Side (px) of the random training crops; multiple of 2**(levels-1).
+    detector_lr : float, default=1e-3
+        Adam learning rate (reference).
+    peak_mode : {"absolute", "reference"}, default="absolute"
+        ``absolute``: peaks of the raw detector output above ``peak_threshold``.
+        ``reference``: the reference code's per-image 0-255 scaling with threshold 128,
+        which yields peaks even on a blank prediction.
+    peak_threshold : float, default=0.3
+        Absolute threshold on the detector output (targets peak at 1).
+    peak_min_distance : int, default=6
+    patch_size : int, default=27
+        Side (px, odd) of the patches cropped around peaks for the PU learner.
+    pu_prior : float or None, default=None
+        nnPU class prior; None uses (#P + 0.5 #U) / N as the reference does.
+    pu_epochs : int, default=60
+    pu_lr : float, default=1e-4
+    pu_weight_decay : float, default=5e-3
+    pu_batch : int, default=512
+    pu_feature_dim : int, default=128
+        Width of the penultimate layer whose activations are the ranker features.
+    p : float, default=4.0
+        P-classification exponent of the unlabeled term.
+    lam : float, default=0.1
+        L2 weight of the linear ranker.
+    provisional_top : float, default=0.2
+        Fraction of U taken as provisionally positive before the flipped ranker.
+    alpha, beta : float, default=0.05
+        Fractions of U added as positive / negative pseudo-labels per round.
+    revoke_pseudo : bool, default=False
+        Pseudo-labels accumulate over rounds (reference). Kept False: a later round sees
+        the earlier labels as known, so it cannot re-select them anyway.
+    radius : float, default=15.0
+        Matching radius (px) for evaluation (the paper's).
+    extra_radii : tuple of float, default=()
+        More matching radii to report (the demo adds 8 px, about half a cell diameter).
+    device : str, default="auto"
+        ``auto`` uses CUDA when present, else CPU. Not part of the config hash.
+    num_threads : int or None, default=None
+        torch CPU threads; None leaves torch's default. Not part of the config hash.
+    """
+
+    seed: int = 0
+    rounds: int = 2
+    # targets / masks
+    sigma: float = 6.0
+    mask_radius: float = 12.0
+    # detector
+    unet_widths: tuple[int, ...] = (8, 16, 32, 64)
+    detector_iters: int = 500
+    detector_batch: int = 8
+    detector_crop: int = 128
+    detector_lr: float = 1e-3
+    # peaks / patches
+    peak_mode: str = "absolute"
+    peak_threshold: float = 0.3
+    peak_min_distance: int = 6
+    patch_size: int = 27
+    # PU learner
+    pu_prior: float | None = None
+    pu_epochs: int = 60
+    pu_lr: float = 1e-4
+    pu_weight_decay: float = 5e-3
+    pu_batch: int = 512
+    pu_feature_dim: int = 128
+    # ranker / selection
+    p: float = 4.0
+    lam: float = 0.1
+    provisional_top: float = 0.2
+    alpha: float = 0.05
+    beta: float = 0.05
+    revoke_pseudo: bool = False
+    # evaluation
+    radius: float = 15.0
+    extra_radii: tuple[float, ...] = ()
+    # execution
+    device: str = "auto"
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("unet_widths", "extra_radii"):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+        problems = self.invalid_fields()
+        if problems:
+            raise InvalidConfigError(
+                "invalid config: " + "; ".join(problems) + ". Fix these fields in the config "
+                "file or on the command line."
+            )
+
+    # -- validation -------------------------------------------------------------------
+    def invalid_fields(self) -> list[str]:
+        """Return one message per invalid field (all of them, not just the first)."""
+        bad: list[str] = []
+
+        def need(cond: bool, name: str, rule: str) -> None:
+            if not cond:
+                bad.append(f"{name!r} must be {rule}, got {getattr(self, name)!r}")
+
+        for name in ("alpha", "beta"):
+            v = getattr(self, name)
+            need(isinstance(v, (int, float)) and 0.0 < v < 1.0, name, "in (0, 1)")
+        if not bad and self.alpha + self.beta >= 1.0:
+            bad.append(
+                f"'alpha' + 'beta' must be < 1 (they select disjoint parts of U), got "
+                f"{self.alpha} + {self.beta} = {self.alpha + self.beta}"
+            )
+        need(self.p > 0, "p", "> 0")
+        need(self.lam >= 0, "lam", ">= 0")
+        need(0.0 < self.provisional_top < 1.0, "provisional_top", "in (0, 1)")
+        need(isinstance(self.rounds, int) and self.rounds >= 0, "rounds", "an integer >= 0")
+        need(self.sigma > 0, "sigma", "> 0")
+        need(self.mask_radius > 0, "mask_radius", "> 0")
+        need(self.radius > 0, "radius", "> 0")
+        need(all(r > 0 for r in self.extra_radii), "extra_radii", "all > 0")
+        need(
+            len(self.unet_widths) >= 2 and all(int(w) > 0 for w in self.unet_widths),
+            "unet_widths", "at least two positive channel counts",
+        )
+        need(self.detector_iters > 0, "detector_iters", "> 0")
+        need(self.detector_batch > 0, "detector_batch", "> 0")
+        mult = 2 ** (len(self.unet_widths) - 1)
+        need(
+            self.detector_crop > 0 and self.detector_crop % mult == 0,
+            "detector_crop", f"a positive multiple of {mult} (2**(levels-1))",
+        )
+        need(self.detector_lr > 0, "detector_lr", "> 0")
+        need(self.peak_mode in ("absolute", "reference"), "peak_mode", "'absolute' or 'reference'")
+        need(self.peak_threshold > 0, "peak_threshold", "> 0")
+        need(self.peak_min_distance >= 1, "peak_min_distance", ">= 1")
+        need(self.patch_size >= 3 and self.patch_size % 2 == 1, "patch_size", "odd and >= 3")
+        need(self.pu_prior is None or 0.0 < self.pu_prior < 1.0, "pu_prior", "None or in (0, 1)")
+        need(self.pu_epochs > 0, "pu_epochs", "> 0")
+        need(self.pu_lr > 0, "pu_lr", "> 0")
+        need(self.pu_weight_decay >= 0, "pu_weight_decay", ">= 0")
+        need(self.pu_batch > 0, "pu_batch", "> 0")
+        need(self.pu_feature_dim > 0, "pu_feature_dim", "> 0")
+        need(self.device == "auto" or self.device.startswith(("cpu", "cuda")), "device",
+             "'auto', 'cpu' or 'cuda[:N]'")
+        need(self.num_threads is None or self.num_threads > 0, "num_threads", "None or > 0")
+        return bad
+
+    # -- conversion -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """JSON/TOML-safe dict (tuples become lists; None values are dropped)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if v is None:
+                continue
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Config":
+        """Build from a dict; unknown keys are an error (a misspelt key is never ignored)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise InvalidConfigError(
+                f"unknown config key(s) {unknown}; valid keys are {sorted(known)}"
+            )
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> "Config":
+        """Return a copy with ``changes`` applied (validated again)."""
+        return self.from_dict({**self.to_dict(), **changes})
+
+    @property
+    def config_hash(self) -> str:
+        """sha256 of the algorithmic fields; equal hashes mean equal results on CPU."""
+        d = {k: v for k, v in self.to_dict().items() if k not in NON_ALGORITHMIC_FIELDS}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a TOML config file (flat keys, or under a ``[pseudocell]`` table)."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise InvalidConfigError(f"config file {str(path)!r} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise InvalidConfigError(f"config file {str(path)!r} is not valid TOML: {e}") from e
+    if "pseudocell" in data and isinstance(data["pseudocell"], dict):
+        data = data["pseudocell"]
+    return Config.from_dict(data)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def dump_toml(cfg: Config) -> str:
+    """Serialise ``cfg`` as flat TOML that :func:`load_config` reads back exactly."""
+    return "".join(f"{k} = {_toml_value(v)}\n" for k, v in cfg.to_dict().items())
+
+

@@ -1,0 +1,217 @@
+"""Non-negative PU learning (Kiryo et al., NeurIPS 2017) and the small PU CNN.
+
+The CNN's penultimate activations are the features the P-classification ranker uses.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from pseudocell.core.detector import resolve_device
+
+__all__ = ["NNPURisk", "nnpu_risk", "PUNet", "train_pu", "pu_features", "default_prior",
+           "PUTrainResult"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NNPURisk:
+    """One evaluation of the nnPU risk.
+
+    Attributes
+    ----------
+    objective : torch.Tensor, scalar
+        What to back-propagate. Equals ``risk`` unless ``corrected``; then it is
+        ``-gamma * negative_risk``, the nnPU correction step that pushes the negative
+        risk back up to >= -beta (Kiryo et al., Algorithm 1).
+    risk : torch.Tensor, scalar
+        The nnPU risk  pi * R_p^+ + max(0, R_u^- - pi * R_p^-)  (for reporting).
+    positive_risk : torch.Tensor, scalar  (pi * R_p^+)
+    negative_risk : torch.Tensor, scalar  (R_u^- - pi * R_p^-, may be < 0)
+    corrected : bool
+        True when ``negative_risk < -beta``.
+    """
+
+    objective: torch.Tensor
+    risk: torch.Tensor
+    positive_risk: torch.Tensor
+    negative_risk: torch.Tensor
+    corrected: bool
+
+
+def nnpu_risk(out_p: torch.Tensor, out_u: torch.Tensor, prior: float, *, beta: float = 0.0,
+              gamma: float = 1.0) -> NNPURisk:
+    """nnPU risk with the sigmoid loss  l(z, t) = sigmoid(-t z).
+
+    Parameters
+    ----------
+    out_p : Tensor of shape (n_p,), classifier scores of labeled positives
+    out_u : Tensor of shape (n_u,), classifier scores of unlabeled samples
+    prior : float in (0, 1), class prior pi of positives in the unlabeled data
+    beta : float >= 0, tolerance of the non-negativity check
+    gamma : float in (0, 1], step discount of the correction step
+
+    >>> r = nnpu_risk(torch.tensor([0.0]), torch.tensor([0.0]), 0.4)
+    >>> round(float(r.risk), 6), r.corrected
+    (0.5, False)
+    """
+    r_p_plus = torch.sigmoid(-out_p).mean()
+    r_p_minus = torch.sigmoid(out_p).mean()
+    r_u_minus = torch.sigmoid(out_u).mean()
+    positive = prior * r_p_plus
+    negative = r_u_minus - prior * r_p_minus
+    corrected = bool(negative.detach() < -beta)
+    risk = positive + torch.clamp(negative, min=0.0)
+    objective = -gamma * negative if corrected else positive + negative
+    return NNPURisk(objective, risk, positive, negative, corrected)
+
+
+def default_prior(n_p: int, n_u: int) -> float:
+    """The reference prior (#P + 0.5 #U) / (#P + #U).
+
+    >>> default_prior(10, 90)
+    0.55
+    """
+    return (n_p + 0.5 * n_u) / (n_p + n_u)
+
+
+class PUNet(nn.Module):
+    """Small CNN for (B, C, S, S) patches; ``features`` is the penultimate layer.
+
+    >>> net = PUNet(in_channels=1, feature_dim=8)
+    >>> x = torch.zeros(3, 1, 27, 27)
+    >>> tuple(net(x).shape), tuple(net.features(x).shape)
+    ((3,), (3, 8))
+    """
+
+    def __init__(self, in_channels: int = 1, feature_dim: int = 128) -> None:
+        super().__init__()
+
+        def conv(cin: int, cout: int) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                    nn.ReLU(inplace=True)]
+
+        self.body = nn.Sequential(
+            *conv(in_channels, 32), nn.MaxPool2d(2),
+            *conv(32, 64), nn.MaxPool2d(2),
+            *conv(64, 128), nn.AdaptiveAvgPool2d(3), nn.Flatten(),
+            nn.Linear(128 * 9, feature_dim), nn.ReLU(inplace=True),
+        )
+        self.last = nn.Linear(feature_dim, 1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, S, S) → (B, feature_dim): the network without its last layer."""
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.last(self.body(x))[:, 0]
+
+
+@dataclass
+class PUTrainResult:
+    """Trained weights (CPU), the prior used, and per-epoch mean risk / correction count."""
+
+    state_dict: dict
+    prior: float
+    risks: list[float]
+    corrections: list[int]
+
+
+def train_pu(
+    patches_p: np.ndarray,
+    patches_u: np.ndarray,
+    *,
+    prior: float | None,
+    epochs: int,
+    lr: float,
+    weight_decay: float,
+    batch: int,
+    feature_dim: int,
+    seed: int,
+    device: str = "auto",
+    progress: Callable[[int, float], None] | None = None,
+) -> PUTrainResult:
+    """Train :class:`PUNet` with the nnPU risk.
+
+    Parameters
+    ----------
+    patches_p : ndarray (n_p, C, S, S), float32, patches at labeled positives
+    patches_u : ndarray (n_u, C, S, S), float32, patches at unlabeled detections
+    prior : float or None
+        None uses :func:`default_prior`.
+    epochs, lr, weight_decay, batch, feature_dim : Adam and network settings; each
+        batch holds P and U in their overall proportion (at least one of each).
+    seed : int
+
+    Returns
+    -------
+    PUTrainResult
+    """
+    n_p, n_u = len(patches_p), len(patches_u)
+    if n_p == 0 or n_u == 0:
+        raise ValueError(f"PU training needs both sets non-empty, got n_p={n_p} n_u={n_u}")
+    prior = default_prior(n_p, n_u) if prior is None else float(prior)
+    dev = resolve_device(device)
+    rng = np.random.default_rng(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = PUNet(patches_p.shape[1], feature_dim).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    xp = torch.from_numpy(np.ascontiguousarray(patches_p, dtype=np.float32)).to(dev)
+    xu = torch.from_numpy(np.ascontiguousarray(patches_u, dtype=np.float32)).to(dev)
+    n_batches = max(1, int(np.ceil((n_p + n_u) / batch)))
+    risks: list[float] = []
+    corrections: list[int] = []
+    model.train()
+    for epoch in range(1, epochs + 1):
+        # every sample is used once per epoch; with few positives, fewer (larger) batches
+        k = min(n_batches, n_p, n_u)
+        pp = np.array_split(rng.permutation(n_p), k)
+        uu = np.array_split(rng.permutation(n_u), k)
+        tot, n_corr = 0.0, 0
+        for ip, iu in zip(pp, uu):
+            out = model(torch.cat([xp[ip], xu[iu]]))
+            r = nnpu_risk(out[: len(ip)], out[len(ip):], prior)
+            opt.zero_grad(set_to_none=True)
+            r.objective.backward()
+            opt.step()
+            tot += float(r.risk.detach())
+            n_corr += int(r.corrected)
+        risks.append(tot / k)
+        corrections.append(n_corr)
+        if progress is not None:
+            progress(epoch, risks[-1])
+        logger.debug("pu epoch=%d risk=%.5f corrected=%d/%d", epoch, risks[-1], n_corr, k)
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return PUTrainResult(state, prior, risks, corrections)
+
+
+@torch.no_grad()
+def pu_features(state_dict: dict, patches: np.ndarray, *, feature_dim: int,
+                device: str = "auto", batch: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Penultimate-layer features and PU scores of ``patches``.
+
+    Returns
+    -------
+    features : ndarray (n, feature_dim), float32
+    scores : ndarray (n,), float32 (the PU classifier's output; > 0 means positive)
+    """
+    dev = resolve_device(device)
+    model = PUNet(patches.shape[1], feature_dim)
+    model.load_state_dict(state_dict)
+    model.to(dev).eval()
+    feats, scores = [], []
+    for i in range(0, len(patches), batch):
+        x = torch.from_numpy(np.ascontiguousarray(patches[i:i + batch], dtype=np.float32)).to(dev)
+        f = model.features(x)
+        feats.append(f.cpu().numpy())
+        scores.append(model.last(f)[:, 0].cpu().numpy())
+    if not feats:
+        return np.zeros((0, feature_dim), np.float32), np.zeros(0, np.float32)
+    return np.concatenate(feats).astype(np.float32), np.concatenate(scores).astype(np.float32)

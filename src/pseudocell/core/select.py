@@ -1,0 +1,86 @@
+"""Choose positive and negative pseudo-labels among the unlabeled detections."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pseudocell.core.ranker import fit_ranker
+
+__all__ = ["top_fraction", "Selection", "rank_unlabeled", "choose", "select_pseudo_labels"]
+
+
+def top_fraction(scores: np.ndarray, fraction: float) -> np.ndarray:
+    """Indices of the ``round(fraction * n)`` highest scores (ties: lower index first).
+
+    >>> top_fraction(np.array([0.1, 0.9, 0.5, 0.9]), 0.5).tolist()
+    [1, 3]
+    """
+    scores = np.asarray(scores)
+    k = int(np.floor(fraction * len(scores) + 0.5))
+    order = np.lexsort((np.arange(len(scores)), -scores))
+    return order[:k]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Indices into U of the chosen pseudo-labels, and both rankers' scores on U."""
+
+    pos_idx: np.ndarray
+    neg_idx: np.ndarray
+    pos_scores: np.ndarray
+    neg_scores: np.ndarray
+
+
+def rank_unlabeled(feat_p: np.ndarray, feat_u: np.ndarray, *, p: float, lam: float,
+                   provisional_top: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """P-score and N-score of every unlabeled sample.
+
+    1. P-ranker: positives = P, unlabeled = U  → P-score on U.
+    2. The top ``provisional_top`` of U by P-score are provisionally positive.
+    3. Flipped ranker: positives = the rest of U, unlabeled = P ∪ provisional → N-score.
+
+    Parameters
+    ----------
+    feat_p : ndarray (n_p, d), features of labeled positives
+    feat_u : ndarray (n_u, d), features of unlabeled detections
+
+    Returns
+    -------
+    pos_scores, neg_scores : ndarray (n_u,), float64
+    """
+    ranker_p = fit_ranker(feat_p, feat_u, p=p, lam=lam)
+    s_pos = ranker_p.score(feat_u)
+    prov = top_fraction(s_pos, provisional_top)
+    rest = np.setdiff1d(np.arange(len(feat_u)), prov)
+    if len(rest) == 0 or len(prov) == 0:
+        raise ValueError(
+            f"cannot split U (n_u={len(feat_u)}) at provisional_top={provisional_top}: "
+            "too few unlabeled detections"
+        )
+    ranker_n = fit_ranker(feat_u[rest], np.concatenate([feat_p, feat_u[prov]]), p=p, lam=lam)
+    return s_pos, ranker_n.score(feat_u)
+
+
+def choose(pos_scores: np.ndarray, neg_scores: np.ndarray, *, alpha: float,
+           beta: float) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``alpha`` of U by P-score → positives; top ``beta`` by N-score → negatives;
+    a sample in both lists is dropped from both.
+
+    >>> pos, neg = choose(np.array([3., 2., 1., 0.]), np.array([0., 1., 2., 3.]),
+    ...                   alpha=0.5, beta=0.25)
+    >>> pos.tolist(), neg.tolist()
+    ([0, 1], [3])
+    """
+    pos = top_fraction(pos_scores, alpha)
+    neg = top_fraction(neg_scores, beta)
+    both = np.intersect1d(pos, neg)
+    return pos[~np.isin(pos, both)], neg[~np.isin(neg, both)]
+
+
+def select_pseudo_labels(feat_p: np.ndarray, feat_u: np.ndarray, *, alpha: float, beta: float,
+                         p: float, lam: float, provisional_top: float = 0.2) -> Selection:
+    """:func:`rank_unlabeled` then :func:`choose`; indices into ``feat_u``."""
+    s_pos, s_neg = rank_unlabeled(feat_p, feat_u, p=p, lam=lam, provisional_top=provisional_top)
+    pos, neg = choose(s_pos, s_neg, alpha=alpha, beta=beta)
+    return Selection(pos, neg, s_pos, s_neg)

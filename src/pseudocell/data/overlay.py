@@ -1,0 +1,50 @@
+"""Overlay PNGs: the image with annotated points, pseudo-labels and detections."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["COLORS", "draw_overlay"]
+
+#: RGB colours of each point kind (distinct also for common colour-vision deficiencies).
+COLORS = {
+    "detection": (255, 221, 0),     # yellow ring
+    "annotated": (0, 200, 0),       # green dot
+    "pseudo_pos": (0, 160, 255),    # blue dot
+    "pseudo_neg": (255, 40, 40),    # red cross
+}
+
+
+def draw_overlay(path: str | Path, image: np.ndarray, layers: dict[str, np.ndarray],
+                 radius: int = 7) -> None:
+    """Write ``image`` (H, W) float with point ``layers`` ({kind: (n, 2) yx}) as an RGB PNG.
+
+    Detections are rings of ``radius``; annotated and positive pseudo-labels filled dots;
+    negative pseudo-labels crosses. A legend strip is drawn at the top.
+    """
+    from PIL import Image, ImageDraw
+
+    im = np.asarray(image, np.float32)
+    g = np.clip(im, 0, 1) * 255 if im.max() <= 1.5 else np.clip(im, 0, 255)
+    rgb = Image.fromarray(np.repeat(g.astype(np.uint8)[..., None], 3, axis=2))
+    d = ImageDraw.Draw(rgb)
+    for kind in ("detection", "annotated", "pseudo_pos", "pseudo_neg"):
+        pts = layers.get(kind)
+        if pts is None:
+            continue
+        c = COLORS[kind]
+        for y, x in np.asarray(pts).reshape(-1, 2):
+            if kind == "detection":
+                d.ellipse([x - radius, y - radius, x + radius, y + radius], outline=c, width=1)
+            elif kind == "pseudo_neg":
+                d.line([x - 4, y - 4, x + 4, y + 4], fill=c, width=2)
+                d.line([x - 4, y + 4, x + 4, y - 4], fill=c, width=2)
+            else:
+                d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=c)
+    x = 2
+    for kind, c in COLORS.items():
+        d.rectangle([x, 2, x + 8, 10], fill=c)
+        d.text((x + 11, 0), kind, fill=c)
+        x += 14 + 7 * len(kind)
+    rgb.save(path)

@@ -1,0 +1,40 @@
+"""Executors run one stage function; the orchestrator owns ordering, manifests and resume."""
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+import torch
+
+from pseudocell.config import Config
+from pseudocell.stages.base import StageInputs, StageOutputs
+from pseudocell.stages.loop import STAGE_FUNCTIONS
+
+__all__ = ["Executor", "LocalExecutor"]
+
+logger = logging.getLogger(__name__)
+
+
+class Executor(Protocol):
+    """Runs a named stage. Implementations: :class:`LocalExecutor` (in-process, the
+    reference); a Ray executor plugs in with the same method."""
+
+    def run_stage(self, name: str, inp: StageInputs, cfg: Config) -> StageOutputs: ...
+
+
+class LocalExecutor:
+    """Runs every stage in this process, on the device the config names.
+
+    ``num_threads`` of the config sets torch's intra-op threads for the call and
+    restores the previous value afterwards.
+    """
+
+    def run_stage(self, name: str, inp: StageInputs, cfg: Config) -> StageOutputs:
+        fn = STAGE_FUNCTIONS[name]
+        prev = torch.get_num_threads()
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        try:
+            return fn(inp, cfg)
+        finally:
+            torch.set_num_threads(prev)

@@ -1,0 +1,250 @@
+"""The round loop: prepare a run directory, run or resume its stages, write the results.
+
+A stage is skipped iff its manifest exists, was made with the same config hash and the
+same input manifests, and its outputs still match their checksums; otherwise its
+directory is deleted and it runs again. Everything downstream of a re-run stage re-runs
+too, because its inputs' manifest hashes change.
+"""
+from __future__ import annotations
+
+import logging
+import platform
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pseudocell.config import Config, dump_toml, load_config
+from pseudocell.errors import RunDirectoryError, StageError
+from pseudocell.stages.base import StageInputs, StageOutputs, stage_seed
+from pseudocell.storage import arrays, tables
+from pseudocell.storage.layout import SCHEMA_VERSION, RunLayout
+from pseudocell.storage.manifest import (checksum, manifest_hash, read_manifest, remove_tree,
+                                         verify_outputs, write_manifest)
+from pseudocell.validation import ImageSet, check_run_dir
+
+__all__ = ["RunInputs", "prepare_run", "run_loop", "resume", "StageEvent", "stage_plan"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """Validated inputs of a run (see :mod:`pseudocell.validation`).
+
+    ``points`` are the annotated points; ``gt`` (full ground truth of the training
+    images) and ``eval_images`` + ``eval_gt`` (held-out images) are optional and are only
+    used by the ``evaluate`` stage, never by the loop.
+    """
+
+    images: ImageSet
+    points: dict[str, np.ndarray]
+    gt: dict[str, np.ndarray] | None = None
+    eval_images: ImageSet | None = None
+    eval_gt: dict[str, np.ndarray] | None = None
+
+
+@dataclass(frozen=True)
+class StageEvent:
+    """Reported to the progress callback before (``status="start"``) and after each stage
+    (``"done"`` or ``"skipped"``)."""
+
+    round: int
+    stage: str
+    status: str
+    seconds: float = 0.0
+    metrics: dict | None = None
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+    import torch
+    import zarr
+
+    from pseudocell import __version__
+
+    return {"pseudocell": __version__, "python": platform.python_version(),
+            "numpy": numpy.__version__, "torch": torch.__version__, "zarr": zarr.__version__}
+
+
+def prepare_run(run_dir: str | Path, cfg: Config, inputs: RunInputs, *, force: bool = False) -> RunLayout:
+    """Create (or re-open) a run directory and write the config and the input stores.
+
+    Nothing is written until every input has been validated (the caller builds
+    ``inputs`` through :mod:`pseudocell.validation`) and the directory check passed.
+    """
+    run_dir = Path(run_dir).resolve()
+    action = check_run_dir(run_dir, cfg, force=force)
+    layout = RunLayout(str(run_dir))
+    if action == "overwrite":
+        logger.warning("deleting run directory %s (--force)", run_dir)
+        shutil.rmtree(run_dir)
+    inputs_ok = action == "continue" and read_manifest(layout.inputs_manifest) is not None \
+        and not verify_outputs(read_manifest(layout.inputs_manifest))
+    if inputs_ok:
+        return layout
+    Path(layout.inputs).mkdir(parents=True, exist_ok=True)
+    outputs = {}
+    arrays.write_stack(layout.images, inputs.images.ids, inputs.images.images)
+    outputs["images"] = layout.images
+    ann = {**inputs.points, "kind": np.array(["annotated"] * len(inputs.points["y"]), object),
+           "round": np.full(len(inputs.points["y"]), -1, np.int64),
+           "score": np.full(len(inputs.points["y"]), np.nan)}
+    tables.write_table(layout.points, ann)
+    outputs["points"] = layout.points
+    if inputs.gt is not None:
+        tables.write_table(layout.gt, inputs.gt)
+        outputs["gt"] = layout.gt
+    if inputs.eval_images is not None:
+        arrays.write_stack(layout.eval_images, inputs.eval_images.ids, inputs.eval_images.images)
+        outputs["eval_images"] = layout.eval_images
+        if inputs.eval_gt is not None:
+            tables.write_table(layout.eval_gt, inputs.eval_gt)
+            outputs["eval_gt"] = layout.eval_gt
+    Path(layout.config).write_text(dump_toml(cfg))
+    write_manifest(layout.inputs_manifest, {
+        "stage": "inputs", "schema_version": SCHEMA_VERSION,
+        "outputs": {k: {"uri": v, "sha256": checksum(v)} for k, v in outputs.items()},
+        "image_paths": inputs.images.paths,
+        "eval_image_paths": inputs.eval_images.paths if inputs.eval_images else [],
+        "versions": _versions(),
+    })
+    return layout
+
+
+def _out(layout: RunLayout, rnd: int, stage: str, name: str) -> tuple[str, str]:
+    """(URI of output ``name`` of a finished stage, that stage's manifest path)."""
+    m = read_manifest(layout.manifest(rnd, stage))
+    if m is None:
+        raise StageError(f"round {rnd} stage {stage!r} has no manifest but a later stage needs it")
+    return m["outputs"][name]["uri"], layout.manifest(rnd, stage)
+
+
+def stage_plan(layout: RunLayout, rnd: int, stage: str) -> dict[str, tuple[str, str]]:
+    """Inputs of a stage: name → (URI, manifest path of the producer)."""
+    inp_manifest = read_manifest(layout.inputs_manifest)
+    if inp_manifest is None:
+        raise RunDirectoryError(f"{layout.root!r} has no inputs manifest; start it with "
+                                "`pseudocell run`")
+    given = inp_manifest["outputs"]
+
+    def inp(name: str) -> tuple[str, str]:
+        return given[name]["uri"], layout.inputs_manifest
+
+    points = inp("points") if rnd == 0 else _out(layout, rnd - 1, "update_labels", "points")
+    plan: dict[str, tuple[str, str]] = {"images": inp("images")}
+    if stage == "train_detector":
+        plan["points"] = points
+    elif stage == "predict":
+        plan["model"] = _out(layout, rnd, "train_detector", "model")
+        if "eval_images" in given:
+            plan["eval_images"] = inp("eval_images")
+    elif stage == "extract_patches":
+        plan["points"] = points
+        plan["peaks"] = _out(layout, rnd, "predict", "peaks")
+    elif stage == "train_pu":
+        plan["patches"] = _out(layout, rnd, "extract_patches", "patches")
+        plan["table"] = _out(layout, rnd, "extract_patches", "table")
+    elif stage == "rank":
+        plan["features"] = _out(layout, rnd, "train_pu", "features")
+        plan["table"] = _out(layout, rnd, "extract_patches", "table")
+    elif stage == "select":
+        plan["scores"] = _out(layout, rnd, "rank", "scores")
+    elif stage == "update_labels":
+        plan["points"] = points
+        plan["selected"] = _out(layout, rnd, "select", "selected")
+        plan["table"] = _out(layout, rnd, "extract_patches", "table")
+    elif stage == "evaluate":
+        plan["peaks"] = _out(layout, rnd, "predict", "peaks")
+        for name in ("gt", "eval_images", "eval_gt"):
+            if name in given:
+                plan[name] = inp(name)
+        if "eval_images" in given:
+            plan["eval_peaks"] = _out(layout, rnd, "predict", "eval_peaks")
+        if read_manifest(layout.manifest(rnd, "select")) is not None:
+            plan["points"] = points
+            plan["selected"] = _out(layout, rnd, "select", "selected")
+            plan["table"] = _out(layout, rnd, "extract_patches", "table")
+    else:
+        raise StageError(f"unknown stage {stage!r}")
+    return plan
+
+
+def _is_done(manifest: dict | None, cfg: Config, inputs_rec: dict) -> bool:
+    if manifest is None:
+        return False
+    if manifest.get("config_hash") != cfg.config_hash or manifest.get("inputs") != inputs_rec:
+        return False
+    bad = verify_outputs(manifest)
+    if bad:
+        logger.warning("stage=%s round=%s outputs %s do not match the manifest; re-running",
+                       manifest.get("stage"), manifest.get("round"), bad)
+        return False
+    return True
+
+
+def run_loop(layout: RunLayout, cfg: Config, executor: Any, *,
+             progress: Callable[[StageEvent], None] | None = None) -> dict:
+    """Run every unfinished stage of every round, then write ``final/``.
+
+    Returns the per-round metrics (list under ``"rounds"``) as written to
+    ``final/metrics.json``.
+    """
+    from pseudocell.orchestrator.finalize import finalize
+
+    report = progress or (lambda e: None)
+    for rnd in range(cfg.rounds + 1):
+        for stage in RunLayout.stages_of(rnd, cfg.rounds):
+            if stage == "evaluate" and not _has_ground_truth(layout):
+                continue
+            plan = stage_plan(layout, rnd, stage)
+            inputs_rec = {k: {"uri": u, "manifest_sha256": manifest_hash(m)}
+                          for k, (u, m) in sorted(plan.items())}
+            mpath = layout.manifest(rnd, stage)
+            old = read_manifest(mpath)
+            if _is_done(old, cfg, inputs_rec):
+                report(StageEvent(rnd, stage, "skipped", old.get("seconds", 0.0),
+                                  old.get("metrics")))
+                continue
+            out_dir = layout.stage_dir(rnd, stage)
+            remove_tree(out_dir)  # partial outputs of an interrupted attempt
+            Path(out_dir).mkdir(parents=True)
+            seed = stage_seed(cfg.seed, rnd, stage)
+            inp = StageInputs(out_dir=out_dir, round=rnd, seed=seed,
+                              uris={k: u for k, (u, _) in plan.items()})
+            report(StageEvent(rnd, stage, "start"))
+            t0 = time.perf_counter()
+            try:
+                out: StageOutputs = executor.run_stage(stage, inp, cfg)
+            except Exception as e:
+                raise StageError(f"round {rnd} stage {stage!r} failed: {e}") from e
+            seconds = time.perf_counter() - t0
+            write_manifest(mpath, {
+                "stage": stage, "round": rnd, "seed": seed, "schema_version": SCHEMA_VERSION,
+                "config_hash": cfg.config_hash, "inputs": inputs_rec,
+                "outputs": {k: {"uri": u, "sha256": checksum(u)} for k, u in out.uris.items()},
+                "metrics": out.metrics, "seconds": seconds, "versions": _versions(),
+            })
+            logger.info("round=%d stage=%s seconds=%.1f", rnd, stage, seconds)
+            report(StageEvent(rnd, stage, "done", seconds, out.metrics))
+    return finalize(layout, cfg)
+
+
+def _has_ground_truth(layout: RunLayout) -> bool:
+    m = read_manifest(layout.inputs_manifest) or {}
+    return any(k in m.get("outputs", {}) for k in ("gt", "eval_gt"))
+
+
+def resume(run_dir: str | Path, executor: Any, *,
+           progress: Callable[[StageEvent], None] | None = None) -> dict:
+    """Finish a stopped run with the config it was started with."""
+    layout = RunLayout(str(Path(run_dir).resolve()))
+    if not Path(layout.config).exists():
+        raise RunDirectoryError(f"{str(run_dir)!r} is not a pseudocell run (no config.toml); "
+                                "start one with `pseudocell run`")
+    cfg = load_config(layout.config)
+    return run_loop(layout, cfg, executor, progress=progress)

@@ -1,0 +1,86 @@
+"""Zarr v3 stores of image stacks and patch/feature arrays.
+
+Image-like stores are pre-sized ``(n, H_max, W_max)`` arrays with one chunk per image,
+so independent writers can each fill whole chunks (no resize, no lost writes). The true
+size and id of every image are stored in the array attributes.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+__all__ = ["create_stack", "write_stack_item", "write_stack", "read_stack_item", "stack_ids",
+           "write_array", "read_array", "read_rows"]
+
+_COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
+
+
+def create_stack(uri: str, ids: Sequence[str], shapes: Sequence[tuple[int, int]],
+                 dtype: str = "float32") -> zarr.Array:
+    """Create an empty ``(n, H_max, W_max)`` stack with one chunk per image."""
+    hmax = max(s[0] for s in shapes)
+    wmax = max(s[1] for s in shapes)
+    arr = zarr.create_array(uri, shape=(len(ids), hmax, wmax), chunks=(1, hmax, wmax),
+                            dtype=dtype, compressors=[_COMPRESSOR], fill_value=0,
+                            overwrite=True)
+    arr.attrs.update({"ids": list(ids), "shapes": [list(map(int, s)) for s in shapes]})
+    return arr
+
+
+def write_stack_item(uri: str, index: int, image: np.ndarray) -> None:
+    """Write image ``index`` (its whole chunk, zero-padded) into an existing stack."""
+    arr = zarr.open_array(uri, mode="r+")
+    block = np.zeros(arr.shape[1:], dtype=arr.dtype)
+    block[: image.shape[0], : image.shape[1]] = image
+    arr[index] = block
+
+
+def write_stack(uri: str, ids: Sequence[str], images: Sequence[np.ndarray],
+                dtype: str = "float32") -> None:
+    """Create a stack and write all ``images`` (each (H_i, W_i))."""
+    create_stack(uri, ids, [im.shape for im in images], dtype)
+    for i, im in enumerate(images):
+        write_stack_item(uri, i, im)
+
+
+def stack_ids(uri: str) -> list[str]:
+    """Image ids of a stack, in index order."""
+    return list(zarr.open_array(uri, mode="r").attrs["ids"])
+
+
+def read_stack_item(uri: str, index: int) -> np.ndarray:
+    """Image ``index`` cropped to its true size → (H_i, W_i) in the stored dtype."""
+    arr = zarr.open_array(uri, mode="r")
+    h, w = arr.attrs["shapes"][index]
+    return np.asarray(arr[index, :h, :w])
+
+
+def write_array(uri: str, data: np.ndarray, chunk_rows: int = 1024) -> None:
+    """Write an (n, ...) array chunked along the first axis (~``chunk_rows`` rows a chunk)."""
+    data = np.asarray(data)
+    chunks = (max(1, min(chunk_rows, len(data))),) + data.shape[1:]
+    arr = zarr.create_array(uri, shape=data.shape, chunks=chunks, dtype=data.dtype,
+                            compressors=[_COMPRESSOR], fill_value=0, overwrite=True)
+    if data.size:
+        arr[...] = data
+
+
+def read_array(uri: str) -> np.ndarray:
+    """The whole array."""
+    return np.asarray(zarr.open_array(uri, mode="r")[...])
+
+
+def read_rows(uri: str, rows: np.ndarray) -> np.ndarray:
+    """Selected rows (sorted for locality internally, returned in the given order)."""
+    arr = zarr.open_array(uri, mode="r")
+    rows = np.asarray(rows, dtype=int)
+    if len(rows) == 0:
+        return np.zeros((0,) + arr.shape[1:], dtype=arr.dtype)
+    order = np.argsort(rows)
+    out = np.asarray(arr.get_orthogonal_selection((rows[order],)))
+    res = np.empty_like(out)
+    res[order] = out
+    return res

@@ -1,0 +1,88 @@
+"""Where everything of a run lives. All paths of the run directory are built here.
+
+Paths are strings (URIs); only local paths are supported by the store functions so far.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["SCHEMA_VERSION", "LOOP_STAGES", "FINAL_STAGES", "RunLayout", "join"]
+
+SCHEMA_VERSION = 1
+
+#: Stages of one pseudo-labelling round, in order.
+LOOP_STAGES = ("train_detector", "predict", "extract_patches", "train_pu", "rank", "select",
+               "update_labels", "evaluate")
+#: Stages of the last round (the final detector).
+FINAL_STAGES = ("train_detector", "predict", "evaluate")
+
+
+def join(*parts: str) -> str:
+    """Join URI parts with '/' (works for local paths and s3://)."""
+    head, *rest = parts
+    return "/".join([head.rstrip("/")] + [p.strip("/") for p in rest])
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Paths of one run directory ``root``.
+
+    >>> RunLayout("/tmp/run").stage_dir(1, "predict")
+    '/tmp/run/round_001/predict'
+    """
+
+    root: str
+
+    @property
+    def config(self) -> str:
+        return join(self.root, "config.toml")
+
+    @property
+    def state(self) -> str:
+        return join(self.root, "state.json")
+
+    @property
+    def inputs(self) -> str:
+        return join(self.root, "inputs")
+
+    @property
+    def images(self) -> str:
+        return join(self.inputs, "images.zarr")
+
+    @property
+    def points(self) -> str:
+        return join(self.inputs, "points.parquet")
+
+    @property
+    def gt(self) -> str:
+        return join(self.inputs, "gt.parquet")
+
+    @property
+    def eval_images(self) -> str:
+        return join(self.inputs, "eval_images.zarr")
+
+    @property
+    def eval_gt(self) -> str:
+        return join(self.inputs, "eval_gt.parquet")
+
+    @property
+    def inputs_manifest(self) -> str:
+        return join(self.inputs, "_manifest.json")
+
+    def round_dir(self, rnd: int) -> str:
+        return join(self.root, f"round_{rnd:03d}")
+
+    def stage_dir(self, rnd: int, stage: str) -> str:
+        return join(self.round_dir(rnd), stage)
+
+    def manifest(self, rnd: int, stage: str) -> str:
+        return join(self.stage_dir(rnd, stage), "_manifest.json")
+
+    @property
+    def final(self) -> str:
+        return join(self.root, "final")
+
+    @staticmethod
+    def stages_of(rnd: int, rounds: int) -> tuple[str, ...]:
+        """Stage names of round ``rnd`` in a run of ``rounds`` rounds."""
+        return LOOP_STAGES if rnd < rounds else FINAL_STAGES

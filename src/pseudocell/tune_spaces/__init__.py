@@ -1,0 +1,1 @@
+"""tune_spaces."""

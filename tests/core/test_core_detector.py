@@ -1,0 +1,187 @@
+"""UNet shapes, tiled prediction, and masked-MSE detector training."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pseudocell.core.detector import (build_unet, load_unet, predict_heatmap, resolve_device,
+                                      train_detector)
+from pseudocell.core.targets import make_target
+from pseudocell.core.unet import UNet
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny networks: one thread is fastest and immune to CPU oversubscription."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _eval_net(widths, seed=0):
+    net = build_unet(widths, seed)
+    # non-trivial BatchNorm running stats so eval mode is not an identity normalisation
+    net.train()
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(123)
+        for _ in range(3):
+            net(torch.randn(2, 1, 32, 32))
+    return net.eval()
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in ("cpu", "cuda")
+
+
+def test_unet_forward_shape_and_multiple():
+    net = UNet(widths=(4, 8, 16))
+    assert net.multiple == 4
+    assert tuple(net(torch.zeros(2, 1, 16, 24)).shape) == (2, 1, 16, 24)
+    assert UNet(widths=(4,)).multiple == 1
+    assert tuple(UNet(widths=(4,))(torch.zeros(1, 1, 5, 7)).shape) == (1, 1, 5, 7)
+
+
+def test_build_unet_seeded_and_rng_untouched():
+    before = torch.random.get_rng_state().clone()
+    a, b, c = build_unet((4, 8), 3), build_unet((4, 8), 3), build_unet((4, 8), 4)
+    assert torch.equal(before, torch.random.get_rng_state())
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+@pytest.mark.parametrize("shape", [(50, 70), (33, 17), (8, 9)])
+def test_predict_heatmap_any_size(shape):
+    net = _eval_net((4, 8))
+    img = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    out = predict_heatmap(net, img, tile=512, margin=16)
+    assert out.shape == shape and out.dtype == np.float32
+    assert np.all(np.isfinite(out))
+
+
+def test_predict_heatmap_single_tile_equals_direct_forward():
+    net = _eval_net((4, 8))
+    img = np.random.default_rng(1).standard_normal((24, 40)).astype(np.float32)
+    out = predict_heatmap(net, img, tile=512, margin=8)
+    padded = np.pad(img, 8, mode="reflect")  # 40 x 56: already a multiple of 2
+    with torch.no_grad():
+        ref = net(torch.from_numpy(padded)[None, None])[0, 0].numpy()[8:-8, 8:-8]
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_predict_heatmap_tiled_equals_single_tile():
+    net = _eval_net((4, 8, 16))
+    img = np.random.default_rng(2).standard_normal((70, 90)).astype(np.float32)
+    whole = predict_heatmap(net, img, tile=512, margin=32)
+    tiled = predict_heatmap(net, img, tile=24, margin=32)
+    assert tiled.shape == whole.shape == (70, 90)
+    np.testing.assert_allclose(tiled[16:-16, 16:-16], whole[16:-16, 16:-16], atol=1e-4, rtol=0)
+    # with tiles aligned to the pooling grid and a margin beyond the receptive field the
+    # seams vanish everywhere, image border included
+    np.testing.assert_allclose(tiled, whole, atol=1e-4, rtol=0)
+    # a tile side that is not a multiple of model.multiple is rounded up (23 -> 24)
+    np.testing.assert_allclose(predict_heatmap(net, img, tile=23, margin=32), tiled, atol=1e-4)
+
+
+def test_predict_heatmap_small_margin_changes_result():
+    """Sanity check of the previous test: too little context does leave seams."""
+    net = _eval_net((4, 8, 16))
+    img = np.random.default_rng(2).standard_normal((70, 90)).astype(np.float32)
+    whole = predict_heatmap(net, img, tile=512, margin=32)
+    tiled = predict_heatmap(net, img, tile=24, margin=0)
+    assert np.abs(tiled - whole).max() > 1e-3
+
+
+# ---------------------------------------------------------------- training
+def _blob_image(seed=0, shape=(64, 64)):
+    rng = np.random.default_rng(seed)
+    pos = np.array([[12.0, 14.0], [40.0, 20.0], [22.0, 48.0], [50.0, 50.0]])
+    neg = np.array([[10.0, 40.0], [54.0, 8.0], [32.0, 32.0]])
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    img = np.zeros(shape)
+    for y, x in pos:
+        img += np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 3.0**2))
+    img = (img + 0.05 * rng.standard_normal(shape)).astype(np.float32)
+    tgt, msk = make_target(shape, pos, neg, sigma=3.0, mask_radius=6.0)
+    return img, tgt, msk
+
+
+TRAIN_KW = dict(widths=(4, 8), iters=60, batch=4, crop=32, lr=1e-2, seed=5, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def trained():
+    img, tgt, msk = _blob_image()
+    before = torch.random.get_rng_state().clone()
+    np_before = np.random.get_state()[1].copy()
+    calls = []
+    res = train_detector([img], [tgt], [msk], progress=lambda s, l: calls.append((s, l)),
+                         **TRAIN_KW)
+    after = torch.random.get_rng_state()
+    np_after = np.random.get_state()[1]
+    return res, calls, before, after, np_before, np_after, (img, tgt, msk)
+
+
+def test_train_detector_lowers_loss(trained):
+    res, calls, *_ = trained
+    # logged every 50 steps and at the last one
+    assert len(res.losses) == 2
+    assert [s for s, _ in calls] == [50, 60]
+    assert [l for _, l in calls] == res.losses
+    assert all(np.isfinite(res.losses))
+    assert res.losses[-1] < res.losses[0]
+
+
+def test_train_detector_leaves_global_rng_untouched(trained):
+    _, _, before, after, np_before, np_after, _ = trained
+    assert torch.equal(before, after)
+    np.testing.assert_array_equal(np_before, np_after)
+
+
+def test_train_detector_deterministic(trained):
+    res, *_, data = trained
+    img, tgt, msk = data
+    res2 = train_detector([img], [tgt], [msk], **TRAIN_KW)
+    assert res.losses == res2.losses
+    assert res.state_dict.keys() == res2.state_dict.keys()
+    for k in res.state_dict:
+        assert torch.equal(res.state_dict[k], res2.state_dict[k]), k
+        assert res.state_dict[k].device.type == "cpu"
+
+
+def test_train_detector_other_seed_differs(trained):
+    res, *_, data = trained
+    img, tgt, msk = data
+    res2 = train_detector([img], [tgt], [msk], **{**TRAIN_KW, "iters": 2, "seed": 6})
+    res3 = train_detector([img], [tgt], [msk], **{**TRAIN_KW, "iters": 2})
+    k = next(iter(res.state_dict))
+    assert not torch.equal(res2.state_dict[k], res3.state_dict[k])
+
+
+def test_trained_detector_loads_and_predicts(trained):
+    res, *_, data = trained
+    img = data[0]
+    net = load_unet(res.state_dict, (4, 8), device="cpu")
+    assert not net.training
+    out = predict_heatmap(net, img, tile=64, margin=16)
+    assert out.shape == img.shape and np.all(np.isfinite(out))
+
+
+def test_train_detector_small_image_and_multiple_images():
+    img, tgt, msk = _blob_image(seed=1, shape=(20, 26))  # smaller than the crop
+    img2, tgt2, msk2 = _blob_image(seed=2)
+    res = train_detector([img, img2], [tgt, tgt2], [msk, msk2],
+                         **{**TRAIN_KW, "iters": 3})
+    assert len(res.losses) == 1 and np.isfinite(res.losses[0])
+
+
+def test_train_detector_empty_masks_raise():
+    img = np.zeros((32, 32), np.float32)
+    empty = np.zeros((32, 32), bool)
+    with pytest.raises(ValueError):
+        train_detector([img, img], [img, img], [empty, empty], **TRAIN_KW)
+    with pytest.raises(ValueError):
+        train_detector([], [], [], **TRAIN_KW)

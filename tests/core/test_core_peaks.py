@@ -1,0 +1,94 @@
+"""find_peaks on known heatmaps."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pseudocell.core.peaks import find_peaks
+
+
+def _three_gaussians():
+    yy, xx = np.mgrid[:64, :80].astype(np.float64)
+    centres = [((15, 20), 0.8), ((45, 60), 1.0), ((48, 15), 0.2)]
+    h = np.zeros((64, 80))
+    for (cy, cx), a in centres:
+        h += a * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 2.5**2))
+    return h.astype(np.float32)
+
+
+def test_absolute_threshold_keeps_two_exact_centres_sorted():
+    h = _three_gaussians()
+    pts, vals = find_peaks(h, threshold=0.3, min_distance=6, mode="absolute")
+    assert pts.dtype == np.float64 and pts.shape == (2, 2)
+    assert vals.dtype == np.float32 and vals.shape == (2,)
+    assert pts.tolist() == [[45.0, 60.0], [15.0, 20.0]]
+    np.testing.assert_allclose(vals, [1.0, 0.8], atol=1e-6)
+    # lower threshold picks up the third one, still sorted by value
+    pts, vals = find_peaks(h, threshold=0.1, min_distance=6)
+    assert pts.tolist() == [[45.0, 60.0], [15.0, 20.0], [48.0, 15.0]]
+    np.testing.assert_allclose(vals, [1.0, 0.8, 0.2], atol=1e-6)
+
+
+def test_values_are_unscaled_heatmap_values():
+    h = _three_gaussians() * 0.5 + 0.1
+    pts, vals = find_peaks(h, mode="reference")
+    np.testing.assert_array_equal(vals, h[pts[:, 0].astype(int), pts[:, 1].astype(int)])
+    # reference: (v - min) / (max - min) * 255 >= 128 -> only the 1.0 and 0.8 peaks
+    assert pts.tolist() == [[45.0, 60.0], [15.0, 20.0]]
+
+
+def test_reference_mode_finds_peaks_on_blank_heatmap_absolute_does_not():
+    rng = np.random.default_rng(0)
+    h = (0.01 + 1e-4 * rng.standard_normal((40, 40))).astype(np.float32)
+    pts_a, vals_a = find_peaks(h, threshold=0.3, min_distance=3, mode="absolute")
+    assert pts_a.shape == (0, 2) and vals_a.shape == (0,)
+    assert vals_a.dtype == np.float32
+    pts_r, vals_r = find_peaks(h, min_distance=3, mode="reference")
+    assert len(pts_r) > 0
+    assert np.all(vals_r < 0.02)
+    # the global maximum is always kept in reference mode, and comes first
+    gy, gx = np.unravel_index(np.argmax(h), h.shape)
+    assert pts_r[0].tolist() == [float(gy), float(gx)]
+    assert np.all(np.diff(vals_r) <= 0)
+
+
+def test_constant_heatmap():
+    h = np.full((10, 10), 0.5, np.float32)
+    pts, vals = find_peaks(h, mode="reference")
+    assert pts.shape == (0, 2) and vals.shape == (0,)
+    pts, vals = find_peaks(np.zeros((10, 10), np.float32), threshold=0.3)
+    assert pts.shape == (0, 2)
+
+
+def test_min_distance_suppresses_close_neighbour():
+    h = np.zeros((30, 30), np.float32)
+    h[10, 10] = 1.0
+    h[10, 13] = 0.9   # 3 px away
+    h[25, 25] = 0.5   # far away
+    pts, vals = find_peaks(h, threshold=0.3, min_distance=5)
+    assert pts.tolist() == [[10.0, 10.0], [25.0, 25.0]]
+    np.testing.assert_allclose(vals, [1.0, 0.5])
+    pts, vals = find_peaks(h, threshold=0.3, min_distance=2)
+    assert pts.tolist() == [[10.0, 10.0], [10.0, 13.0], [25.0, 25.0]]
+    np.testing.assert_allclose(vals, [1.0, 0.9, 0.5])
+
+
+def test_peak_on_border_kept():
+    h = np.zeros((20, 20), np.float32)
+    h[0, 0] = 0.7
+    h[19, 10] = 0.9
+    pts, vals = find_peaks(h, threshold=0.3, min_distance=3)
+    assert pts.tolist() == [[19.0, 10.0], [0.0, 0.0]]
+
+
+def test_equal_values_sorted_by_position():
+    h = np.zeros((20, 20), np.float32)
+    for y, x in [(15, 3), (3, 15), (3, 4)]:
+        h[y, x] = 0.6
+    pts, _ = find_peaks(h, threshold=0.3, min_distance=2)
+    assert pts.tolist() == [[3.0, 4.0], [3.0, 15.0], [15.0, 3.0]]
+
+
+def test_bad_mode():
+    with pytest.raises(ValueError):
+        find_peaks(np.zeros((5, 5)), mode="relative")
