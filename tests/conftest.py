@@ -1,0 +1,51 @@
+"""Shared fixtures: small real crops from ../shared/data, read at test time (never copied
+into the repository)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+BRIGHTFIELD = SHARED / "dwaithe-brightfield-cells"
+
+
+@pytest.fixture(scope="session")
+def brightfield_dir() -> Path:
+    if not (BRIGHTFIELD / "001cells.png").exists():
+        pytest.skip(f"real data not found at {BRIGHTFIELD}")
+    return BRIGHTFIELD
+
+
+@pytest.fixture(scope="session")
+def small_crops(brightfield_dir):
+    """Three 128x160 crops of real bright-field images with their full ground truth.
+
+    Returns (ImageSet, gt table) ready for :class:`pseudocell.orchestrator.run.RunInputs`.
+    """
+    from pseudocell.data.images import points_from_dots, read_raw
+    from pseudocell.validation import ImageSet, check_image
+
+    ids, imgs, rows = [], [], []
+    for n in (1, 3, 5):
+        raw = read_raw(brightfield_dir / f"{n:03d}cells.png")[100:228, 150:310]
+        dots = read_raw(brightfield_dir / f"{n:03d}dots.png")[100:228, 150:310]
+        i = f"{n:03d}crop"
+        ids.append(i)
+        imgs.append(check_image(raw, name=i))
+        rows += [(i, y, x) for y, x in points_from_dots(dots)]
+    gt = {"image_id": np.array([r[0] for r in rows], object),
+          "y": np.array([r[1] for r in rows], float), "x": np.array([r[2] for r in rows], float)}
+    return ImageSet(ids, imgs, [f"crop-{i}" for i in ids]), gt
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg():
+    """A config that runs a whole round on the crops in a few seconds on one CPU thread."""
+    from pseudocell.config import Config
+
+    return Config(rounds=1, unet_widths=(4, 8), detector_iters=20, detector_batch=4,
+                  detector_crop=64, peak_threshold=0.05, pu_epochs=3, pu_batch=128,
+                  pu_feature_dim=16, alpha=0.1, beta=0.1, extra_radii=(8.0,), device="cpu",
+                  num_threads=1)

@@ -1,0 +1,134 @@
+"""The whole loop on small real crops: outputs, resume after interruption, corruption."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pseudocell.errors import StageError
+from pseudocell.orchestrator.demo import hide_points
+from pseudocell.orchestrator.executors import LocalExecutor
+from pseudocell.orchestrator.run import RunInputs, prepare_run, resume, run_loop
+from pseudocell.storage import tables
+from pseudocell.storage.layout import RunLayout
+from pseudocell.storage.manifest import read_manifest
+
+
+def _inputs(small_crops, with_eval=True):
+    images, gt = small_crops
+    points = hide_points(gt, 0.3, seed=0)
+    return RunInputs(images, points, gt, images if with_eval else None, gt if with_eval else None)
+
+
+def _output_digests(layout: RunLayout, cfg) -> dict[str, str]:
+    """(round/stage/output) → content sha256 of every finished stage."""
+    out = {}
+    for rnd in range(cfg.rounds + 1):
+        for stage in RunLayout.stages_of(rnd, cfg.rounds):
+            m = read_manifest(layout.manifest(rnd, stage))
+            assert m is not None, f"round {rnd} stage {stage} has no manifest"
+            for name, rec in m["outputs"].items():
+                out[f"{rnd}/{stage}/{name}"] = rec["sha256"]
+    return out
+
+
+class FailOnce:
+    """Executor that runs a stage to the end, then dies before its manifest is written
+    (as a killed process would), once."""
+
+    def __init__(self, at: tuple[int, str]):
+        self.at = at
+        self.inner = LocalExecutor()
+        self.fired = False
+
+    def run_stage(self, name, inp, cfg):
+        out = self.inner.run_stage(name, inp, cfg)
+        if (inp.round, name) == self.at and not self.fired:
+            self.fired = True
+            raise RuntimeError("simulated crash after outputs, before manifest")
+        return out
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory, small_crops, tiny_cfg):
+    cfg = tiny_cfg
+    run_dir = tmp_path_factory.mktemp("ref") / "run"
+    layout = prepare_run(run_dir, cfg, _inputs(small_crops))
+    metrics = run_loop(layout, cfg, LocalExecutor())
+    return cfg, layout, metrics
+
+
+def test_one_round_writes_every_store_and_final_outputs(reference_run, small_crops):
+    cfg, layout, metrics = reference_run
+    root = Path(layout.root)
+    for rel in ["config.toml", "inputs/images.zarr", "inputs/points.parquet",
+                "round_000/predict/heatmaps.zarr", "round_000/extract_patches/patches.zarr",
+                "round_000/extract_patches/patches.parquet", "round_000/train_pu/features.zarr",
+                "round_000/rank/scores.parquet", "round_000/select/selected.parquet",
+                "round_000/update_labels/points.parquet", "round_001/train_detector/model.pt",
+                "final/model.pt", "final/detections.csv", "final/metrics.json"]:
+        assert (root / rel).exists(), rel
+    assert len(list((root / "final" / "overlays").glob("*.png"))) == 3
+    # round rows: one per detector, with detection metrics at both radii
+    assert [r["round"] for r in metrics["rounds"]] == [0, 1]
+    for r in metrics["rounds"]:
+        for key in ("train@15/f1", "train@8/f1", "heldout@15/f1"):
+            assert 0.0 <= r[key] <= 1.0
+    # selection counts follow alpha/beta of |U| exactly
+    ext = read_manifest(layout.manifest(0, "extract_patches"))["metrics"]
+    sel = read_manifest(layout.manifest(0, "select"))["metrics"]
+    scores = tables.read_table(layout.stage_dir(0, "rank") + "/scores.parquet")
+    n_u = ext["n_U"]
+    assert len(scores["patch_id"]) == n_u
+    k = int(np.floor(0.1 * n_u + 0.5))  # alpha = beta = 0.1 of |U|, rounded half up
+    top_pos = set(np.argsort(-scores["pos_score"], kind="stable")[:k])
+    top_neg = set(np.argsort(-scores["neg_score"], kind="stable")[:k])
+    assert sel["n_pseudo_pos"] == sel["n_pseudo_neg"] == k - len(top_pos & top_neg)
+    # labels grow by exactly the selections and keep the annotated points
+    labels = tables.read_table(layout.stage_dir(0, "update_labels") + "/points.parquet")
+    kinds = labels["kind"].astype(str)
+    assert (kinds == "annotated").sum() == len(_inputs(small_crops).points["y"])
+    assert (kinds == "pseudo_pos").sum() == sel["n_pseudo_pos"]
+    assert (kinds == "pseudo_neg").sum() == sel["n_pseudo_neg"]
+    assert json.loads((root / "metrics.json").read_text())["rounds"] == metrics["rounds"]
+
+
+def test_resume_after_interrupted_stage_gives_identical_outputs(reference_run, small_crops,
+                                                                tmp_path):
+    cfg, ref_layout, ref_metrics = reference_run
+    layout = prepare_run(tmp_path / "run", cfg, _inputs(small_crops))
+    with pytest.raises(StageError, match="train_pu"):
+        run_loop(layout, cfg, FailOnce((0, "train_pu")))
+    # the crashed stage left outputs but no manifest: it is unfinished
+    assert Path(layout.stage_dir(0, "train_pu"), "features.zarr").exists()
+    assert read_manifest(layout.manifest(0, "train_pu")) is None
+    events = []
+    metrics = resume(layout.root, LocalExecutor(), progress=events.append)
+    skipped = {(e.round, e.stage) for e in events if e.status == "skipped"}
+    assert skipped == {(0, "train_detector"), (0, "predict"), (0, "extract_patches")}
+    assert _output_digests(layout, cfg) == _output_digests(ref_layout, cfg)
+    assert metrics["rounds"] == ref_metrics["rounds"]
+
+
+def test_corrupted_store_is_detected_and_its_stage_reruns(reference_run, small_crops, tmp_path):
+    cfg, ref_layout, _ = reference_run
+    layout = prepare_run(tmp_path / "run", cfg, _inputs(small_crops))
+    run_loop(layout, cfg, LocalExecutor())
+    chunk = sorted(p for p in Path(layout.stage_dir(0, "train_pu"), "features.zarr").rglob("*")
+                   if p.is_file() and p.name != "zarr.json")[0]
+    chunk.write_bytes(chunk.read_bytes()[:5])  # truncate a chunk
+    events = []
+    resume(layout.root, LocalExecutor(), progress=events.append)
+    rerun = [(e.round, e.stage) for e in events if e.status == "done"]
+    assert rerun[0] == (0, "train_pu")
+    assert _output_digests(layout, cfg) == _output_digests(ref_layout, cfg)
+
+
+def test_rerun_of_finished_run_skips_everything(reference_run):
+    cfg, layout, metrics = reference_run
+    events = []
+    again = run_loop(layout, cfg, LocalExecutor(), progress=events.append)
+    assert events and all(e.status == "skipped" for e in events)
+    assert again["rounds"] == metrics["rounds"]
