@@ -80,7 +80,7 @@ def print_round_table(metrics: dict) -> None:
 
     from pseudocell.orchestrator.report import round_table
 
-    Console(width=200).print(round_table(metrics))
+    Console(width=max(Console().width, 130)).print(round_table(metrics))
 
 
 @app.command()

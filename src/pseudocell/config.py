@@ -67,8 +67,9 @@ class Config:
         Side (px, odd) of the patches cropped around peaks for the PU learner.
     pu_prior : float or None, default=None
         nnPU class prior; None uses (#P + 0.5 #U) / N as the reference does.
-    pu_epochs : int, default=60
-    pu_lr : float, default=1e-4
+    pu_epochs : int, default=20
+    pu_lr : float, default=1e-3
+        Reference: 200 epochs at 1e-4; fewer epochs at a larger step fit the CPU budget.
     pu_weight_decay : float, default=5e-3
     pu_batch : int, default=512
     pu_feature_dim : int, default=128
@@ -77,8 +78,13 @@ class Config:
         P-classification exponent of the unlabeled term.
     lam : float, default=0.1
         L2 weight of the linear ranker.
+    neg_ranker : {"flip", "provisional"}, default="flip"
+        How the negative ranker is trained: ``flip`` = U as positive class, P as
+        unlabeled (the paper); ``provisional`` = the rest of U after removing the top
+        ``provisional_top`` by P-score, against P and that top (design.md's reading of
+        the reference code). See :func:`pseudocell.core.select.rank_unlabeled`.
     provisional_top : float, default=0.2
-        Fraction of U taken as provisionally positive before the flipped ranker.
+        Fraction of U taken as provisionally positive (``neg_ranker="provisional"``).
     alpha, beta : float, default=0.05
         Fractions of U added as positive / negative pseudo-labels per round.
     revoke_pseudo : bool, default=False
@@ -112,14 +118,15 @@ class Config:
     patch_size: int = 27
     # PU learner
     pu_prior: float | None = None
-    pu_epochs: int = 60
-    pu_lr: float = 1e-4
+    pu_epochs: int = 20
+    pu_lr: float = 1e-3
     pu_weight_decay: float = 5e-3
     pu_batch: int = 512
     pu_feature_dim: int = 128
     # ranker / selection
     p: float = 4.0
     lam: float = 0.1
+    neg_ranker: str = "flip"
     provisional_top: float = 0.2
     alpha: float = 0.05
     beta: float = 0.05
@@ -161,6 +168,7 @@ class Config:
             )
         need(self.p > 0, "p", "> 0")
         need(self.lam >= 0, "lam", ">= 0")
+        need(self.neg_ranker in ("flip", "provisional"), "neg_ranker", "'flip' or 'provisional'")
         need(0.0 < self.provisional_top < 1.0, "provisional_top", "in (0, 1)")
         need(isinstance(self.rounds, int) and self.rounds >= 0, "rounds", "an integer >= 0")
         need(self.sigma > 0, "sigma", "> 0")

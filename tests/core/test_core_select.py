@@ -56,15 +56,23 @@ def _synthetic(seed=0, d=4, shift=2.5, n_p=40, n_u_pos=100, n_u_neg=100):
     return feat_p, u[perm], truth[perm]
 
 
-@pytest.fixture(scope="module")
-def selection():
+@pytest.fixture(scope="module", params=["flip", "provisional"])
+def selection(request):
     feat_p, feat_u, truth = _synthetic()
-    sel = select_pseudo_labels(feat_p, feat_u, alpha=0.05, beta=0.05, p=4.0, lam=0.1)
-    return sel, feat_p, feat_u, truth
+    sel = select_pseudo_labels(feat_p, feat_u, alpha=0.05, beta=0.05, p=4.0, lam=0.1,
+                               neg_ranker=request.param)
+    return sel, feat_p, feat_u, truth, request.param
+
+
+def test_unknown_neg_ranker_is_refused():
+    feat_p, feat_u, _ = _synthetic()
+    with pytest.raises(ValueError, match="neg_ranker"):
+        select_pseudo_labels(feat_p, feat_u, alpha=0.05, beta=0.05, p=4.0, lam=0.1,
+                             neg_ranker="nope")
 
 
 def test_select_counts_and_disjoint(selection):
-    sel, _, feat_u, _ = selection
+    sel, _, feat_u, _, _ = selection
     assert isinstance(sel, Selection)
     assert len(feat_u) == 200
     assert len(sel.pos_idx) == 10
@@ -77,7 +85,7 @@ def test_select_counts_and_disjoint(selection):
 
 
 def test_select_picks_top_scores_in_order(selection):
-    sel, _, _, _ = selection
+    sel, _, _, _, _ = selection
     ps = sel.pos_scores[sel.pos_idx]
     ns = sel.neg_scores[sel.neg_idx]
     assert np.all(np.diff(ps) <= 0)
@@ -90,24 +98,26 @@ def test_select_picks_top_scores_in_order(selection):
 
 
 def test_select_is_mostly_right(selection):
-    sel, _, _, truth = selection
+    sel, _, _, truth, _ = selection
     assert truth[sel.pos_idx].mean() > 0.8
     assert (~truth[sel.neg_idx]).mean() > 0.8
 
 
 def test_select_scores_rank_truth(selection):
-    sel, _, _, truth = selection
+    sel, _, _, truth, _ = selection
     # P-score higher for true positives, N-score higher for true negatives, on average
     assert sel.pos_scores[truth].mean() > sel.pos_scores[~truth].mean()
     assert sel.neg_scores[~truth].mean() > sel.neg_scores[truth].mean()
 
 
 def test_select_deterministic(selection):
-    sel, feat_p, feat_u, _ = selection
-    sel2 = select_pseudo_labels(feat_p, feat_u, alpha=0.05, beta=0.05, p=4.0, lam=0.1)
+    sel, feat_p, feat_u, _, neg_ranker = selection
+    sel2 = select_pseudo_labels(feat_p, feat_u, alpha=0.05, beta=0.05, p=4.0, lam=0.1,
+                                neg_ranker=neg_ranker)
     np.testing.assert_array_equal(sel.pos_idx, sel2.pos_idx)
     np.testing.assert_array_equal(sel.neg_idx, sel2.neg_idx)
     np.testing.assert_array_equal(sel.pos_scores, sel2.pos_scores)
+    np.testing.assert_array_equal(sel.neg_scores, sel2.neg_scores)
 
 
 def test_select_overlap_dropped_from_both():
@@ -127,7 +137,7 @@ def test_select_rejects_unsplittable_u():
     feat_p, feat_u, _ = _synthetic(seed=2, n_u_pos=3, n_u_neg=3)
     with pytest.raises(ValueError):
         select_pseudo_labels(feat_p, feat_u, alpha=0.1, beta=0.1, p=4.0, lam=0.1,
-                             provisional_top=1.0)
+                             neg_ranker="provisional", provisional_top=1.0)
     with pytest.raises(ValueError):
         select_pseudo_labels(feat_p, feat_u, alpha=0.1, beta=0.1, p=4.0, lam=0.1,
-                             provisional_top=0.0)
+                             neg_ranker="provisional", provisional_top=0.0)

@@ -84,24 +84,30 @@ def default_prior(n_p: int, n_u: int) -> float:
 class PUNet(nn.Module):
     """Small CNN for (B, C, S, S) patches; ``features`` is the penultimate layer.
 
+    Three conv-BN-ReLU blocks (``widths``), a 3x3 pooled map, a ``feature_dim`` layer
+    and a linear score. Narrower than the reference's AlexNet-like net (2304-d
+    features) so that a round's PU training takes about a minute on two CPU cores.
+
     >>> net = PUNet(in_channels=1, feature_dim=8)
     >>> x = torch.zeros(3, 1, 27, 27)
     >>> tuple(net(x).shape), tuple(net.features(x).shape)
     ((3,), (3, 8))
     """
 
-    def __init__(self, in_channels: int = 1, feature_dim: int = 128) -> None:
+    def __init__(self, in_channels: int = 1, feature_dim: int = 128,
+                 widths: tuple[int, int, int] = (16, 32, 64)) -> None:
         super().__init__()
+        w1, w2, w3 = widths
 
         def conv(cin: int, cout: int) -> list[nn.Module]:
             return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
                     nn.ReLU(inplace=True)]
 
         self.body = nn.Sequential(
-            *conv(in_channels, 32), nn.MaxPool2d(2),
-            *conv(32, 64), nn.MaxPool2d(2),
-            *conv(64, 128), nn.AdaptiveAvgPool2d(3), nn.Flatten(),
-            nn.Linear(128 * 9, feature_dim), nn.ReLU(inplace=True),
+            *conv(in_channels, w1), nn.MaxPool2d(2),
+            *conv(w1, w2), nn.MaxPool2d(2),
+            *conv(w2, w3), nn.AdaptiveAvgPool2d(3), nn.Flatten(),
+            nn.Linear(w3 * 9, feature_dim), nn.ReLU(inplace=True),
         )
         self.last = nn.Linear(feature_dim, 1)
 

@@ -33,12 +33,21 @@ class Selection:
 
 
 def rank_unlabeled(feat_p: np.ndarray, feat_u: np.ndarray, *, p: float, lam: float,
+                   neg_ranker: str = "flip",
                    provisional_top: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
     """P-score and N-score of every unlabeled sample.
 
-    1. P-ranker: positives = P, unlabeled = U  → P-score on U.
-    2. The top ``provisional_top`` of U by P-score are provisionally positive.
-    3. Flipped ranker: positives = the rest of U, unlabeled = P ∪ provisional → N-score.
+    The P-ranker is trained with positives = P, unlabeled = U; its score on U is the
+    P-score. The N-score comes from a ranker trained with flipped roles:
+
+    * ``neg_ranker="flip"`` (default, as the paper describes): positives = U,
+      unlabeled = P. U samples unlike anything in P score highest.
+    * ``neg_ranker="provisional"`` (design.md's reading of the reference code): the top
+      ``provisional_top`` of U by P-score are provisionally positive; positives = the
+      rest of U, unlabeled = P ∪ provisional.
+
+    On the demo's round-0 features (training images, 5 % of U) the negatives chosen by
+    ``flip`` were 82 % background against 65 % for ``provisional``.
 
     Parameters
     ----------
@@ -51,6 +60,10 @@ def rank_unlabeled(feat_p: np.ndarray, feat_u: np.ndarray, *, p: float, lam: flo
     """
     ranker_p = fit_ranker(feat_p, feat_u, p=p, lam=lam)
     s_pos = ranker_p.score(feat_u)
+    if neg_ranker == "flip":
+        return s_pos, fit_ranker(feat_u, feat_p, p=p, lam=lam).score(feat_u)
+    if neg_ranker != "provisional":
+        raise ValueError(f"neg_ranker must be 'flip' or 'provisional', got {neg_ranker!r}")
     prov = top_fraction(s_pos, provisional_top)
     rest = np.setdiff1d(np.arange(len(feat_u)), prov)
     if len(rest) == 0 or len(prov) == 0:
@@ -79,8 +92,10 @@ def choose(pos_scores: np.ndarray, neg_scores: np.ndarray, *, alpha: float,
 
 
 def select_pseudo_labels(feat_p: np.ndarray, feat_u: np.ndarray, *, alpha: float, beta: float,
-                         p: float, lam: float, provisional_top: float = 0.2) -> Selection:
+                         p: float, lam: float, neg_ranker: str = "flip",
+                         provisional_top: float = 0.2) -> Selection:
     """:func:`rank_unlabeled` then :func:`choose`; indices into ``feat_u``."""
-    s_pos, s_neg = rank_unlabeled(feat_p, feat_u, p=p, lam=lam, provisional_top=provisional_top)
+    s_pos, s_neg = rank_unlabeled(feat_p, feat_u, p=p, lam=lam, neg_ranker=neg_ranker,
+                                  provisional_top=provisional_top)
     pos, neg = choose(s_pos, s_neg, alpha=alpha, beta=beta)
     return Selection(pos, neg, s_pos, s_neg)

@@ -15,6 +15,9 @@ COLORS = {
     "pseudo_neg": (255, 40, 40),    # red cross
 }
 
+_LEGEND = {"detection": "detected", "annotated": "annotated", "pseudo_pos": "pseudo+",
+           "pseudo_neg": "pseudo-"}
+
 
 def draw_overlay(path: str | Path, image: np.ndarray, layers: dict[str, np.ndarray],
                  radius: int = 7) -> None:
@@ -44,7 +47,8 @@ def draw_overlay(path: str | Path, image: np.ndarray, layers: dict[str, np.ndarr
                 d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=c)
     x = 2
     for kind, c in COLORS.items():
+        label = _LEGEND[kind]
         d.rectangle([x, 2, x + 8, 10], fill=c)
-        d.text((x + 11, 0), kind, fill=c)
-        x += 14 + 7 * len(kind)
+        d.text((x + 11, 0), label, fill=c)
+        x += 16 + 6 * len(label)
     rgb.save(path)

@@ -114,4 +114,11 @@ def write_points_csv(path: str | Path, table: dict[str, np.ndarray],
         w.writerow(["image", "y", "x", *extra])
         for n in range(len(table["y"])):
             w.writerow([table["image_id"][n], f"{float(table['y'][n]):.2f}",
-                        f"{float(table['x'][n]):.2f}", *[table[e][n] for e in extra]])
+                        f"{float(table['x'][n]):.2f}", *[_cell(table[e][n]) for e in extra]])
+
+
+def _cell(v) -> str:
+    """Floats with 6 significant digits (float32 and float64 print alike)."""
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):.6g}"
+    return str(v)

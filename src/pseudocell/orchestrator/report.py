@@ -32,18 +32,39 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _prf(row: dict, prefix: str) -> str:
+    vals = [row.get(f"{prefix}/{m}") for m in ("precision", "recall", "f1")]
+    return "-" if vals[0] is None else "/".join(f"{v:.3f}" for v in vals)
+
+
 def round_table(metrics: dict):
-    """A ``rich.table.Table``: one row per round (detector r; pseudo-labels it selected)."""
+    """A compact ``rich.table.Table``: one row per round, P/R/F in one cell per split and
+    radius, then the pseudo-labels selected with that round's detector."""
     from rich.table import Table
 
     rows = metrics["rounds"]
-    t = Table(title="pseudocell: per-round detection quality (P/R/F at matching radius px)")
-    cols = _columns(rows)
+    keys = set().union(*rows) if rows else set()
+    splits = sorted({k.split("/")[0] for k in keys if "@" in k},
+                    key=lambda s: (not s.startswith("train"), -float(s.split("@")[1])))
+    t = Table(title="per-round detection P/R/F (matching radius in px) and pseudo-labels")
     t.add_column("round", justify="right")
-    for head, _ in cols:
-        t.add_column(head, justify="right")
+    for s in splits:
+        name, radius = s.split("@")
+        t.add_column(f"{'held-out' if name == 'heldout' else name} @{radius}\nP/R/F",
+                     justify="center", no_wrap=True, min_width=17)
+    pseudo = "n_pseudo_pos" in keys
+    if pseudo:
+        t.add_column("added\n+pos/-neg", justify="right", no_wrap=True)
+        t.add_column("+pos\nprecision", justify="right")
+        t.add_column("-neg\nbackground", justify="right")
     for r in rows:
-        t.add_row(str(r["round"]), *[_fmt(r.get(k)) for _, k in cols])
+        cells = [_prf(r, s) for s in splits]
+        if pseudo:
+            added = "-" if r.get("n_pseudo_pos") is None else \
+                f"{r['n_pseudo_pos']}/{r['n_pseudo_neg']}"
+            cells += [added, _fmt(r.get("pseudo_pos_precision")),
+                      _fmt(r.get("pseudo_neg_background_fraction"))]
+        t.add_row(str(r["round"]), *cells)
     return t
 
 

@@ -44,6 +44,14 @@ def points_by_image(table: dict[str, np.ndarray], ids: list[str],
     return out
 
 
+def _log_every(every: int, stage: str, rnd: int, total: int):
+    """Progress callback ``(step, loss)`` that logs every ``every`` steps at INFO."""
+    def report(step: int, loss: float) -> None:
+        if step % every == 0 or step == total:
+            logger.info("%s round=%d step=%d/%d loss=%.5f", stage, rnd, step, total, loss)
+    return report
+
+
 def _save_model(path: str, state: dict, meta: dict) -> None:
     torch.save({"state_dict": state, "meta": meta}, path)
 
@@ -71,7 +79,8 @@ def train_detector(inp: StageInputs, cfg: Config) -> StageOutputs:
     t0 = time.perf_counter()
     res = _train_det(imgs, tgts, msks, widths=cfg.unet_widths, iters=cfg.detector_iters,
                      batch=cfg.detector_batch, crop=cfg.detector_crop, lr=cfg.detector_lr,
-                     seed=inp.seed, device=cfg.device)
+                     seed=inp.seed, device=cfg.device,
+                     progress=_log_every(100, "train_detector", inp.round, cfg.detector_iters))
     path = join(inp.out_dir, "model.pt")
     _save_model(path, res.state_dict, {"widths": list(cfg.unet_widths), "sigma": cfg.sigma})
     n_pos = sum(len(v) for v in pos.values())
@@ -181,7 +190,8 @@ def train_pu(inp: StageInputs, cfg: Config) -> StageOutputs:
     is_p = table["set"].astype(str) == "P"
     res = _train_pu(patches[is_p], patches[~is_p], prior=cfg.pu_prior, epochs=cfg.pu_epochs,
                     lr=cfg.pu_lr, weight_decay=cfg.pu_weight_decay, batch=cfg.pu_batch,
-                    feature_dim=cfg.pu_feature_dim, seed=inp.seed, device=cfg.device)
+                    feature_dim=cfg.pu_feature_dim, seed=inp.seed, device=cfg.device,
+                    progress=_log_every(5, "train_pu", inp.round, cfg.pu_epochs))
     feats, scores = pu_features(res.state_dict, patches, feature_dim=cfg.pu_feature_dim,
                                 device=cfg.device)
     m_uri = join(inp.out_dir, "model.pt")
@@ -198,13 +208,13 @@ def train_pu(inp: StageInputs, cfg: Config) -> StageOutputs:
 
 
 def rank(inp: StageInputs, cfg: Config) -> StageOutputs:
-    """P-ranker score (P vs U) and flipped-ranker score (rest of U vs P ∪ provisional top)
-    for every U patch."""
+    """P-ranker score (P vs U) and flipped-ranker score (see ``neg_ranker``) of every
+    U patch."""
     table = tables.read_table(inp.uris["table"])
     feats = arrays.read_array(inp.uris["features"])
     is_p = table["set"].astype(str) == "P"
     fp, fu = feats[is_p], feats[~is_p]
-    s_pos, s_neg = rank_unlabeled(fp, fu, p=cfg.p, lam=cfg.lam,
+    s_pos, s_neg = rank_unlabeled(fp, fu, p=cfg.p, lam=cfg.lam, neg_ranker=cfg.neg_ranker,
                                   provisional_top=cfg.provisional_top)
     uri = join(inp.out_dir, "scores.parquet")
     tables.write_table(uri, {"patch_id": table["patch_id"][~is_p], "pos_score": s_pos,
