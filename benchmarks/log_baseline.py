@@ -39,7 +39,8 @@ def main() -> None:
     train, train_gt = load_brightfield(folder, range(1, 41))
     test, test_gt = load_brightfield(folder, range(41, 51))
     grid = list(itertools.product(("dark", "bright"), (3.0, 4.0, 5.0, 6.0, 7.0),
-                                  np.round(np.arange(0.02, 0.42, 0.02), 2)))
+                                  np.round(np.r_[0.0025, 0.005, 0.01, 0.015,
+                                                 np.arange(0.02, 0.42, 0.02)], 4)))
     best = None
     for pol, sig, thr in grid:
         s = _score(train, train_gt, 15.0, sigma=sig, threshold=float(thr), polarity=pol)

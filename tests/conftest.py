@@ -2,13 +2,27 @@
 into the repository)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = Path(os.environ.get("PSEUDOCELL_DATA_DIR",
+                            Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 BRIGHTFIELD = SHARED / "dwaithe-brightfield-cells"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` skip (never fail) where CUDA is absent."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -38,10 +38,6 @@ class RunLayout:
         return join(self.root, "config.toml")
 
     @property
-    def state(self) -> str:
-        return join(self.root, "state.json")
-
-    @property
     def inputs(self) -> str:
         return join(self.root, "inputs")
 
