@@ -15,6 +15,18 @@ def _as_points(points_yx: np.ndarray | None) -> np.ndarray:
     return np.asarray(points_yx, dtype=np.float64).reshape(-1, 2)
 
 
+def _windows(shape: tuple[int, int], points_yx: np.ndarray | None, r: int):
+    """For each point, the (slice_y, slice_x) of its window of half-size ``r`` clipped to
+    ``shape`` and the offsets dy (h, 1), dx (1, w) of the window pixels from the point."""
+    H, W = shape
+    for y, x in _as_points(points_yx):
+        y0, y1 = max(int(np.floor(y)) - r, 0), min(int(np.ceil(y)) + r + 1, H)
+        x0, x1 = max(int(np.floor(x)) - r, 0), min(int(np.ceil(x)) + r + 1, W)
+        if y0 < y1 and x0 < x1:
+            yield ((slice(y0, y1), slice(x0, x1)),
+                   (np.arange(y0, y1) - y)[:, None], (np.arange(x0, x1) - x)[None, :])
+
+
 def gaussian_heatmap(shape: tuple[int, int], points_yx: np.ndarray, sigma: float) -> np.ndarray:
     """Max of unit-peak Gaussians centred at ``points_yx``.
 
@@ -32,18 +44,10 @@ def gaussian_heatmap(shape: tuple[int, int], points_yx: np.ndarray, sigma: float
     >>> float(h[2, 2]), round(float(h[2, 3]), 4)
     (1.0, 0.6065)
     """
-    H, W = shape
-    out = np.zeros((H, W), dtype=np.float32)
-    r = int(np.ceil(4 * sigma))
-    for y, x in _as_points(points_yx):
-        y0, y1 = max(int(np.floor(y)) - r, 0), min(int(np.ceil(y)) + r + 1, H)
-        x0, x1 = max(int(np.floor(x)) - r, 0), min(int(np.ceil(x)) + r + 1, W)
-        if y0 >= y1 or x0 >= x1:
-            continue
-        yy = (np.arange(y0, y1) - y)[:, None]
-        xx = (np.arange(x0, x1) - x)[None, :]
-        g = np.exp(-(yy**2 + xx**2) / (2 * sigma**2)).astype(np.float32)
-        np.maximum(out[y0:y1, x0:x1], g, out=out[y0:y1, x0:x1])
+    out = np.zeros(shape, dtype=np.float32)
+    for win, dy, dx in _windows(shape, points_yx, int(np.ceil(4 * sigma))):
+        g = np.exp(-(dy**2 + dx**2) / (2 * sigma**2)).astype(np.float32)
+        np.maximum(out[win], g, out=out[win])
     return out
 
 
@@ -57,17 +61,9 @@ def disc_mask(shape: tuple[int, int], points_yx: np.ndarray, radius: float) -> n
     >>> int(disc_mask((7, 7), np.array([[3.0, 3.0]]), 1.0).sum())
     5
     """
-    H, W = shape
-    out = np.zeros((H, W), dtype=bool)
-    r = int(np.ceil(radius))
-    for y, x in _as_points(points_yx):
-        y0, y1 = max(int(np.floor(y)) - r, 0), min(int(np.ceil(y)) + r + 1, H)
-        x0, x1 = max(int(np.floor(x)) - r, 0), min(int(np.ceil(x)) + r + 1, W)
-        if y0 >= y1 or x0 >= x1:
-            continue
-        yy = (np.arange(y0, y1) - y)[:, None]
-        xx = (np.arange(x0, x1) - x)[None, :]
-        out[y0:y1, x0:x1] |= (yy**2 + xx**2) <= radius**2
+    out = np.zeros(shape, dtype=bool)
+    for win, dy, dx in _windows(shape, points_yx, int(np.ceil(radius))):
+        out[win] |= (dy**2 + dx**2) <= radius**2
     return out
 
 
