@@ -67,11 +67,12 @@ def _progress(event) -> None:
 
 
 def _load_config(config: Path | None, overrides: dict[str, Any]):
+    """Config file (or defaults) with the CLI flags applied, validated once."""
     from pseudocell.config import Config, load_config
 
-    base = load_config(config) if config is not None else Config()
-    changes = {k: v for k, v in overrides.items() if v is not None}
-    return base.replace(**changes) if changes else base
+    if config is not None:
+        return load_config(config, overrides)
+    return Config.from_dict({k: v for k, v in overrides.items() if v is not None})
 
 
 def print_round_table(metrics: dict) -> None:

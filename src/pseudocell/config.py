@@ -22,7 +22,7 @@ from typing import Any
 
 from pseudocell.errors import InvalidConfigError
 
-__all__ = ["Config", "load_config", "dump_toml", "NON_ALGORITHMIC_FIELDS"]
+__all__ = ["Config", "load_config", "read_config_dict", "dump_toml", "NON_ALGORITHMIC_FIELDS"]
 
 #: Fields that change where or how fast a run executes, never its numbers on CPU.
 NON_ALGORITHMIC_FIELDS = frozenset({"device", "num_threads"})
@@ -87,9 +87,6 @@ class Config:
         Fraction of U taken as provisionally positive (``neg_ranker="provisional"``).
     alpha, beta : float, default=0.05
         Fractions of U added as positive / negative pseudo-labels per round.
-    revoke_pseudo : bool, default=False
-        Pseudo-labels accumulate over rounds (reference). Kept False: a later round sees
-        the earlier labels as known, so it cannot re-select them anyway.
     radius : float, default=15.0
         Matching radius (px) for evaluation (the paper's).
     extra_radii : tuple of float, default=()
@@ -130,7 +127,6 @@ class Config:
     provisional_top: float = 0.2
     alpha: float = 0.05
     beta: float = 0.05
-    revoke_pseudo: bool = False
     # evaluation
     radius: float = 15.0
     extra_radii: tuple[float, ...] = ()
@@ -142,6 +138,13 @@ class Config:
         for name in ("unet_widths", "extra_radii"):
             if isinstance(getattr(self, name), list):
                 object.__setattr__(self, name, tuple(getattr(self, name)))
+        if not self._type_errors():  # ints given for float fields hash like floats
+            for f in fields(self):
+                v = getattr(self, f.name)
+                if str(f.type).startswith("float") and isinstance(v, int):
+                    object.__setattr__(self, f.name, float(v))
+                elif str(f.type) == "tuple[float, ...]":
+                    object.__setattr__(self, f.name, tuple(float(x) for x in v))
         problems = self.invalid_fields()
         if problems:
             raise InvalidConfigError(
@@ -152,7 +155,9 @@ class Config:
     # -- validation -------------------------------------------------------------------
     def invalid_fields(self) -> list[str]:
         """Return one message per invalid field (all of them, not just the first)."""
-        bad: list[str] = []
+        bad = self._type_errors()
+        if bad:  # range checks below assume the right types
+            return bad
 
         def need(cond: bool, name: str, rule: str) -> None:
             if not cond:
@@ -202,6 +207,29 @@ class Config:
         need(self.num_threads is None or self.num_threads > 0, "num_threads", "None or > 0")
         return bad
 
+    def _type_errors(self) -> list[str]:
+        """Fields whose value does not have the declared type (bool is no number here)."""
+        bad = []
+        for f in fields(self):
+            v = getattr(self, f.name)
+            t = str(f.type)
+            if v is None and "None" in t:
+                continue
+            if t.startswith("tuple"):
+                elem = float if "float" in t else int
+                ok = isinstance(v, tuple) and all(_is_number(x, elem) for x in v)
+            elif t.startswith("float"):
+                ok = _is_number(v, float)
+            elif t.startswith("int"):
+                ok = _is_number(v, int)
+            elif t == "bool":
+                ok = isinstance(v, bool)
+            else:
+                ok = isinstance(v, str)
+            if not ok:
+                bad.append(f"{f.name!r} must be of type {t}, got {v!r} ({type(v).__name__})")
+        return bad
+
     # -- conversion -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """JSON/TOML-safe dict (tuples become lists; None values are dropped)."""
@@ -235,8 +263,25 @@ class Config:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
-def load_config(path: str | Path) -> Config:
-    """Read a TOML config file (flat keys, or under a ``[pseudocell]`` table)."""
+def _is_number(v: Any, kind: type) -> bool:
+    if isinstance(v, bool):
+        return False
+    return isinstance(v, int) if kind is int else isinstance(v, (int, float))
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
+    """Read a TOML config file (flat keys, or under a ``[pseudocell]`` table).
+
+    ``overrides`` (e.g. CLI flags; None values ignored) replace file values *before*
+    validation, so a flag can correct a bad value in the file.
+    """
+    data = read_config_dict(path)
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return Config.from_dict(data)
+
+
+def read_config_dict(path: str | Path) -> dict[str, Any]:
+    """The raw key/value pairs of a TOML config file (not validated)."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())
@@ -244,9 +289,12 @@ def load_config(path: str | Path) -> Config:
         raise InvalidConfigError(f"config file {str(path)!r} does not exist") from None
     except tomllib.TOMLDecodeError as e:
         raise InvalidConfigError(f"config file {str(path)!r} is not valid TOML: {e}") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise InvalidConfigError(f"config file {str(path)!r} cannot be read ({e}); pass a "
+                                 "UTF-8 TOML file") from e
     if "pseudocell" in data and isinstance(data["pseudocell"], dict):
         data = data["pseudocell"]
-    return Config.from_dict(data)
+    return dict(data)
 
 
 def _toml_value(v: Any) -> str:

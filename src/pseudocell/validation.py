@@ -62,7 +62,8 @@ def load_image_folder(folder: str | Path, *, pattern: str = "*", name: str = "im
     """Read and check every image in ``folder`` (glob ``pattern``), sorted by file name."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise InvalidInputError(f"{name}: folder {str(folder)!r} does not exist")
+        raise InvalidInputError(f"{name}: folder {str(folder)!r} does not exist; check the path "
+                                "and point it at the folder that holds the images")
     paths = list_images(folder, pattern)
     if not paths:
         raise InvalidInputError(
@@ -120,7 +121,9 @@ def check_points(refs: list[str | int], yx: np.ndarray, images: ImageSet, *, lay
             )
     yx = np.asarray(yx, np.float64)
     if not np.isfinite(yx).all():
-        raise InvalidInputError(f"{name}: some coordinates are NaN or infinite")
+        n = int(np.flatnonzero(~np.isfinite(yx).all(axis=1))[0])
+        raise InvalidInputError(f"{name}: point {n} (y={yx[n, 0]}, x={yx[n, 1]}) is NaN or "
+                                "infinite; fix or delete that row")
     shapes = images.shapes
     for n, (i, (y, x)) in enumerate(zip(img_ids, yx)):
         h, w = shapes[i]

@@ -28,8 +28,12 @@ def draw_overlay(path: str | Path, image: np.ndarray, layers: dict[str, np.ndarr
     """
     from PIL import Image, ImageDraw
 
-    im = np.asarray(image, np.float32)
-    g = np.clip(im, 0, 1) * 255 if im.max() <= 1.5 else np.clip(im, 0, 255)
+    im = np.asarray(image)
+    if im.dtype.kind == "f":  # a normalised image: 0..1 is the display range
+        g = np.clip(im, 0.0, 1.0) * 255
+    else:  # raw integers: stretch min..max
+        im = im.astype(np.float32)
+        g = (im - im.min()) / max(float(im.max() - im.min()), 1.0) * 255
     rgb = Image.fromarray(np.repeat(g.astype(np.uint8)[..., None], 3, axis=2))
     d = ImageDraw.Draw(rgb)
     for kind in ("detection", "annotated", "pseudo_pos", "pseudo_neg"):
@@ -45,10 +49,13 @@ def draw_overlay(path: str | Path, image: np.ndarray, layers: dict[str, np.ndarr
                 d.line([x - 4, y + 4, x + 4, y - 4], fill=c, width=2)
             else:
                 d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=c)
-    x = 2
-    for kind, c in COLORS.items():
+    x, y = 2, 0
+    for kind, c in COLORS.items():  # legend, wrapped onto more rows on narrow images
         label = _LEGEND[kind]
-        d.rectangle([x, 2, x + 8, 10], fill=c)
-        d.text((x + 11, 0), label, fill=c)
-        x += 16 + 6 * len(label)
+        width = 16 + 6 * len(label)
+        if x > 2 and x + width > rgb.width:
+            x, y = 2, y + 12
+        d.rectangle([x, y + 2, x + 8, y + 10], fill=c)
+        d.text((x + 11, y), label, fill=c)
+        x += width
     rgb.save(path)

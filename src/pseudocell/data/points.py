@@ -43,7 +43,7 @@ def read_points_csv(path: str | Path) -> tuple[str, list[str | int], np.ndarray]
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")  # tolerate Excel's BOM
     except FileNotFoundError:
         raise InvalidInputError(f"points file {str(path)!r} does not exist") from None
     except (OSError, UnicodeDecodeError) as e:
@@ -71,7 +71,7 @@ def read_points_csv(path: str | Path) -> tuple[str, list[str | int], np.ndarray]
                                         f"{len(r)} fields, header has {len(header)}")
             if three:
                 f = _float(r[col["axis-0"]], path, n, "axis-0")
-                if f != int(f):
+                if not np.isfinite(f) or f != int(f):
                     raise InvalidInputError(f"points file {str(path)!r} line {n}: frame "
                                             f"axis-0={f} is not a whole number")
                 refs.append(int(f))

@@ -11,6 +11,7 @@ from pseudocell.config import Config, load_config
 from pseudocell.core.detector import load_unet, predict_heatmap
 from pseudocell.core.metrics import match_points, pooled
 from pseudocell.core.peaks import find_peaks
+from pseudocell.data.images import image_id
 from pseudocell.data.overlay import draw_overlay
 from pseudocell.data.points import read_points_csv, write_napari_csv, write_points_csv
 from pseudocell.errors import InvalidInputError
@@ -79,6 +80,8 @@ def _read_any(path: Path, images, name: str) -> dict[str, np.ndarray]:
         refs = [f"frame{int(r)}" for r in refs]
     elif layout == "napari2d":
         refs = ["image"] * len(refs)
+    else:
+        refs = [image_id(str(r)) for r in refs]  # '001cells.png' and '001cells' are one image
     return {"image_id": np.array([str(r) for r in refs], object), "y": yx[:, 0], "x": yx[:, 1]}
 
 

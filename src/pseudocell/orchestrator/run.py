@@ -7,6 +7,7 @@ too, because its inputs' manifest hashes change.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import platform
 import shutil
@@ -27,7 +28,7 @@ from pseudocell.storage.manifest import (checksum, manifest_hash, read_manifest,
                                          verify_outputs, write_manifest)
 from pseudocell.validation import ImageSet, check_run_dir
 
-__all__ = ["RunInputs", "prepare_run", "run_loop", "resume", "StageEvent", "stage_plan"]
+__all__ = ["RunInputs", "inputs_fingerprint", "prepare_run", "run_loop", "resume", "StageEvent", "stage_plan"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,22 +72,54 @@ def _versions() -> dict[str, str]:
             "numpy": numpy.__version__, "torch": torch.__version__, "zarr": zarr.__version__}
 
 
+def inputs_fingerprint(inputs: RunInputs) -> str:
+    """sha256 over image ids and pixels, points, ground truth and held-out data."""
+    h = hashlib.sha256()
+
+    def add_images(s: ImageSet | None) -> None:
+        for i, im in zip(s.ids if s else [], s.images if s else []):
+            h.update(i.encode() + b"\0" + str(im.shape).encode())
+            h.update(np.ascontiguousarray(im, np.float32).tobytes())
+
+    def add_points(t: dict | None) -> None:
+        for k in ("image_id", "y", "x"):
+            h.update(repr(np.asarray(t[k]).tolist() if t else None).encode())
+
+    add_images(inputs.images)
+    add_points(inputs.points)
+    add_points(inputs.gt)
+    add_images(inputs.eval_images)
+    add_points(inputs.eval_gt)
+    return h.hexdigest()
+
+
 def prepare_run(run_dir: str | Path, cfg: Config, inputs: RunInputs, *, force: bool = False) -> RunLayout:
     """Create (or re-open) a run directory and write the config and the input stores.
 
     Nothing is written until every input has been validated (the caller builds
     ``inputs`` through :mod:`pseudocell.validation`) and the directory check passed.
+    A directory holding a run with the same config continues only if its inputs are
+    the same too; otherwise it is refused unless ``force``.
     """
     run_dir = Path(run_dir).resolve()
     action = check_run_dir(run_dir, cfg, force=force)
     layout = RunLayout(str(run_dir))
+    fingerprint = inputs_fingerprint(inputs)
+    if action == "continue":
+        old = read_manifest(layout.inputs_manifest)
+        if old is not None and old.get("fingerprint") != fingerprint:
+            if not force:
+                raise RunDirectoryError(
+                    f"run directory {str(run_dir)!r} holds a run with the same config but other "
+                    "images or points. Use `pseudocell resume` to finish that run, choose "
+                    "another --out, or pass --force to delete it and start again."
+                )
+            action = "overwrite"
+        elif old is not None and not verify_outputs(old):
+            return layout
     if action == "overwrite":
         logger.warning("deleting run directory %s (--force)", run_dir)
         shutil.rmtree(run_dir)
-    inputs_ok = action == "continue" and read_manifest(layout.inputs_manifest) is not None \
-        and not verify_outputs(read_manifest(layout.inputs_manifest))
-    if inputs_ok:
-        return layout
     Path(layout.inputs).mkdir(parents=True, exist_ok=True)
     outputs = {}
     arrays.write_stack(layout.images, inputs.images.ids, inputs.images.images)
@@ -107,7 +140,7 @@ def prepare_run(run_dir: str | Path, cfg: Config, inputs: RunInputs, *, force: b
             outputs["eval_gt"] = layout.eval_gt
     Path(layout.config).write_text(dump_toml(cfg))
     write_manifest(layout.inputs_manifest, {
-        "stage": "inputs", "schema_version": SCHEMA_VERSION,
+        "stage": "inputs", "schema_version": SCHEMA_VERSION, "fingerprint": fingerprint,
         "outputs": {k: {"uri": v, "sha256": checksum(v)} for k, v in outputs.items()},
         "image_paths": inputs.images.paths,
         "eval_image_paths": inputs.eval_images.paths if inputs.eval_images else [],
