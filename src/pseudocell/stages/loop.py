@@ -183,11 +183,30 @@ def extract_patches(inp: StageInputs, cfg: Config) -> StageOutputs:
     return StageOutputs({"patches": p_uri, "table": t_uri}, {"n_P": n_p, "n_U": n_u})
 
 
+#: Below this many unlabeled detections a round selects no pseudo-labels.
+MIN_UNLABELED = 10
+
+
 def train_pu(inp: StageInputs, cfg: Config) -> StageOutputs:
-    """nnPU CNN on X_P vs X_U; writes the model and penultimate features of all patches."""
+    """nnPU CNN on X_P vs X_U; writes the model and penultimate features of all patches.
+
+    With fewer than :data:`MIN_UNLABELED` unlabeled patches (or no positive) there is
+    nothing to learn: no model is written, the features are zeros, and the following
+    stages select nothing this round.
+    """
     table = tables.read_table(inp.uris["table"])
     patches = arrays.read_array(inp.uris["patches"])
     is_p = table["set"].astype(str) == "P"
+    n_p, n_u = int(is_p.sum()), int((~is_p).sum())
+    f_uri = join(inp.out_dir, "features.zarr")
+    s_uri = join(inp.out_dir, "pu_scores.parquet")
+    if n_p == 0 or n_u < MIN_UNLABELED:
+        logger.warning("train_pu round=%d: n_P=%d n_U=%d is too few to learn from; this round "
+                       "adds no pseudo-labels", inp.round, n_p, n_u)
+        arrays.write_array(f_uri, np.zeros((len(patches), cfg.pu_feature_dim), np.float32))
+        tables.write_table(s_uri, {"patch_id": table["patch_id"],
+                                   "pu_score": np.zeros(len(patches), np.float32)})
+        return StageOutputs({"features": f_uri, "pu_scores": s_uri}, {"pu_skipped": True})
     res = _train_pu(patches[is_p], patches[~is_p], prior=cfg.pu_prior, epochs=cfg.pu_epochs,
                     lr=cfg.pu_lr, weight_decay=cfg.pu_weight_decay, batch=cfg.pu_batch,
                     feature_dim=cfg.pu_feature_dim, seed=inp.seed, device=cfg.device,
@@ -196,15 +215,13 @@ def train_pu(inp: StageInputs, cfg: Config) -> StageOutputs:
                                 device=cfg.device)
     m_uri = join(inp.out_dir, "model.pt")
     _save_model(m_uri, res.state_dict, {"feature_dim": cfg.pu_feature_dim, "prior": res.prior})
-    f_uri = join(inp.out_dir, "features.zarr")
     arrays.write_array(f_uri, feats)
-    s_uri = join(inp.out_dir, "pu_scores.parquet")
     tables.write_table(s_uri, {"patch_id": table["patch_id"], "pu_score": scores})
     logger.info("train_pu round=%d prior=%.3f final_risk=%.4f corrected_steps=%d",
                 inp.round, res.prior, res.risks[-1], sum(res.corrections))
     return StageOutputs({"model": m_uri, "features": f_uri, "pu_scores": s_uri},
                         {"pu_risk": res.risks, "pu_prior": res.prior,
-                         "pu_corrected_steps": int(sum(res.corrections))})
+                         "pu_corrected_steps": int(sum(res.corrections)), "pu_skipped": False})
 
 
 def rank(inp: StageInputs, cfg: Config) -> StageOutputs:
@@ -214,9 +231,13 @@ def rank(inp: StageInputs, cfg: Config) -> StageOutputs:
     feats = arrays.read_array(inp.uris["features"])
     is_p = table["set"].astype(str) == "P"
     fp, fu = feats[is_p], feats[~is_p]
+    uri = join(inp.out_dir, "scores.parquet")
+    if len(fp) == 0 or len(fu) < MIN_UNLABELED:  # see train_pu: nothing to rank
+        tables.write_table(uri, {"patch_id": table["patch_id"][:0], "pos_score": np.zeros(0),
+                                 "neg_score": np.zeros(0)})
+        return StageOutputs({"scores": uri}, {"n_scored": 0})
     s_pos, s_neg = rank_unlabeled(fp, fu, p=cfg.p, lam=cfg.lam, neg_ranker=cfg.neg_ranker,
                                   provisional_top=cfg.provisional_top)
-    uri = join(inp.out_dir, "scores.parquet")
     tables.write_table(uri, {"patch_id": table["patch_id"][~is_p], "pos_score": s_pos,
                              "neg_score": s_neg})
     return StageOutputs({"scores": uri}, {"n_scored": int(len(fu))})

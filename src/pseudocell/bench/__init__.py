@@ -1,0 +1,1 @@
+"""Benchmarks: detection quality against baselines (quality.py) and speed/memory (perf.py)."""

@@ -1,0 +1,158 @@
+"""The baselines of the quality benchmark (pseudocell itself runs through the orchestrator).
+
+Every learned baseline uses the same detector architecture and training budget as the
+loop (``cfg.unet_widths``, ``cfg.detector_iters`` ...).
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from scipy import ndimage
+
+from pseudocell.config import Config
+from pseudocell.core.classical import log_detect
+from pseudocell.core.detector import load_unet, predict_heatmap, train_detector
+from pseudocell.core.patches import crop_patches
+from pseudocell.core.peaks import find_peaks
+from pseudocell.core.pu import pu_features, train_pu
+from pseudocell.core.targets import make_target
+from pseudocell.validation import ImageSet
+
+__all__ = ["detect_supervised", "tune_log_on_points", "detect_log", "estimate_prior_elkan_noto",
+           "pu_direct"]
+
+logger = logging.getLogger(__name__)
+
+
+def _by_image(table: dict, ids: list[str]) -> dict[str, np.ndarray]:
+    img = table["image_id"].astype(str)
+    return {i: np.stack([table["y"][img == i], table["x"][img == i]], axis=1).reshape(-1, 2)
+            for i in ids}
+
+
+def detect_supervised(train: ImageSet, points: dict, test: ImageSet, cfg: Config,
+                      seed: int) -> dict[str, np.ndarray]:
+    """Train on ``points`` with the loss on EVERY pixel (points not given are background),
+    then detect on ``test``. With partial points this is baseline 1; with all ground-truth
+    points it is the fully supervised upper bound."""
+    pos = _by_image(points, train.ids)
+    tgts, msks = [], []
+    for i, im in zip(train.ids, train.images):
+        t, _ = make_target(im.shape, pos[i], None, cfg.sigma, cfg.mask_radius)
+        tgts.append(t)
+        msks.append(np.ones(im.shape, bool))
+    res = train_detector(train.images, tgts, msks, widths=cfg.unet_widths,
+                         iters=cfg.detector_iters, batch=cfg.detector_batch,
+                         crop=cfg.detector_crop, lr=cfg.detector_lr, seed=seed,
+                         device=cfg.device)
+    net = load_unet(res.state_dict, cfg.unet_widths, cfg.device)
+    return {i: find_peaks(predict_heatmap(net, im), threshold=cfg.peak_threshold,
+                          min_distance=cfg.peak_min_distance, mode=cfg.peak_mode)[0]
+            for i, im in zip(test.ids, test.images)}
+
+
+def _log_response(im: np.ndarray, sigma: float, polarity: str) -> np.ndarray:
+    sign = -1.0 if polarity == "bright" else 1.0
+    return sign * sigma**2 * ndimage.gaussian_laplace(np.asarray(im, np.float64), sigma)
+
+
+def tune_log_on_points(train: ImageSet, points: dict, *, sigmas=(3.0, 4.0, 5.0, 6.0, 7.0),
+                       recall_target: float = 0.9) -> dict:
+    """Pick LoG polarity, scale and threshold from the annotated points only.
+
+    Scale and polarity: the largest mean z-scored response at the annotated points
+    (cells stand out most from the image's own response distribution). Threshold: the
+    ``1 - recall_target`` quantile of the response at the annotated points, so about
+    ``recall_target`` of the annotated cells are local maxima above it. No negatives
+    are known, so precision cannot be tuned.
+    """
+    pos = _by_image(points, train.ids)
+    best = None
+    for pol in ("dark", "bright"):
+        for s in sigmas:
+            z, vals = [], []
+            for i, im in zip(train.ids, train.images):
+                if len(pos[i]) == 0:
+                    continue
+                r = _log_response(im, s, pol)
+                yx = np.rint(pos[i]).astype(int)
+                v = r[yx[:, 0], yx[:, 1]]
+                z.append((v - r.mean()) / (r.std() + 1e-12))
+                vals.append(v)
+            score = float(np.mean(np.concatenate(z)))
+            if best is None or score > best[0]:
+                best = (score, pol, s, np.concatenate(vals))
+    _, pol, s, vals = best
+    thr = float(np.quantile(vals, 1.0 - recall_target))
+    return {"polarity": pol, "sigma": s, "threshold": max(thr, 1e-6)}
+
+
+def detect_log(test: ImageSet, params: dict, min_distance: int = 6) -> dict[str, np.ndarray]:
+    """LoG detections on every test image with ``params`` from :func:`tune_log_on_points`."""
+    return {i: log_detect(im, sigma=params["sigma"], threshold=params["threshold"],
+                          polarity=params["polarity"], min_distance=min_distance)
+            for i, im in zip(test.ids, test.images)}
+
+
+def estimate_prior_elkan_noto(x_p: np.ndarray, x_u: np.ndarray, seed: int) -> float:
+    """Class prior of positives in U (Elkan & Noto 2008).
+
+    A probabilistic labeled-vs-unlabeled classifier g (out-of-fold predictions) gives
+    c = E[g | P], the chance that a positive is labeled; each unlabeled x is positive with
+    probability w(x) = (1 - c)/c · g/(1 - g), and pi = mean_U w, clipped to [0.05, 0.95].
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_predict
+
+    X = np.concatenate([x_p.reshape(len(x_p), -1), x_u.reshape(len(x_u), -1)])
+    y = np.r_[np.ones(len(x_p)), np.zeros(len(x_u))]
+    g = cross_val_predict(LogisticRegression(max_iter=2000, C=0.1), X, y, cv=3,
+                          method="predict_proba")[:, 1]
+    c = float(np.clip(g[: len(x_p)].mean(), 1e-6, 1 - 1e-6))
+    gu = np.clip(g[len(x_p):], 0.0, 1 - 1e-6)
+    w = (1 - c) / c * gu / (1 - gu)
+    return float(np.clip(np.minimum(w, 1.0).mean(), 0.05, 0.95))
+
+
+def pu_direct(train: ImageSet, points: dict, round0_peaks: dict, test: ImageSet,
+              test_peaks: dict, cfg: Config, seed: int) -> tuple[dict[str, np.ndarray], float]:
+    """Classify round-0 detections with an nnPU classifier, no detector re-training.
+
+    P = patches at the annotated points, U = round-0 detections on the training images
+    farther than ``mask_radius`` from any annotated point; the prior comes from
+    :func:`estimate_prior_elkan_noto`. Test detections with a PU score > 0 are kept.
+    Returns (detections per test image, the prior used).
+    """
+    from scipy.spatial import cKDTree
+
+    pos = _by_image(points, train.ids)
+    pp, uu = [], []
+    for i, im in zip(train.ids, train.images):
+        det = round0_peaks[i]
+        if len(pos[i]) and len(det):
+            far = cKDTree(pos[i]).query(det)[0] > cfg.mask_radius
+            det = det[far]
+        if len(pos[i]):
+            pp.append(crop_patches(im, pos[i], cfg.patch_size))
+        if len(det):
+            uu.append(crop_patches(im, det, cfg.patch_size))
+    if not pp or sum(len(u) for u in uu) < 10:
+        logger.warning("pu_direct: too few unlabeled detections to learn from; keeping the "
+                       "round-0 detections unchanged")
+        return {i: test_peaks[i] for i in test.ids}, float("nan")
+    xp, xu = np.concatenate(pp), np.concatenate(uu)
+    prior = estimate_prior_elkan_noto(xp, xu, seed)
+    res = train_pu(xp, xu, prior=prior, epochs=cfg.pu_epochs, lr=cfg.pu_lr,
+                   weight_decay=cfg.pu_weight_decay, batch=cfg.pu_batch,
+                   feature_dim=cfg.pu_feature_dim, seed=seed, device=cfg.device)
+    out = {}
+    for i, im in zip(test.ids, test.images):
+        det = test_peaks[i]
+        if len(det) == 0:
+            out[i] = det
+            continue
+        _, score = pu_features(res.state_dict, crop_patches(im, det, cfg.patch_size),
+                               feature_dim=cfg.pu_feature_dim, device=cfg.device)
+        out[i] = det[score > 0]
+    return out, prior
