@@ -257,3 +257,19 @@ def test_pu_features_empty():
                                 device="cpu")
     assert feats.shape == (0, 16) and feats.dtype == np.float32
     assert scores.shape == (0,) and scores.dtype == np.float32
+
+
+def test_batchnorm_statistics_are_recalibrated_after_training():
+    """Eval-mode BN statistics equal the data's, even after very few steps."""
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    p = (rng.standard_normal((40, 1, 27, 27)) + 3.0).astype(np.float32)
+    u = rng.standard_normal((60, 1, 27, 27)).astype(np.float32)
+    res = train_pu(p, u, prior=0.3, epochs=1, lr=1e-3, weight_decay=0.0, batch=100,
+                   feature_dim=8, seed=0, device="cpu")
+    net = PUNet(1, 8)
+    net.load_state_dict(res.state_dict)
+    first_bn = net.body[1]
+    conv_out = net.body[0](torch.from_numpy(np.concatenate([p, u]))).detach()
+    np.testing.assert_allclose(first_bn.running_mean.numpy(),
+                               conv_out.mean(dim=(0, 2, 3)).numpy(), rtol=1e-4, atol=1e-5)

@@ -194,8 +194,29 @@ def train_pu(
         if progress is not None:
             progress(epoch, risks[-1])
         logger.debug("pu epoch=%d risk=%.5f corrected=%d/%d", epoch, risks[-1], n_corr, k)
+    _recalibrate_batchnorm(model, torch.cat([xp, xu]), batch)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     return PUTrainResult(state, prior, risks, corrections)
+
+
+@torch.no_grad()
+def _recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batch: int) -> None:
+    """Replace BatchNorm running statistics by exact averages over ``x``.
+
+    After few optimiser steps the exponential running averages are far from the data's
+    statistics and eval-mode scores are biased; one pass with cumulative averaging
+    (momentum=None) makes eval mode match the trained network.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    for i in range(0, len(x), batch):
+        model(x[i:i + batch])
+    for m in bns:
+        m.momentum = 0.1
+    model.eval()
 
 
 @torch.no_grad()
