@@ -26,15 +26,6 @@ runner = CliRunner()
 COMMANDS = ("run", "resume", "detect", "evaluate", "demo")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture
 def image_dir(tmp_path) -> Path:

@@ -11,15 +11,6 @@ from pseudocell.core.targets import make_target
 from pseudocell.core.unet import UNet
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny networks: one thread is fastest and immune to CPU oversubscription."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _eval_net(widths, seed=0):
     net = build_unet(widths, seed)
     # non-trivial BatchNorm running stats so eval mode is not an identity normalisation

@@ -9,15 +9,6 @@ from pseudocell.core.pu import PUNet, default_prior, nnpu_risk, pu_features, tra
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny networks: one thread is fastest and immune to CPU oversubscription."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # sigmoid values written out as numbers
 SIG0 = 0.5
 SIG2 = 0.8807970779778823      # sigmoid(2)
@@ -261,7 +252,6 @@ def test_pu_features_empty():
 
 def test_batchnorm_statistics_are_recalibrated_after_training():
     """Eval-mode BN statistics equal the data's, even after very few steps."""
-    torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     p = (rng.standard_normal((40, 1, 27, 27)) + 3.0).astype(np.float32)
     u = rng.standard_normal((60, 1, 27, 27)).astype(np.float32)

@@ -30,15 +30,6 @@ H, W = 96, 128
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def crops() -> dict[str, np.ndarray]:
