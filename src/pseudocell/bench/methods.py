@@ -58,34 +58,42 @@ def _log_response(im: np.ndarray, sigma: float, polarity: str) -> np.ndarray:
 
 
 def tune_log_on_points(train: ImageSet, points: dict, *, sigmas=(3.0, 4.0, 5.0, 6.0, 7.0),
-                       recall_target: float = 0.9) -> dict:
-    """Pick LoG polarity, scale and threshold from the annotated points only.
+                       min_distance: int = 6) -> dict:
+    """Pick LoG polarity and scale from the annotated points, the threshold by Otsu.
 
     Scale and polarity: the largest mean z-scored response at the annotated points
-    (cells stand out most from the image's own response distribution). Threshold: the
-    ``1 - recall_target`` quantile of the response at the annotated points, so about
-    ``recall_target`` of the annotated cells are local maxima above it. No negatives
-    are known, so precision cannot be tuned.
+    (cells stand out most from the image's own response distribution). Threshold: Otsu's
+    threshold of the responses at all local maxima of the training images (cells vs
+    clutter). Only positives are annotated, so no rule can tune precision directly; a
+    threshold at a recall quantile of the annotated cells collapsed to ~0 on the demo
+    set (training F 0.29 against 0.74 with Otsu).
     """
+    from skimage.feature import peak_local_max
+    from skimage.filters import threshold_otsu
+
     pos = _by_image(points, train.ids)
     best = None
     for pol in ("dark", "bright"):
         for s in sigmas:
-            z, vals = [], []
+            z = []
             for i, im in zip(train.ids, train.images):
                 if len(pos[i]) == 0:
                     continue
                 r = _log_response(im, s, pol)
                 yx = np.rint(pos[i]).astype(int)
-                v = r[yx[:, 0], yx[:, 1]]
-                z.append((v - r.mean()) / (r.std() + 1e-12))
-                vals.append(v)
+                z.append((r[yx[:, 0], yx[:, 1]] - r.mean()) / (r.std() + 1e-12))
             score = float(np.mean(np.concatenate(z)))
             if best is None or score > best[0]:
-                best = (score, pol, s, np.concatenate(vals))
-    _, pol, s, vals = best
-    thr = float(np.quantile(vals, 1.0 - recall_target))
-    return {"polarity": pol, "sigma": s, "threshold": max(thr, 1e-6)}
+                best = (score, pol, s)
+    _, pol, s = best
+    peaks = []
+    for im in train.images:
+        r = _log_response(im, s, pol)
+        c = peak_local_max(r, min_distance=min_distance, exclude_border=False)
+        peaks.append(r[c[:, 0], c[:, 1]])
+    v = np.concatenate(peaks)
+    thr = float(threshold_otsu(v)) if len(np.unique(v)) > 1 else float(v.max(initial=0.0))
+    return {"polarity": pol, "sigma": s, "threshold": thr}
 
 
 def detect_log(test: ImageSet, params: dict, min_distance: int = 6) -> dict[str, np.ndarray]:

@@ -6,7 +6,8 @@ points (seeded), then run
 1. ``supervised_partial``: the detector trained on the partial points without a mask
    (missing cells are background);
 2. ``masked_round0``: the masked loss only (round 0 of the loop);
-3. ``log``: LoG blob detection, scale and threshold picked on the annotated points;
+3. ``log``: LoG blob detection, scale and polarity picked on the annotated points,
+   threshold by Otsu on its peak responses;
 4. ``pu_direct``: round-0 detections classified by nnPU (Elkan-Noto prior), no re-training;
 5. ``pseudocell``: the loop, ``cfg.rounds`` rounds;
 6. ``full``: the detector trained on all ground-truth points (upper bound);
