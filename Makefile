@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 TORCH_INDEX ?=
 
-.PHONY: demo test test-slow test-all bench lint clean
+.PHONY: demo test test-slow test-all bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null 2>&1 || { echo "error: $(PY) not found; install Python 3.11 or run 'make PY=/path/to/python3.11 ...'"; exit 1; }
@@ -31,7 +31,10 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m ''
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/demo_quality.py --out runs/bench
+	$(BIN)/pseudocell bench --out runs/bench
+
+bench-quick: $(STAMP)
+	$(BIN)/pseudocell bench --quick --out runs/bench-quick
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

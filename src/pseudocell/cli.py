@@ -280,10 +280,9 @@ def bench(
     (out / "quality.md").write_text(report + "\n")
     typer.echo(report)
     if perf:
-        from pseudocell.bench import perf as perf_mod
+        from pseudocell.bench.perf_report import main as perf_main
 
-        perf_args = ["--out", str(out / "perf.json")] + (["--quick"] if quick else [])
-        perf_mod.main(perf_args)
+        perf_main(["--out", str(out / "perf.json")] + (["--quick"] if quick else []))
     typer.echo(f"wrote {out / 'quality.json'}")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pseudocell.core.select import Selection, select_pseudo_labels, top_fraction
+from pseudocell.core.select import Selection, choose, select_pseudo_labels, top_fraction
 
 
 @pytest.mark.parametrize(
@@ -141,3 +141,15 @@ def test_select_rejects_unsplittable_u():
     with pytest.raises(ValueError):
         select_pseudo_labels(feat_p, feat_u, alpha=0.1, beta=0.1, p=4.0, lam=0.1,
                              neg_ranker="provisional", provisional_top=0.0)
+
+
+def test_negatives_restricted_to_eligible_keep_the_count():
+    pos_s = np.array([5.0, 4.0, 3.0, 2.0, 1.0, 0.0, -1.0, -2.0])
+    neg_s = -pos_s
+    eligible = np.array([True, True, True, True, True, False, False, True])
+    # beta = 0.25 of 8 → 2 negatives: the best eligible ones by N-score are 7 and 4
+    pos, neg = choose(pos_s, neg_s, alpha=0.25, beta=0.25, neg_eligible=eligible)
+    assert pos.tolist() == [0, 1]
+    assert neg.tolist() == [7, 4]
+    # without the restriction the top N-scores win
+    assert choose(pos_s, neg_s, alpha=0.25, beta=0.25)[1].tolist() == [7, 6]

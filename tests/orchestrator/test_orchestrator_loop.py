@@ -84,7 +84,11 @@ def test_one_round_writes_every_store_and_final_outputs(reference_run, small_cro
     assert len(scores["patch_id"]) == n_u
     k = int(np.floor(0.1 * n_u + 0.5))  # alpha = beta = 0.1 of |U|, rounded half up
     top_pos = set(np.argsort(-scores["pos_score"], kind="stable")[:k])
-    top_neg = set(np.argsort(-scores["neg_score"], kind="stable")[:k])
+    # negatives only among detections at or below the median peak (neg_peak_quantile=0.5)
+    eligible = scores["peak"] <= np.quantile(scores["peak"], 0.5)
+    by_n = np.argsort(-scores["neg_score"], kind="stable")
+    top_neg = set(by_n[eligible[by_n]][:k])
+    assert all(scores["peak"][sorted(top_neg)] <= np.median(scores["peak"]))
     assert sel["n_pseudo_pos"] == sel["n_pseudo_neg"] == k - len(top_pos & top_neg)
     # labels grow by exactly the selections and keep the annotated points
     labels = tables.read_table(layout.stage_dir(0, "update_labels") + "/points.parquet")

@@ -76,9 +76,12 @@ def rank_unlabeled(feat_p: np.ndarray, feat_u: np.ndarray, *, p: float, lam: flo
 
 
 def choose(pos_scores: np.ndarray, neg_scores: np.ndarray, *, alpha: float,
-           beta: float) -> tuple[np.ndarray, np.ndarray]:
+           beta: float, neg_eligible: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top ``alpha`` of U by P-score → positives; top ``beta`` by N-score → negatives;
     a sample in both lists is dropped from both.
+
+    ``neg_eligible`` (bool, (n_u,)) restricts the negatives to those samples; the count
+    stays ``round(beta * n_u)`` (fewer if fewer are eligible).
 
     >>> pos, neg = choose(np.array([3., 2., 1., 0.]), np.array([0., 1., 2., 3.]),
     ...                   alpha=0.5, beta=0.25)
@@ -87,6 +90,10 @@ def choose(pos_scores: np.ndarray, neg_scores: np.ndarray, *, alpha: float,
     """
     pos = top_fraction(pos_scores, alpha)
     neg = top_fraction(neg_scores, beta)
+    if neg_eligible is not None:
+        k = len(neg)
+        order = np.lexsort((np.arange(len(neg_scores)), -np.asarray(neg_scores)))
+        neg = order[np.asarray(neg_eligible)[order]][:k]
     both = np.intersect1d(pos, neg)
     return pos[~np.isin(pos, both)], neg[~np.isin(neg, both)]
 

@@ -234,19 +234,26 @@ def rank(inp: StageInputs, cfg: Config) -> StageOutputs:
     uri = join(inp.out_dir, "scores.parquet")
     if len(fp) == 0 or len(fu) < MIN_UNLABELED:  # see train_pu: nothing to rank
         tables.write_table(uri, {"patch_id": table["patch_id"][:0], "pos_score": np.zeros(0),
-                                 "neg_score": np.zeros(0)})
+                                 "neg_score": np.zeros(0), "peak": np.zeros(0)})
         return StageOutputs({"scores": uri}, {"n_scored": 0})
     s_pos, s_neg = rank_unlabeled(fp, fu, p=cfg.p, lam=cfg.lam, neg_ranker=cfg.neg_ranker,
                                   provisional_top=cfg.provisional_top)
     tables.write_table(uri, {"patch_id": table["patch_id"][~is_p], "pos_score": s_pos,
-                             "neg_score": s_neg})
+                             "neg_score": s_neg, "peak": np.asarray(table["peak"])[~is_p]})
     return StageOutputs({"scores": uri}, {"n_scored": int(len(fu))})
 
 
 def select(inp: StageInputs, cfg: Config) -> StageOutputs:
-    """Top ``alpha`` of U by P-score → pos, top ``beta`` by N-score → neg; drop overlaps."""
+    """Top ``alpha`` of U by P-score → pos, top ``beta`` by N-score → neg; drop overlaps.
+
+    Negatives are taken only among detections whose peak value is at most the
+    ``neg_peak_quantile`` quantile of U's peak values: a confident detection is never
+    declared background."""
     s = tables.read_table(inp.uris["scores"])
-    pos, neg = choose(s["pos_score"], s["neg_score"], alpha=cfg.alpha, beta=cfg.beta)
+    peak = s["peak"]
+    eligible = peak <= np.quantile(peak, cfg.neg_peak_quantile) if len(peak) else None
+    pos, neg = choose(s["pos_score"], s["neg_score"], alpha=cfg.alpha, beta=cfg.beta,
+                      neg_eligible=eligible)
     uri = join(inp.out_dir, "selected.parquet")
     tables.write_table(uri, {
         "patch_id": np.concatenate([s["patch_id"][pos], s["patch_id"][neg]]).astype(np.int64),
