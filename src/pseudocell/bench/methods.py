@@ -17,6 +17,7 @@ from pseudocell.core.patches import crop_patches
 from pseudocell.core.peaks import find_peaks
 from pseudocell.core.pu import pu_features, train_pu
 from pseudocell.core.targets import make_target
+from pseudocell.stages.loop import points_by_image
 from pseudocell.validation import ImageSet
 
 __all__ = ["detect_supervised", "tune_log_on_points", "detect_log", "estimate_prior_elkan_noto",
@@ -25,18 +26,12 @@ __all__ = ["detect_supervised", "tune_log_on_points", "detect_log", "estimate_pr
 logger = logging.getLogger(__name__)
 
 
-def _by_image(table: dict, ids: list[str]) -> dict[str, np.ndarray]:
-    img = table["image_id"].astype(str)
-    return {i: np.stack([table["y"][img == i], table["x"][img == i]], axis=1).reshape(-1, 2)
-            for i in ids}
-
-
 def detect_supervised(train: ImageSet, points: dict, test: ImageSet, cfg: Config,
                       seed: int) -> dict[str, np.ndarray]:
     """Train on ``points`` with the loss on EVERY pixel (points not given are background),
     then detect on ``test``. With partial points this is baseline 1; with all ground-truth
     points it is the fully supervised upper bound."""
-    pos = _by_image(points, train.ids)
+    pos = points_by_image(points, train.ids)
     tgts, msks = [], []
     for i, im in zip(train.ids, train.images):
         t, _ = make_target(im.shape, pos[i], None, cfg.sigma, cfg.mask_radius)
@@ -71,7 +66,7 @@ def tune_log_on_points(train: ImageSet, points: dict, *, sigmas=(3.0, 4.0, 5.0, 
     from skimage.feature import peak_local_max
     from skimage.filters import threshold_otsu
 
-    pos = _by_image(points, train.ids)
+    pos = points_by_image(points, train.ids)
     best = None
     for pol in ("dark", "bright"):
         for s in sigmas:
@@ -134,7 +129,7 @@ def pu_direct(train: ImageSet, points: dict, round0_peaks: dict, test: ImageSet,
     """
     from scipy.spatial import cKDTree
 
-    pos = _by_image(points, train.ids)
+    pos = points_by_image(points, train.ids)
     pp, uu = [], []
     for i, im in zip(train.ids, train.images):
         det = round0_peaks[i]

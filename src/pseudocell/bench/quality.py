@@ -34,6 +34,7 @@ from pseudocell.core.metrics import match_points, pooled
 from pseudocell.orchestrator.demo import hide_points
 from pseudocell.orchestrator.executors import LocalExecutor
 from pseudocell.orchestrator.run import RunInputs, prepare_run, run_loop
+from pseudocell.stages.loop import points_by_image
 from pseudocell.storage import tables
 from pseudocell.storage.manifest import read_manifest
 
@@ -49,16 +50,12 @@ QUICK_CONFIG = Config(rounds=1, detector_iters=150, pu_epochs=5)
 
 
 def _score(pred: dict[str, np.ndarray], gt: dict, ids: list[str], radius: float) -> dict:
-    img = gt["image_id"].astype(str)
-    res = [match_points(pred[i], np.stack([gt["y"][img == i], gt["x"][img == i]], 1), radius)
-           for i in ids]
-    return pooled(res)
+    g = points_by_image(gt, ids)
+    return pooled([match_points(pred[i], g[i], radius) for i in ids])
 
 
 def _peaks(uri: str, ids: list[str]) -> dict[str, np.ndarray]:
-    t = tables.read_table(uri)
-    img = t["image_id"].astype(str)
-    return {i: np.stack([t["y"][img == i], t["x"][img == i]], 1).reshape(-1, 2) for i in ids}
+    return points_by_image(tables.read_table(uri), ids)
 
 
 def _one_seed(ds: Dataset, cfg: Config, seed: int, keep: float, out: Path,
