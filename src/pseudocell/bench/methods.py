@@ -13,6 +13,7 @@ from scipy import ndimage
 from pseudocell.config import Config
 from pseudocell.core.classical import log_detect
 from pseudocell.core.detector import load_unet, predict_heatmap, train_detector
+from pseudocell.core.metrics import near_any
 from pseudocell.core.patches import crop_patches
 from pseudocell.core.peaks import find_peaks
 from pseudocell.core.pu import pu_features, train_pu
@@ -127,15 +128,11 @@ def pu_direct(train: ImageSet, points: dict, round0_peaks: dict, test: ImageSet,
     :func:`estimate_prior_elkan_noto`. Test detections with a PU score > 0 are kept.
     Returns (detections per test image, the prior used).
     """
-    from scipy.spatial import cKDTree
-
     pos = points_by_image(points, train.ids)
     pp, uu = [], []
     for i, im in zip(train.ids, train.images):
         det = round0_peaks[i]
-        if len(pos[i]) and len(det):
-            far = cKDTree(pos[i]).query(det)[0] > cfg.mask_radius
-            det = det[far]
+        det = det[~near_any(det, pos[i], cfg.mask_radius)]
         if len(pos[i]):
             pp.append(crop_patches(im, pos[i], cfg.patch_size))
         if len(det):

@@ -7,7 +7,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 
-__all__ = ["MatchResult", "match_points", "prf", "pooled"]
+__all__ = ["MatchResult", "match_points", "prf", "pooled", "near_any"]
 
 
 @dataclass(frozen=True)
@@ -99,3 +99,22 @@ def pooled(results: list[MatchResult]) -> dict:
     fn = sum(r.fn for r in results)
     p, r, f = prf(tp, fp, fn)
     return {"tp": tp, "fp": fp, "fn": fn, "precision": p, "recall": r, "f1": f}
+
+
+def near_any(points_yx: np.ndarray, ref_yx: np.ndarray, radius: float) -> np.ndarray:
+    """For each point, whether any reference point lies within ``radius``.
+
+    Returns
+    -------
+    ndarray of shape (n_points,), bool
+
+    >>> near_any(np.array([[0., 0.], [0., 9.]]), np.array([[0., 2.]]), 3.0).tolist()
+    [True, False]
+    """
+    pts = np.asarray(points_yx, dtype=np.float64).reshape(-1, 2)
+    ref = np.asarray(ref_yx, dtype=np.float64).reshape(-1, 2)
+    if len(pts) == 0 or len(ref) == 0:
+        return np.zeros(len(pts), bool)
+    from scipy.spatial import cKDTree
+
+    return cKDTree(ref).query(pts, k=1)[0] <= radius

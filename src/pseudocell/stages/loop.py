@@ -14,7 +14,7 @@ import torch
 
 from pseudocell.config import Config
 from pseudocell.core.detector import load_unet, predict_heatmap, train_detector as _train_det
-from pseudocell.core.metrics import match_points, pooled
+from pseudocell.core.metrics import match_points, near_any, pooled
 from pseudocell.core.patches import crop_patches
 from pseudocell.core.peaks import find_peaks
 from pseudocell.core.pu import pu_features, train_pu as _train_pu
@@ -97,7 +97,7 @@ def _predict_stack(model_uri: str, images_uri: str, out_dir: str, cfg: Config,
     ck = _load_model(model_uri)
     net = load_unet(ck["state_dict"], ck["meta"]["widths"], cfg.device)
     ids = arrays.stack_ids(images_uri)
-    shapes = [arrays.read_stack_item(images_uri, k).shape for k in range(len(ids))]
+    shapes = arrays.stack_shapes(images_uri)
     hm_uri = join(out_dir, f"{prefix}heatmaps.zarr")
     arrays.create_stack(hm_uri, ids, shapes, dtype="float16")
     cols: dict[str, list] = {"image_id": [], "y": [], "x": [], "value": []}
@@ -129,15 +129,6 @@ def predict(inp: StageInputs, cfg: Config) -> StageOutputs:
     return StageOutputs(uris, {"n_detections": n})
 
 
-def _near_any(pts: np.ndarray, ref: np.ndarray, radius: float) -> np.ndarray:
-    if len(pts) == 0 or len(ref) == 0:
-        return np.zeros(len(pts), bool)
-    from scipy.spatial import cKDTree
-
-    d, _ = cKDTree(ref).query(pts, k=1)
-    return d <= radius
-
-
 def extract_patches(inp: StageInputs, cfg: Config) -> StageOutputs:
     """Patches at known positives (X_P) and at detections that are no known label (X_U).
 
@@ -157,7 +148,7 @@ def extract_patches(inp: StageInputs, cfg: Config) -> StageOutputs:
     chunks = []
     for k, i in enumerate(ids):
         im = arrays.read_stack_item(images_uri, k)
-        unl = ~_near_any(det[i], known[i], cfg.mask_radius)
+        unl = ~near_any(det[i], known[i], cfg.mask_radius)
         pts = np.concatenate([pos[i], det[i][unl]])
         sets = ["P"] * len(pos[i]) + ["U"] * int(unl.sum())
         vals = np.concatenate([np.full(len(pos[i]), np.nan), det_val[i][unl]])
@@ -265,13 +256,18 @@ def select(inp: StageInputs, cfg: Config) -> StageOutputs:
                                             "n_pseudo_neg": int(len(neg))})
 
 
+def _rows_of(table: dict[str, np.ndarray], patch_ids: np.ndarray) -> np.ndarray:
+    """Row indices in a patches ``table`` of the given ``patch_ids`` (int array)."""
+    row = {int(pid): k for k, pid in enumerate(table["patch_id"])}
+    return np.array([row[int(p)] for p in patch_ids], dtype=int)
+
+
 def update_labels(inp: StageInputs, cfg: Config) -> StageOutputs:
     """Previous labels plus this round's selections (pseudo-labels accumulate)."""
     labels = tables.read_table(inp.uris["points"])
     sel = tables.read_table(inp.uris["selected"])
     table = tables.read_table(inp.uris["table"])
-    row = {int(pid): k for k, pid in enumerate(table["patch_id"])}
-    idx = np.array([row[int(p)] for p in sel["patch_id"]], dtype=int)
+    idx = _rows_of(table, sel["patch_id"])
     kind = np.where(sel["kind"].astype(str) == "pos", "pseudo_pos", "pseudo_neg").astype(object)
     new = {"image_id": table["image_id"][idx] if len(idx) else np.zeros(0, object),
            "y": table["y"][idx] if len(idx) else np.zeros(0),
@@ -324,8 +320,7 @@ def _pseudo_label_quality(inp: StageInputs, ids: list[str], gt: dict[str, np.nda
     table = tables.read_table(inp.uris["table"])
     prior = points_by_image(tables.read_table(inp.uris["points"]), ids, ("annotated",
                                                                           "pseudo_pos"))
-    row = {int(pid): k for k, pid in enumerate(table["patch_id"])}
-    idx = np.array([row[int(p)] for p in sel["patch_id"]], dtype=int)
+    idx = _rows_of(table, sel["patch_id"])
     sub = tables.take(table, idx) if len(idx) else {k: v[:0] for k, v in table.items()}
     kinds = sel["kind"].astype(str)
     pos = points_by_image({**sub, "kind": kinds}, ids, ("pos",))
@@ -333,12 +328,12 @@ def _pseudo_label_quality(inp: StageInputs, ids: list[str], gt: dict[str, np.nda
     tp = n_pos = n_bg = n_neg = 0
     for i in ids:
         # GT cells that already carry a positive label are not available to new labels
-        free = gt[i][~_near_any(gt[i], prior[i], cfg.radius)] if len(prior[i]) else gt[i]
+        free = gt[i][~near_any(gt[i], prior[i], cfg.radius)] if len(prior[i]) else gt[i]
         m = match_points(pos[i], free, cfg.radius)
         tp += m.tp
         n_pos += len(pos[i])
         n_neg += len(neg[i])
-        n_bg += int((~_near_any(neg[i], gt[i], cfg.radius)).sum())
+        n_bg += int((~near_any(neg[i], gt[i], cfg.radius)).sum())
     return {"pseudo_pos_precision": tp / n_pos if n_pos else float("nan"),
             "pseudo_neg_background_fraction": n_bg / n_neg if n_neg else float("nan"),
             "n_pseudo_pos": n_pos, "n_pseudo_neg": n_neg}

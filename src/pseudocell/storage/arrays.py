@@ -13,6 +13,7 @@ import zarr
 from zarr.codecs import BloscCodec
 
 __all__ = ["create_stack", "write_stack_item", "write_stack", "read_stack_item", "stack_ids",
+           "stack_shapes",
            "write_array", "read_array", "read_rows"]
 
 _COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
@@ -49,6 +50,11 @@ def write_stack(uri: str, ids: Sequence[str], images: Sequence[np.ndarray],
 def stack_ids(uri: str) -> list[str]:
     """Image ids of a stack, in index order."""
     return list(zarr.open_array(uri, mode="r").attrs["ids"])
+
+
+def stack_shapes(uri: str) -> list[tuple[int, int]]:
+    """True (H, W) of every image of a stack, in index order (from the attributes)."""
+    return [tuple(s) for s in zarr.open_array(uri, mode="r").attrs["shapes"]]
 
 
 def read_stack_item(uri: str, index: int) -> np.ndarray:
