@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pseudocell.core.parallel import SINGLE, DataParallel
 from pseudocell.core.unet import UNet
 
 __all__ = ["DetectorTrainResult", "resolve_device", "train_detector", "predict_heatmap",
@@ -84,6 +85,7 @@ def train_detector(
     seed: int,
     device: str = "auto",
     progress: Callable[[int, float], None] | None = None,
+    parallel: DataParallel = SINGLE,
 ) -> DetectorTrainResult:
     """Train a U-Net on masked MSE: loss only where ``mask`` is true.
 
@@ -99,6 +101,9 @@ def train_detector(
         ``auto`` | ``cpu`` | ``cuda[:N]``.
     progress : callable(step, loss), optional
         Called every 50 steps.
+    parallel : DataParallel
+        Data-parallel worker settings: each worker trains on its slice of every batch
+        (see :mod:`pseudocell.core.parallel`); the default is one process.
 
     Returns
     -------
@@ -119,13 +124,16 @@ def train_detector(
             anchors.extend((i, int(y), int(x)) for y, x in zip(ys[::step], xs[::step]))
     if not anchors:
         raise ValueError("no supervised pixel: every loss mask is empty (no points given)")
-    model = build_unet(widths, seed).to(dev)
+    base = build_unet(widths, seed).to(dev)
+    model = parallel.prepare(base)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
+    mine = parallel.shard(np.arange(batch))
     losses: list[float] = []
     window: list[float] = []
     for step in range(1, iters + 1):
-        xb, tb, mb = _sample_crops(images, targets, masks, anchors, crop, batch, rng)
+        xb, tb, mb = (a[mine] for a in _sample_crops(images, targets, masks, anchors, crop,
+                                                     batch, rng))
         x = torch.from_numpy(xb).to(dev)
         t = torch.from_numpy(tb).to(dev)
         m = torch.from_numpy(mb).to(dev)
@@ -141,7 +149,7 @@ def train_detector(
             if progress is not None:
                 progress(step, losses[-1])
             logger.debug("detector step=%d loss=%.5f", step, losses[-1])
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().clone() for k, v in base.state_dict().items()}
     return DetectorTrainResult(state_dict=state, losses=losses)
 
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from pseudocell.core.detector import resolve_device
+from pseudocell.core.parallel import SINGLE, DataParallel
 
 __all__ = ["NNPURisk", "nnpu_risk", "PUNet", "train_pu", "pu_features", "default_prior",
            "PUTrainResult"]
@@ -142,6 +143,7 @@ def train_pu(
     seed: int,
     device: str = "auto",
     progress: Callable[[int, float], None] | None = None,
+    parallel: DataParallel = SINGLE,
 ) -> PUTrainResult:
     """Train :class:`PUNet` with the nnPU risk.
 
@@ -154,6 +156,10 @@ def train_pu(
     epochs, lr, weight_decay, batch, feature_dim : Adam and network settings; each
         batch holds P and U in their overall proportion (at least one of each).
     seed : int
+    parallel : DataParallel
+        Data-parallel worker settings: each worker takes its slice of every batch and
+        evaluates the nnPU risk (and its correction) on that slice. Only
+        ``world_size == 1`` reproduces the single-process result exactly.
 
     Returns
     -------
@@ -167,7 +173,8 @@ def train_pu(
     rng = np.random.default_rng(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = PUNet(patches_p.shape[1], feature_dim).to(dev)
+        base = PUNet(patches_p.shape[1], feature_dim).to(dev)
+    model = parallel.prepare(base)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     xp = torch.from_numpy(np.ascontiguousarray(patches_p, dtype=np.float32)).to(dev)
     xu = torch.from_numpy(np.ascontiguousarray(patches_u, dtype=np.float32)).to(dev)
@@ -182,6 +189,9 @@ def train_pu(
         uu = np.array_split(rng.permutation(n_u), k)
         tot, n_corr = 0.0, 0
         for ip, iu in zip(pp, uu):
+            # a worker whose slice of a tiny batch is empty uses the whole batch
+            ip = parallel.shard(ip) if len(parallel.shard(ip)) else ip
+            iu = parallel.shard(iu) if len(parallel.shard(iu)) else iu
             out = model(torch.cat([xp[ip], xu[iu]]))
             r = nnpu_risk(out[: len(ip)], out[len(ip):], prior)
             opt.zero_grad(set_to_none=True)
@@ -194,8 +204,8 @@ def train_pu(
         if progress is not None:
             progress(epoch, risks[-1])
         logger.debug("pu epoch=%d risk=%.5f corrected=%d/%d", epoch, risks[-1], n_corr, k)
-    _recalibrate_batchnorm(model, torch.cat([xp, xu]), batch)
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    _recalibrate_batchnorm(base, torch.cat([xp, xu]), batch)
+    state = {k: v.detach().cpu().clone() for k, v in base.state_dict().items()}
     return PUTrainResult(state, prior, risks, corrections)
 
 

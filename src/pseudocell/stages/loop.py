@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -15,17 +17,19 @@ import torch
 from pseudocell.config import Config
 from pseudocell.core.detector import load_unet, predict_heatmap, train_detector as _train_det
 from pseudocell.core.metrics import match_points, near_any, pooled
+from pseudocell.core.parallel import SINGLE, DataParallel
 from pseudocell.core.patches import crop_patches
 from pseudocell.core.peaks import find_peaks
 from pseudocell.core.pu import pu_features, train_pu as _train_pu
 from pseudocell.core.select import choose, rank_unlabeled
 from pseudocell.core.targets import make_target
 from pseudocell.stages.base import StageInputs, StageOutputs
-from pseudocell.storage import arrays, tables
+from pseudocell.storage import arrays, fs, tables
 from pseudocell.storage.layout import join
 
 __all__ = ["train_detector", "predict", "extract_patches", "train_pu", "rank", "select",
-           "update_labels", "evaluate", "STAGE_FUNCTIONS", "points_by_image"]
+           "update_labels", "evaluate", "STAGE_FUNCTIONS", "SHARDED_STAGES", "TRAINING_STAGES",
+           "ShardedStage", "points_by_image"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,19 +56,26 @@ def _log_every(every: int, stage: str, rnd: int, total: int):
     return report
 
 
-def _save_model(path: str, state: dict, meta: dict) -> None:
-    torch.save({"state_dict": state, "meta": meta}, path)
+def _save_model(uri: str, state: dict, meta: dict) -> None:
+    with fs.open_uri(uri, "wb") as f:
+        torch.save({"state_dict": state, "meta": meta}, f)
 
 
-def _load_model(path: str) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+def _load_model(uri: str) -> dict:
+    with fs.open_uri(uri, "rb") as f:
+        return torch.load(f, map_location="cpu", weights_only=True)
 
 
-def train_detector(inp: StageInputs, cfg: Config) -> StageOutputs:
+def train_detector(inp: StageInputs, cfg: Config, *,
+                   parallel: DataParallel = SINGLE) -> StageOutputs:
     """Masked-MSE detector on the current labels.
 
     Inputs: ``images`` (stack), ``points`` (labels table: annotated / pseudo_pos are
     positives, pseudo_neg are negatives). Outputs: ``model`` (model.pt).
+
+    Under data-parallel training (``parallel``, set by the Ray executor's Ray Train
+    path) every worker runs this function; only the main worker writes outputs, the
+    others return empty outputs.
     """
     images_uri = inp.uris["images"]
     ids = arrays.stack_ids(images_uri)
@@ -79,8 +90,10 @@ def train_detector(inp: StageInputs, cfg: Config) -> StageOutputs:
     t0 = time.perf_counter()
     res = _train_det(imgs, tgts, msks, widths=cfg.unet_widths, iters=cfg.detector_iters,
                      batch=cfg.detector_batch, crop=cfg.detector_crop, lr=cfg.detector_lr,
-                     seed=inp.seed, device=cfg.device,
+                     seed=inp.seed, device=parallel.device or cfg.device, parallel=parallel,
                      progress=_log_every(100, "train_detector", inp.round, cfg.detector_iters))
+    if not parallel.is_main:
+        return StageOutputs({}, {})
     path = join(inp.out_dir, "model.pt")
     _save_model(path, res.state_dict, {"widths": list(cfg.unet_widths), "sigma": cfg.sigma})
     n_pos = sum(len(v) for v in pos.values())
@@ -91,53 +104,111 @@ def train_detector(inp: StageInputs, cfg: Config) -> StageOutputs:
                                           "n_neg": n_neg})
 
 
-def _predict_stack(model_uri: str, images_uri: str, out_dir: str, cfg: Config,
-                   prefix: str = "") -> dict[str, str]:
-    """Heatmaps (float16 stack) and peaks table of every image of a stack."""
-    ck = _load_model(model_uri)
-    net = load_unet(ck["state_dict"], ck["meta"]["widths"], cfg.device)
+def _split(n: int, parts: int) -> list[list[int]]:
+    """``range(n)`` cut into at most ``parts`` contiguous, non-empty pieces."""
+    return [a.tolist() for a in np.array_split(np.arange(n), max(1, min(parts, n))) if len(a)]
+
+
+def _part_uri(out_dir: str, name: str, shard: int) -> str:
+    return join(out_dir, "_parts", f"{name}-{shard:05d}.parquet")
+
+
+def _merge_parts(out_dir: str, name: str, parts: list[str], empty: dict) -> str:
+    """Concatenate shard tables in shard order into ``<name>.parquet``; delete the parts."""
+    tabs = [tables.read_table(u) for u in parts]
+    tabs = [t for t in tabs if len(next(iter(t.values())))]
+    uri = join(out_dir, f"{name}.parquet")
+    tables.write_table(uri, tables.concat_tables(*tabs) if tabs else empty)
+    return uri
+
+
+_EMPTY_PEAKS = {"image_id": np.zeros(0, object), "y": np.zeros(0), "x": np.zeros(0),
+                "value": np.zeros(0, np.float32)}
+
+
+def predict_plan(inp: StageInputs, cfg: Config, n_shards: int) -> list[dict]:
+    """Create the pre-sized heatmap stacks; return the work items (image index lists).
+
+    Each work item covers whole chunks (one chunk per image), so items can run in any
+    order, in parallel, without two writers touching one chunk.
+    """
+    items = []
+    for prefix, key in (("", "images"), ("eval_", "eval_images")):
+        if key not in inp.uris:
+            continue
+        uri = inp.uris[key]
+        ids, shapes = arrays.stack_ids(uri), arrays.stack_shapes(uri)
+        arrays.create_stack(join(inp.out_dir, f"{prefix}heatmaps.zarr"), ids, shapes,
+                            dtype="float16")
+        items += [{"prefix": prefix, "images": key, "indices": idx}
+                  for idx in _split(len(ids), n_shards)]
+    for k, item in enumerate(items):
+        item["shard"] = k
+    return items
+
+
+def predict_shard(inp: StageInputs, cfg: Config, item: dict, *,
+                  device: str | None = None) -> dict:
+    """Heatmaps of the images of one work item (written into their chunks) and their
+    peaks (written as a part table). Returns ``{"part": uri, "prefix": str}``."""
+    ck = _load_model(inp.uris["model"])
+    net = load_unet(ck["state_dict"], ck["meta"]["widths"], device or cfg.device)
+    images_uri = inp.uris[item["images"]]
     ids = arrays.stack_ids(images_uri)
-    shapes = arrays.stack_shapes(images_uri)
-    hm_uri = join(out_dir, f"{prefix}heatmaps.zarr")
-    arrays.create_stack(hm_uri, ids, shapes, dtype="float16")
+    hm_uri = join(inp.out_dir, f"{item['prefix']}heatmaps.zarr")
     cols: dict[str, list] = {"image_id": [], "y": [], "x": [], "value": []}
-    for k, i in enumerate(ids):
+    for k in item["indices"]:
         h = predict_heatmap(net, arrays.read_stack_item(images_uri, k))
         arrays.write_stack_item(hm_uri, k, h.astype(np.float16))
         pts, vals = find_peaks(h, threshold=cfg.peak_threshold,
                                min_distance=cfg.peak_min_distance, mode=cfg.peak_mode)
-        cols["image_id"] += [i] * len(pts)
+        cols["image_id"] += [ids[k]] * len(pts)
         cols["y"] += pts[:, 0].tolist()
         cols["x"] += pts[:, 1].tolist()
         cols["value"] += vals.tolist()
-    peaks_uri = join(out_dir, f"{prefix}peaks.parquet")
-    tables.write_table(peaks_uri, {"image_id": np.array(cols["image_id"], object),
-                                   "y": np.array(cols["y"], np.float64),
-                                   "x": np.array(cols["x"], np.float64),
-                                   "value": np.array(cols["value"], np.float32)})
-    return {f"{prefix}heatmaps": hm_uri, f"{prefix}peaks": peaks_uri}
+    part = _part_uri(inp.out_dir, f"{item['prefix']}peaks", item["shard"])
+    tables.write_table(part, {"image_id": np.array(cols["image_id"], object),
+                              "y": np.array(cols["y"], np.float64),
+                              "x": np.array(cols["x"], np.float64),
+                              "value": np.array(cols["value"], np.float32)})
+    return {"part": part, "prefix": item["prefix"]}
 
 
-def predict(inp: StageInputs, cfg: Config) -> StageOutputs:
-    """Heatmaps and peaks (detections) of the training images; of held-out images too
-    when ``eval_images`` is given (those never feed back into the labels)."""
-    uris = _predict_stack(inp.uris["model"], inp.uris["images"], inp.out_dir, cfg)
-    if "eval_images" in inp.uris:
-        uris.update(_predict_stack(inp.uris["model"], inp.uris["eval_images"], inp.out_dir,
-                                   cfg, prefix="eval_"))
+def predict_merge(inp: StageInputs, cfg: Config, results: list[dict]) -> StageOutputs:
+    """Peaks tables from the parts (in image order); outputs of :func:`predict`."""
+    uris = {}
+    for prefix in dict.fromkeys(r["prefix"] for r in results):
+        parts = [r["part"] for r in results if r["prefix"] == prefix]
+        uris[f"{prefix}heatmaps"] = join(inp.out_dir, f"{prefix}heatmaps.zarr")
+        uris[f"{prefix}peaks"] = _merge_parts(inp.out_dir, f"{prefix}peaks", parts,
+                                              _EMPTY_PEAKS)
+    fs.remove(join(inp.out_dir, "_parts"))
     n = len(tables.read_table(uris["peaks"])["y"])
     return StageOutputs(uris, {"n_detections": n})
 
 
-def extract_patches(inp: StageInputs, cfg: Config) -> StageOutputs:
-    """Patches at known positives (X_P) and at detections that are no known label (X_U).
+def predict(inp: StageInputs, cfg: Config) -> StageOutputs:
+    """Heatmaps and peaks (detections) of the training images; of held-out images too
+    when ``eval_images`` is given (those never feed back into the labels).
+
+    Runs :func:`predict_plan`, every :func:`predict_shard`, :func:`predict_merge`; the
+    Ray executor runs the shards in parallel and gets the same bytes."""
+    items = predict_plan(inp, cfg, 1)
+    return predict_merge(inp, cfg, [predict_shard(inp, cfg, it) for it in items])
+
+
+#: Rows of one chunk of the patches array (and the unit of parallel work).
+PATCH_CHUNK = 1024
+
+
+def extract_patches_plan(inp: StageInputs, cfg: Config, n_shards: int) -> list[dict]:
+    """Decide every patch position (tables only, no pixels), write the patch table and a
+    pre-sized ``(N, 1, S, S)`` patches array; return work items of whole chunks.
 
     A detection within ``mask_radius`` of a labeled point (positive or negative) is that
-    point and is not unlabeled. Outputs ``patches`` (N, 1, S, S) float32 and ``table``
-    (patch_id, image_id, y, x, set ∈ {P, U}, peak).
+    point and is not unlabeled.
     """
-    images_uri = inp.uris["images"]
-    ids = arrays.stack_ids(images_uri)
+    ids = arrays.stack_ids(inp.uris["images"])
     labels = tables.read_table(inp.uris["points"])
     pos = points_by_image(labels, ids, ("annotated", "pseudo_pos"))
     known = points_by_image(labels, ids)
@@ -145,41 +216,80 @@ def extract_patches(inp: StageInputs, cfg: Config) -> StageOutputs:
     det = points_by_image(peaks, ids)
     det_val = {i: peaks["value"][peaks["image_id"].astype(str) == i] for i in ids}
     rows: dict[str, list] = {"image_id": [], "y": [], "x": [], "set": [], "peak": []}
-    chunks = []
-    for k, i in enumerate(ids):
-        im = arrays.read_stack_item(images_uri, k)
+    for i in ids:
         unl = ~near_any(det[i], known[i], cfg.mask_radius)
         pts = np.concatenate([pos[i], det[i][unl]])
-        sets = ["P"] * len(pos[i]) + ["U"] * int(unl.sum())
         vals = np.concatenate([np.full(len(pos[i]), np.nan), det_val[i][unl]])
-        if len(pts):
-            chunks.append(crop_patches(im, pts, cfg.patch_size))
         rows["image_id"] += [i] * len(pts)
         rows["y"] += pts[:, 0].tolist()
         rows["x"] += pts[:, 1].tolist()
-        rows["set"] += sets
+        rows["set"] += ["P"] * len(pos[i]) + ["U"] * int(unl.sum())
         rows["peak"] += vals.tolist()
-    patches = np.concatenate(chunks) if chunks else np.zeros((0, 1, cfg.patch_size,
-                                                              cfg.patch_size), np.float32)
-    p_uri = join(inp.out_dir, "patches.zarr")
-    t_uri = join(inp.out_dir, "patches.parquet")
-    arrays.write_array(p_uri, patches)
     sets = np.array(rows["set"], object)
-    tables.write_table(t_uri, {"patch_id": np.arange(len(sets), dtype=np.int64),
-                               "image_id": np.array(rows["image_id"], object),
-                               "y": np.array(rows["y"]), "x": np.array(rows["x"]),
-                               "set": sets, "peak": np.array(rows["peak"])})
+    n = len(sets)
+    tables.write_table(join(inp.out_dir, "patches.parquet"), {
+        "patch_id": np.arange(n, dtype=np.int64), "image_id": np.array(rows["image_id"], object),
+        "y": np.array(rows["y"]), "x": np.array(rows["x"]), "set": sets,
+        "peak": np.array(rows["peak"])})
+    chunk = max(1, min(PATCH_CHUNK, n))
+    arrays.create_array(join(inp.out_dir, "patches.zarr"),
+                        (n, 1, cfg.patch_size, cfg.patch_size), chunk, "float32")
+    n_chunks = -(-n // chunk)
+    return [{"shard": k, "rows": [c[0] * chunk, min(n, (c[-1] + 1) * chunk)]}
+            for k, c in enumerate(_split(n_chunks, n_shards))]
+
+
+def extract_patches_shard(inp: StageInputs, cfg: Config, item: dict, *,
+                          device: str | None = None) -> dict:
+    """Crop the patches of rows ``item["rows"]`` = [start, stop) (whole chunks)."""
+    start, stop = item["rows"]
+    table = tables.read_table(join(inp.out_dir, "patches.parquet"))
+    images_uri = inp.uris["images"]
+    index = {i: k for k, i in enumerate(arrays.stack_ids(images_uri))}
+    img = table["image_id"][start:stop].astype(str)
+    pts = np.stack([table["y"][start:stop], table["x"][start:stop]], axis=1)
+    block = np.zeros((stop - start, 1, cfg.patch_size, cfg.patch_size), np.float32)
+    for i in dict.fromkeys(img):  # rows are grouped by image
+        m = img == i
+        block[m] = crop_patches(arrays.read_stack_item(images_uri, index[i]), pts[m],
+                                cfg.patch_size)
+    arrays.write_rows(join(inp.out_dir, "patches.zarr"), start, block)
+    return {"rows": [start, stop]}
+
+
+def extract_patches_merge(inp: StageInputs, cfg: Config, results: list[dict]) -> StageOutputs:
+    """Outputs of :func:`extract_patches` once every chunk is written."""
+    t_uri = join(inp.out_dir, "patches.parquet")
+    sets = tables.read_table(t_uri)["set"].astype(str)
+    covered = sum(r["rows"][1] - r["rows"][0] for r in results)
+    if covered != len(sets):
+        raise RuntimeError(f"extract_patches: shards wrote {covered} of {len(sets)} rows")
     n_p, n_u = int((sets == "P").sum()), int((sets == "U").sum())
     logger.info("extract_patches round=%d n_P=%d n_U=%d", inp.round, n_p, n_u)
-    return StageOutputs({"patches": p_uri, "table": t_uri}, {"n_P": n_p, "n_U": n_u})
+    return StageOutputs({"patches": join(inp.out_dir, "patches.zarr"), "table": t_uri},
+                        {"n_P": n_p, "n_U": n_u})
+
+
+def extract_patches(inp: StageInputs, cfg: Config) -> StageOutputs:
+    """Patches at known positives (X_P) and at detections that are no known label (X_U).
+
+    Outputs ``patches`` (N, 1, S, S) float32 and ``table`` (patch_id, image_id, y, x,
+    set ∈ {P, U}, peak). Runs plan, shards and merge in this process (see
+    :func:`predict`)."""
+    items = extract_patches_plan(inp, cfg, 1)
+    return extract_patches_merge(inp, cfg, [extract_patches_shard(inp, cfg, it)
+                                            for it in items])
 
 
 #: Below this many unlabeled detections a round selects no pseudo-labels.
 MIN_UNLABELED = 10
 
 
-def train_pu(inp: StageInputs, cfg: Config) -> StageOutputs:
+def train_pu(inp: StageInputs, cfg: Config, *, parallel: DataParallel = SINGLE) -> StageOutputs:
     """nnPU CNN on X_P vs X_U; writes the model and penultimate features of all patches.
+
+    Data-parallel workers (``parallel``) each train on their slice of every batch; only
+    the main worker computes features and writes outputs.
 
     With fewer than :data:`MIN_UNLABELED` unlabeled patches (or no positive) there is
     nothing to learn: no model is written, the features are zeros, and the following
@@ -191,6 +301,8 @@ def train_pu(inp: StageInputs, cfg: Config) -> StageOutputs:
     n_p, n_u = int(is_p.sum()), int((~is_p).sum())
     f_uri = join(inp.out_dir, "features.zarr")
     s_uri = join(inp.out_dir, "pu_scores.parquet")
+    if (n_p == 0 or n_u < MIN_UNLABELED) and not parallel.is_main:
+        return StageOutputs({}, {})
     if n_p == 0 or n_u < MIN_UNLABELED:
         logger.warning("train_pu round=%d: n_P=%d n_U=%d is too few to learn from; this round "
                        "adds no pseudo-labels", inp.round, n_p, n_u)
@@ -200,10 +312,13 @@ def train_pu(inp: StageInputs, cfg: Config) -> StageOutputs:
         return StageOutputs({"features": f_uri, "pu_scores": s_uri}, {"pu_skipped": True})
     res = _train_pu(patches[is_p], patches[~is_p], prior=cfg.pu_prior, epochs=cfg.pu_epochs,
                     lr=cfg.pu_lr, weight_decay=cfg.pu_weight_decay, batch=cfg.pu_batch,
-                    feature_dim=cfg.pu_feature_dim, seed=inp.seed, device=cfg.device,
+                    feature_dim=cfg.pu_feature_dim, seed=inp.seed,
+                    device=parallel.device or cfg.device, parallel=parallel,
                     progress=_log_every(5, "train_pu", inp.round, cfg.pu_epochs))
+    if not parallel.is_main:
+        return StageOutputs({}, {})
     feats, scores = pu_features(res.state_dict, patches, feature_dim=cfg.pu_feature_dim,
-                                device=cfg.device)
+                                device=parallel.device or cfg.device)
     m_uri = join(inp.out_dir, "model.pt")
     _save_model(m_uri, res.state_dict, {"feature_dim": cfg.pu_feature_dim, "prior": res.prior})
     arrays.write_array(f_uri, feats)
@@ -307,8 +422,7 @@ def evaluate(inp: StageInputs, cfg: Config) -> StageOutputs:
         for r in radii:
             metrics[f"heldout@{r:g}"] = _score(edet, egt, r)
     uri = join(inp.out_dir, "metrics.json")
-    with open(uri, "w") as f:
-        json.dump(metrics, f, indent=1, sort_keys=True)
+    fs.write_bytes(uri, json.dumps(metrics, indent=1, sort_keys=True).encode())
     return StageOutputs({"metrics": uri}, metrics)
 
 
@@ -338,6 +452,27 @@ def _pseudo_label_quality(inp: StageInputs, ids: list[str], gt: dict[str, np.nda
             "pseudo_neg_background_fraction": n_bg / n_neg if n_neg else float("nan"),
             "n_pseudo_pos": n_pos, "n_pseudo_neg": n_neg}
 
+
+@dataclass(frozen=True)
+class ShardedStage:
+    """A stage split into plan (pre-size stores, list work items), shards (each writes
+    whole chunks) and merge (small tables, outputs). Work items and shard results are
+    small JSON-safe dicts."""
+
+    plan: Callable[[StageInputs, Config, int], list[dict]]
+    shard: Callable[..., dict]
+    merge: Callable[[StageInputs, Config, list[dict]], StageOutputs]
+
+
+#: Stages an executor may run as parallel shards.
+SHARDED_STAGES = {
+    "predict": ShardedStage(predict_plan, predict_shard, predict_merge),
+    "extract_patches": ShardedStage(extract_patches_plan, extract_patches_shard,
+                                    extract_patches_merge),
+}
+
+#: Stages that train a network and accept ``parallel=DataParallel(...)``.
+TRAINING_STAGES = ("train_detector", "train_pu")
 
 #: name → function, in loop order.
 STAGE_FUNCTIONS = {

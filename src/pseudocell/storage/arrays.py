@@ -14,7 +14,7 @@ from zarr.codecs import BloscCodec
 
 __all__ = ["create_stack", "write_stack_item", "write_stack", "read_stack_item", "stack_ids",
            "stack_shapes",
-           "write_array", "read_array", "read_rows"]
+           "write_array", "create_array", "write_rows", "read_array", "read_rows"]
 
 _COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
 
@@ -72,6 +72,30 @@ def write_array(uri: str, data: np.ndarray, chunk_rows: int = 1024) -> None:
                             compressors=[_COMPRESSOR], fill_value=0, overwrite=True)
     if data.size:
         arr[...] = data
+
+
+def create_array(uri: str, shape: tuple[int, ...], chunk_rows: int,
+                 dtype: str = "float32") -> zarr.Array:
+    """Pre-size an ``shape`` array chunked by ``chunk_rows`` along the first axis, for
+    writers that each fill whole chunks (:func:`write_rows`)."""
+    chunks = (max(1, chunk_rows),) + tuple(shape[1:])
+    return zarr.create_array(uri, shape=shape, chunks=chunks, dtype=dtype,
+                             compressors=[_COMPRESSOR], fill_value=0, overwrite=True)
+
+
+def write_rows(uri: str, start: int, block: np.ndarray) -> None:
+    """Write ``block`` into rows ``[start, start + len(block))`` of an existing array.
+
+    Concurrent writers are safe only if every writer's rows are whole chunks (or end at
+    the array's last row); nothing is resized here.
+    """
+    arr = zarr.open_array(uri, mode="r+")
+    chunk = arr.chunks[0]
+    stop = start + len(block)
+    if start % chunk or (stop % chunk and stop != arr.shape[0]):
+        raise ValueError(f"rows [{start}, {stop}) of {uri!r} are not whole chunks of {chunk}")
+    if len(block):
+        arr[start:stop] = block
 
 
 def read_array(uri: str) -> np.ndarray:

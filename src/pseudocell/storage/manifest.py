@@ -1,6 +1,7 @@
 """Stage manifests: a stage is finished iff its manifest exists and matches.
 
-The manifest is written last and atomically (temp file + ``os.replace``). It records the
+The manifest is written last and atomically (local disk: temp file + ``os.replace``;
+object stores: one PUT of the manifest object, after every output). It records the
 config hash, the hashes of the input manifests, the outputs with content checksums, the
 timings and the library versions. ``manifest_hash`` is what downstream stages record.
 """
@@ -8,12 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-from pathlib import Path
 from typing import Any
 
 from pseudocell.errors import StoreError
+from pseudocell.storage import fs
 
 __all__ = ["checksum", "write_manifest", "read_manifest", "manifest_hash", "verify_outputs",
            "remove_tree"]
@@ -21,43 +20,37 @@ __all__ = ["checksum", "write_manifest", "read_manifest", "manifest_hash", "veri
 
 def checksum(uri: str) -> str:
     """sha256 over a file, or over a directory tree (relative paths + bytes, sorted)."""
-    p = Path(uri)
-    h = hashlib.sha256()
-    if p.is_file():
-        h.update(p.read_bytes())
-    elif p.is_dir():
-        for f in sorted(x for x in p.rglob("*") if x.is_file()):
-            h.update(f.relative_to(p).as_posix().encode() + b"\0")
-            h.update(f.read_bytes())
-    else:
+    files = fs.list_files(uri)
+    if not files:
         raise StoreError(f"cannot checksum {uri!r}: it does not exist")
+    h = hashlib.sha256()
+    if files == [""]:
+        h.update(fs.read_bytes(uri))
+        return h.hexdigest()
+    for rel in files:
+        h.update(rel.encode() + b"\0")
+        h.update(fs.read_bytes(uri.rstrip("/") + "/" + rel))
     return h.hexdigest()
 
 
 def write_manifest(uri: str, payload: dict[str, Any]) -> str:
     """Atomically write ``payload`` as JSON to ``uri``; returns its :func:`manifest_hash`."""
     text = json.dumps(payload, indent=1, sort_keys=True, default=str)
-    tmp = uri + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, uri)
+    fs.write_atomic(uri, text.encode())
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 def read_manifest(uri: str) -> dict[str, Any] | None:
     """The manifest at ``uri``, or None when absent or unreadable (= stage unfinished)."""
     try:
-        with open(uri) as f:
-            return json.load(f)
-    except (FileNotFoundError, json.JSONDecodeError):
+        return json.loads(fs.read_bytes(uri))
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
         return None
 
 
 def manifest_hash(uri: str) -> str:
     """sha256 of the manifest file's bytes."""
-    return hashlib.sha256(Path(uri).read_bytes()).hexdigest()
+    return hashlib.sha256(fs.read_bytes(uri)).hexdigest()
 
 
 def verify_outputs(manifest: dict[str, Any]) -> list[str]:
@@ -74,8 +67,4 @@ def verify_outputs(manifest: dict[str, Any]) -> list[str]:
 
 def remove_tree(uri: str) -> None:
     """Delete a stage directory (partial outputs of an unfinished stage)."""
-    p = Path(uri)
-    if p.is_dir():
-        shutil.rmtree(p)
-    elif p.exists():
-        p.unlink()
+    fs.remove(uri)

@@ -5,6 +5,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pseudocell.storage import fs
+
 __all__ = ["write_table", "read_table", "POINT_COLUMNS", "empty_points", "concat_tables",
            "take"]
 
@@ -19,12 +21,14 @@ def write_table(uri: str, columns: dict[str, np.ndarray]) -> None:
         raise ValueError(f"columns differ in length: {lengths}")
     table = pa.table({k: pa.array(np.asarray(v).tolist() if np.asarray(v).dtype.kind in "OU"
                                   else np.asarray(v)) for k, v in columns.items()})
-    pq.write_table(table, uri, compression="zstd")
+    with fs.open_uri(uri, "wb") as f:
+        pq.write_table(table, f, compression="zstd")
 
 
 def read_table(uri: str) -> dict[str, np.ndarray]:
     """Read a Parquet file → {column: ndarray}; strings come back as object arrays."""
-    t = pq.read_table(uri)
+    with fs.open_uri(uri, "rb") as f:
+        t = pq.read_table(f)
     out = {}
     for name in t.column_names:
         col = t.column(name).to_numpy(zero_copy_only=False)
