@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 TORCH_INDEX ?=
 
-.PHONY: demo test test-slow test-all bench bench-quick clean
+.PHONY: demo test test-slow test-all bench bench-quick bench-executor clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null 2>&1 || { echo "error: $(PY) not found; install Python 3.11 or run 'make PY=/path/to/python3.11 ...'"; exit 1; }
@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml
 	# torch first and pinned; set TORCH_INDEX to PyTorch's CPU wheel index on machines
 	# where the default index would serve a multi-GB CUDA build
 	$(BIN)/python -m pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	# ray: the Ray executor and its tests (marker `ray`) are part of `make test`
+	$(BIN)/python -m pip install --quiet -e '.[test,ray]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -35,6 +36,9 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/pseudocell bench --quick --out runs/bench-quick
+
+bench-executor: $(STAMP)
+	$(BIN)/python benchmarks/executor_overhead.py --out runs/bench_executor.json
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

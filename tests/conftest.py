@@ -75,3 +75,52 @@ def tiny_cfg():
                   detector_crop=64, peak_threshold=0.05, pu_epochs=3, pu_batch=128,
                   pu_feature_dim=16, alpha=0.1, beta=0.1, extra_radii=(8.0,), device="cpu",
                   num_threads=1)
+
+
+def _descendants(pid: int) -> set[int]:
+    """PIDs of every live descendant of ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d.name))
+    out, todo = set(), [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            if c not in out:
+                out.add(c)
+                todo.append(c)
+    return out
+
+
+def kill_pids(pids) -> None:
+    """SIGKILL each PID that is still alive (orphans of a killed Ray driver)."""
+    import signal
+
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+@pytest.fixture(scope="session")
+def ray_address(tmp_path_factory):
+    """ONE local Ray cluster for the whole test session (design.md: init costs seconds and
+    ~760 MB). Yields its GCS address, which subprocess drivers attach to. At the end Ray is
+    shut down and every process it started is killed by PID."""
+    pytest.importorskip("ray")
+    import ray
+
+    from pseudocell.orchestrator.ray_executor import LOCAL_RAY_INIT
+
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    ray.init(num_cpus=2, **LOCAL_RAY_INIT)
+    address = ray.get_runtime_context().gcs_address
+    yield address
+    started = _descendants(os.getpid())
+    ray.shutdown()
+    kill_pids(started)

@@ -75,6 +75,43 @@ def _load_config(config: Path | None, overrides: dict[str, Any]):
     return Config.from_dict({k: v for k, v in overrides.items() if v is not None})
 
 
+ExecutorOpt = Annotated[str, typer.Option(
+    "--executor", help="local (in this process) or ray (stages as Ray actors).")]
+AddressOpt = Annotated[str | None, typer.Option(
+    help="Ray cluster to attach to with --executor ray: 'auto' (the cluster of this node) "
+         "or 'ray://HOST:10001'. Default: start a local Ray.")]
+PoolOpt = Annotated[int | None, typer.Option(
+    help="Ray: predictor actors for predict/extract_patches (default: one per CPU/GPU).")]
+TrainOpt = Annotated[str, typer.Option(
+    help="Ray: 'ray_train' (TorchTrainer DDP), 'actor' (one actor) or 'auto' (Ray Train "
+         "only with --train-workers > 1).")]
+WorkersOpt = Annotated[int, typer.Option(help="Ray Train workers (data-parallel replicas).")]
+GpuOpt = Annotated[bool | None, typer.Option(
+    "--use-gpu/--no-gpu", help="Ray: request GPUs (default: when the cluster has any).")]
+
+
+def _executor(executor: str, address: str | None, pool_size: int | None, train: str,
+              train_workers: int, use_gpu: bool | None):
+    """The executor named on the command line (a context manager)."""
+    import contextlib
+
+    from pseudocell.orchestrator.executors import LocalExecutor
+
+    if executor == "local":
+        if address is not None:
+            raise InvalidInputError("--address needs --executor ray")
+        return contextlib.nullcontext(LocalExecutor())
+    if executor != "ray":
+        raise InvalidInputError(f"--executor {executor!r}: use 'local' or 'ray'")
+    try:
+        from pseudocell.orchestrator.ray_executor import RayExecutor, RayOptions
+    except ImportError as e:
+        raise InvalidInputError("--executor ray needs Ray: pip install 'pseudocell[ray]' "
+                                f"({e})") from e
+    return RayExecutor(RayOptions(address=address, pool_size=pool_size, train=train,
+                                  train_workers=train_workers, use_gpu=use_gpu))
+
+
 def print_round_table(metrics: dict) -> None:
     """The per-round table (like Table 2 of Fujii et al. 2021) on stdout."""
     from rich.console import Console
@@ -105,12 +142,19 @@ def run(
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda[:N].")] = None,
     force: Annotated[bool, typer.Option("--force", help="Delete an existing run directory "
                                                         "that has a different config.")] = False,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
+    pool_size: PoolOpt = None,
+    train: TrainOpt = "auto",
+    train_workers: WorkersOpt = 1,
+    use_gpu: GpuOpt = None,
 ) -> None:
     """Run the pseudo-label loop on your images and points.
 
     Example: pseudocell run --images imgs/ --points clicks.csv --out runs/exp1 --rounds 2
+
+    On a Ray cluster: pseudocell run ... --executor ray --address auto
     """
-    from pseudocell.orchestrator.executors import LocalExecutor
     from pseudocell.orchestrator.run import RunInputs, prepare_run, run_loop
     from pseudocell.validation import load_image_folder, load_points
 
@@ -128,7 +172,8 @@ def run(
         elif eval_gt is not None:
             raise InvalidInputError("--eval-gt needs --eval-images")
         layout = prepare_run(out, cfg, RunInputs(imgs, pts, gt_t, ev_imgs, ev_gt), force=force)
-        metrics = run_loop(layout, cfg, LocalExecutor(), progress=_progress)
+        with _executor(executor, address, pool_size, train, train_workers, use_gpu) as ex:
+            metrics = run_loop(layout, cfg, ex, progress=_progress)
     except PseudocellError as e:
         _fail(e)
     if gt is not None or eval_gt is not None:
@@ -137,16 +182,24 @@ def run(
 
 
 @app.command()
-def resume(run_dir: Annotated[Path, typer.Argument(help="Run directory of a stopped run.")]) -> None:
+def resume(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory of a stopped run.")],
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
+    pool_size: PoolOpt = None,
+    train: TrainOpt = "auto",
+    train_workers: WorkersOpt = 1,
+    use_gpu: GpuOpt = None,
+) -> None:
     """Finish a stopped run from its last finished stage (same config, same result).
 
-    Example: pseudocell resume runs/exp1
+    Example: pseudocell resume runs/exp1 [--executor ray --address auto]
     """
-    from pseudocell.orchestrator.executors import LocalExecutor
     from pseudocell.orchestrator.run import resume as _resume
 
     try:
-        metrics = _resume(run_dir, LocalExecutor(), progress=_progress)
+        with _executor(executor, address, pool_size, train, train_workers, use_gpu) as ex:
+            metrics = _resume(run_dir, ex, progress=_progress)
     except PseudocellError as e:
         _fail(e)
     if any(len(r) > 3 for r in metrics["rounds"]):

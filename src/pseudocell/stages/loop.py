@@ -150,7 +150,7 @@ def predict_plan(inp: StageInputs, cfg: Config, n_shards: int) -> list[dict]:
 def predict_shard(inp: StageInputs, cfg: Config, item: dict, *,
                   device: str | None = None) -> dict:
     """Heatmaps of the images of one work item (written into their chunks) and their
-    peaks (written as a part table). Returns ``{"part": uri, "prefix": str}``."""
+    peaks (written as a part table). Returns ``{"part": uri, "prefix": str, "shard": int}``."""
     ck = _load_model(inp.uris["model"])
     net = load_unet(ck["state_dict"], ck["meta"]["widths"], device or cfg.device)
     images_uri = inp.uris[item["images"]]
@@ -171,12 +171,13 @@ def predict_shard(inp: StageInputs, cfg: Config, item: dict, *,
                               "y": np.array(cols["y"], np.float64),
                               "x": np.array(cols["x"], np.float64),
                               "value": np.array(cols["value"], np.float32)})
-    return {"part": part, "prefix": item["prefix"]}
+    return {"part": part, "prefix": item["prefix"], "shard": item["shard"]}
 
 
 def predict_merge(inp: StageInputs, cfg: Config, results: list[dict]) -> StageOutputs:
     """Peaks tables from the parts (in image order); outputs of :func:`predict`."""
     uris = {}
+    results = sorted(results, key=lambda r: r["shard"])  # shards may finish in any order
     for prefix in dict.fromkeys(r["prefix"] for r in results):
         parts = [r["part"] for r in results if r["prefix"] == prefix]
         uris[f"{prefix}heatmaps"] = join(inp.out_dir, f"{prefix}heatmaps.zarr")

@@ -1,0 +1,74 @@
+"""Actor classes without Ray: they run their stages, refuse others, and sharded stages give
+the same bytes whatever the number and order of shards."""
+from __future__ import annotations
+
+import pytest
+
+from pseudocell.actors.stage_actors import (ACTOR_OF_STAGE, LabelSelector, Predictor,
+                                            StageActor)
+from pseudocell.orchestrator.demo import hide_points
+from pseudocell.orchestrator.executors import LocalExecutor
+from pseudocell.orchestrator.run import RunInputs, prepare_run, run_loop
+from pseudocell.stages.base import StageInputs
+from pseudocell.stages.loop import SHARDED_STAGES, STAGE_FUNCTIONS
+from pseudocell.storage import fs
+from pseudocell.storage.manifest import checksum, read_manifest
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, small_crops, tiny_cfg):
+    images, gt = small_crops
+    layout = prepare_run(tmp_path_factory.mktemp("act") / "run", tiny_cfg,
+                         RunInputs(images, hide_points(gt, 0.3, seed=0), gt, images, gt))
+    run_loop(layout, tiny_cfg, LocalExecutor())
+    return layout
+
+
+def test_every_stage_has_exactly_one_actor_kind():
+    assert set(ACTOR_OF_STAGE) == set(STAGE_FUNCTIONS)
+    assert set(SHARDED_STAGES) <= set(Predictor.STAGES)
+
+
+def test_an_actor_refuses_a_stage_of_another_kind(tiny_cfg, tmp_path):
+    with pytest.raises(ValueError, match="LabelSelector does not run stage 'predict'"):
+        LabelSelector().run("predict", StageInputs(str(tmp_path), 0, 0), tiny_cfg)
+    assert issubclass(Predictor, StageActor)
+
+
+@pytest.mark.parametrize("stage", sorted(SHARDED_STAGES))
+def test_shards_in_any_number_and_order_give_the_stage_bytes(stage, finished_run, tiny_cfg,
+                                                             tmp_path):
+    m = read_manifest(finished_run.manifest(0, stage))
+    inp = StageInputs(out_dir=str(tmp_path / stage), round=0, seed=m["seed"],
+                      uris={k: v["uri"] for k, v in m["inputs"].items()})
+    fs.makedirs(inp.out_dir)
+    actor = Predictor(threads=1)
+    items = actor.plan(stage, inp, tiny_cfg, 3)
+    assert len(items) >= 2 or stage == "extract_patches"  # 3 images → 3 predict shards
+    results = [actor.shard(stage, inp, tiny_cfg, it) for it in reversed(items)]
+    out = actor.merge(stage, inp, tiny_cfg, results)
+    assert out.metrics == m["metrics"]
+    for name, rec in m["outputs"].items():
+        assert checksum(out.uris[name]) == rec["sha256"], name
+    assert sorted(fs.list_files(inp.out_dir)) == sorted(
+        f for f in fs.list_files(finished_run.stage_dir(0, stage)) if f != "_manifest.json")
+
+
+def test_patch_shards_of_many_chunks_write_the_same_array(finished_run, tiny_cfg, tmp_path,
+                                                          monkeypatch):
+    import pseudocell.stages.loop as loop
+
+    monkeypatch.setattr(loop, "PATCH_CHUNK", 16)  # many chunks on a small crop set
+    m = read_manifest(finished_run.manifest(0, "extract_patches"))
+    sums = []
+    for n_shards, order in ((1, 1), (5, -1)):
+        inp = StageInputs(out_dir=str(tmp_path / f"s{n_shards}"), round=0, seed=m["seed"],
+                          uris={k: v["uri"] for k, v in m["inputs"].items()})
+        fs.makedirs(inp.out_dir)
+        items = loop.extract_patches_plan(inp, tiny_cfg, n_shards)
+        assert len(items) == n_shards
+        assert all(it["rows"][0] % 16 == 0 for it in items)
+        res = [loop.extract_patches_shard(inp, tiny_cfg, it) for it in items[::order]]
+        out = loop.extract_patches_merge(inp, tiny_cfg, res)
+        sums.append(checksum(out.uris["patches"]))
+    assert sums[0] == sums[1]

@@ -1,0 +1,142 @@
+"""The Ray executor gives the local executor's outputs, survives dead actors and killed
+drivers, and detects corrupted stores (issue 5). One shared Ray cluster (``ray_address``)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import _descendants, kill_pids
+from pseudocell.orchestrator.demo import hide_points
+from pseudocell.orchestrator.executors import LocalExecutor
+from pseudocell.orchestrator.run import RunInputs, prepare_run, resume, run_loop
+from pseudocell.storage.layout import LOOP_STAGES, RunLayout
+from pseudocell.storage.manifest import read_manifest
+
+pytestmark = pytest.mark.ray
+ray = pytest.importorskip("ray")
+
+
+def _inputs(small_crops):
+    images, gt = small_crops
+    return RunInputs(images, hide_points(gt, 0.3, seed=0), gt, images, gt)
+
+
+def _digests(layout: RunLayout, cfg) -> dict[str, str]:
+    """(round/stage/output) → content sha256, for every stage of the run."""
+    out = {}
+    for rnd in range(cfg.rounds + 1):
+        for stage in RunLayout.stages_of(rnd, cfg.rounds):
+            m = read_manifest(layout.manifest(rnd, stage))
+            assert m is not None, f"round {rnd} stage {stage} has no manifest"
+            out.update({f"{rnd}/{stage}/{k}": r["sha256"] for k, r in m["outputs"].items()})
+    return out
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory, small_crops, tiny_cfg):
+    layout = prepare_run(tmp_path_factory.mktemp("local") / "run", tiny_cfg, _inputs(small_crops))
+    run_loop(layout, tiny_cfg, LocalExecutor())
+    return layout
+
+
+@pytest.fixture()
+def executor(ray_address):
+    from pseudocell.orchestrator.ray_executor import RayExecutor, RayOptions
+
+    ex = RayExecutor(RayOptions(address=ray_address, train="actor"))
+    yield ex
+    ex.close()  # releases the actors; the session owns Ray
+
+
+@pytest.fixture(scope="module")
+def ray_run(tmp_path_factory, small_crops, tiny_cfg, ray_address):
+    from pseudocell.orchestrator.ray_executor import RayExecutor, RayOptions
+
+    layout = prepare_run(tmp_path_factory.mktemp("ray") / "run", tiny_cfg, _inputs(small_crops))
+    with RayExecutor(RayOptions(address=ray_address, train="actor", pool_size=2,
+                                shards_per_actor=2)) as ex:
+        run_loop(layout, tiny_cfg, ex)
+    return layout
+
+
+def test_ray_executor_gives_the_local_outputs_bit_for_bit(local_run, ray_run, tiny_cfg):
+    ref, got = _digests(local_run, tiny_cfg), _digests(ray_run, tiny_cfg)
+    assert got == ref  # every store: heatmaps, patches, features, scores, selections, labels
+    for rel in ("final/detections.csv", "round_000/select/selected.parquet"):
+        assert Path(ray_run.root, rel).read_bytes() == Path(local_run.root, rel).read_bytes()
+    # predict ran as shards (4 work items over 2 actors) and left no part files behind
+    assert not Path(ray_run.stage_dir(0, "predict"), "_parts").exists()
+
+
+def test_ray_train_detector_equals_in_process_training(local_run, tiny_cfg, ray_address,
+                                                      tmp_path):
+    """One Ray Train (TorchTrainer) worker reproduces the in-process model bit for bit."""
+    from pseudocell.actors.train import train_with_ray_train
+    from pseudocell.stages.base import StageInputs, stage_seed
+
+    m = read_manifest(local_run.manifest(0, "train_detector"))
+    uris = {k: v["uri"] for k, v in m["inputs"].items()}
+    out_dir = str(tmp_path / "train_detector")
+    os.makedirs(out_dir)
+    inp = StageInputs(out_dir=out_dir, round=0, seed=stage_seed(tiny_cfg.seed, 0, "train_detector"),
+                      uris=uris)
+    res = train_with_ray_train("train_detector", inp, tiny_cfg, num_workers=1,
+                               resources_per_worker={"CPU": 1})
+    ref = Path(m["outputs"]["model"]["uri"]).read_bytes()
+    assert Path(res.uris["model"]).read_bytes() == ref
+    assert res.metrics["detector_loss"] == m["metrics"]["detector_loss"]
+    assert sorted(os.listdir(out_dir)) == ["model.pt"]  # the result file was consumed
+
+
+@pytest.mark.parametrize("stage", ["predict", "train_pu"])
+def test_killed_actor_stage_reruns_and_run_finishes_with_same_outputs(
+        stage, local_run, small_crops, tiny_cfg, executor, tmp_path, monkeypatch):
+    monkeypatch.setenv("PSEUDOCELL_FAULT", f"kill_actor:0/{stage}")
+    layout = prepare_run(tmp_path / "run", tiny_cfg, _inputs(small_crops))
+    run_loop(layout, tiny_cfg, executor)
+    assert _digests(layout, tiny_cfg) == _digests(local_run, tiny_cfg)
+    # the dead actor's stray file was discarded with the rest of its partial outputs
+    assert not list(Path(layout.root).rglob("partial-garbage.bin"))
+
+
+def test_driver_sigkill_in_every_stage_of_round_0_then_resume(local_run, small_crops, tiny_cfg,
+                                                             ray_address, tmp_path):
+    """Each driver attaches to the session's cluster and SIGKILLs itself inside the next
+    stage of round 0; a last `pseudocell resume --executor ray` finishes the run."""
+    layout = prepare_run(tmp_path / "run", tiny_cfg, _inputs(small_crops))
+    cmd = [sys.executable, "-m", "pseudocell", "--quiet", "resume", layout.root,
+           "--executor", "ray", "--address", ray_address, "--pool-size", "1",
+           "--train", "actor"]
+    for stage in LOOP_STAGES:
+        env = {**os.environ, "PSEUDOCELL_FAULT": f"kill_driver:0/{stage}"}
+        proc = subprocess.Popen(cmd, env=env, start_new_session=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            log = proc.communicate(timeout=120)[0].decode(errors="replace")
+        finally:
+            kill_pids(_descendants(proc.pid) | {proc.pid})
+        assert proc.returncode == -signal.SIGKILL, f"{stage}: rc={proc.returncode}\n{log}"
+        assert read_manifest(layout.manifest(0, stage)) is None, stage  # killed inside it
+        if stage != LOOP_STAGES[0]:
+            prev = LOOP_STAGES[LOOP_STAGES.index(stage) - 1]
+            assert read_manifest(layout.manifest(0, prev)) is not None
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _digests(layout, tiny_cfg) == _digests(local_run, tiny_cfg)
+
+
+def test_truncated_chunk_is_detected_on_resume_and_its_stage_reruns(ray_run, local_run,
+                                                                   tiny_cfg, executor):
+    chunk = sorted(p for p in Path(ray_run.stage_dir(0, "extract_patches"), "patches.zarr")
+                   .rglob("*") if p.is_file() and p.name != "zarr.json")[0]
+    chunk.write_bytes(chunk.read_bytes()[:7])
+    events = []
+    resume(ray_run.root, executor, progress=events.append)
+    rerun = [(e.round, e.stage) for e in events if e.status == "done"]
+    assert rerun[0] == (0, "extract_patches")
+    assert _digests(ray_run, tiny_cfg) == _digests(local_run, tiny_cfg)
