@@ -171,8 +171,11 @@ def run(
                 ev_gt = load_points(eval_gt, ev_imgs, name="--eval-gt")
         elif eval_gt is not None:
             raise InvalidInputError("--eval-gt needs --eval-images")
-        layout = prepare_run(out, cfg, RunInputs(imgs, pts, gt_t, ev_imgs, ev_gt), force=force)
+        # the executor (and Ray) starts before anything is written: a bad --executor
+        # option leaves no run directory behind
         with _executor(executor, address, pool_size, train, train_workers, use_gpu) as ex:
+            layout = prepare_run(out, cfg, RunInputs(imgs, pts, gt_t, ev_imgs, ev_gt),
+                                 force=force)
             metrics = run_loop(layout, cfg, ex, progress=_progress)
     except PseudocellError as e:
         _fail(e)
@@ -266,19 +269,23 @@ def demo(
     rounds: Annotated[int | None, typer.Option(help="Override 'rounds' (default 2).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Start again even if OUT holds a "
                                                         "run with another config.")] = False,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
 ) -> None:
     """Run the loop on real bright-field images with 90 % of the points hidden.
 
     Images 001-040 train (10 % of their points kept, seed 0), 041-050 are held out.
     Prints the per-round table and writes OUT/metrics.json.
 
-    Example: pseudocell demo --out runs/demo
+    Example: pseudocell demo --out runs/demo   (on Ray: add --executor ray)
     """
     from pseudocell.orchestrator.demo import DEMO_CONFIG, run_demo
 
     cfg = DEMO_CONFIG if rounds is None else DEMO_CONFIG.replace(rounds=rounds)
     try:
-        metrics = run_demo(out, cfg=cfg, data_dir=data_dir, force=force, progress=_progress)
+        with _executor(executor, address, None, "auto", 1, None) as ex:
+            metrics = run_demo(out, cfg=cfg, data_dir=data_dir, force=force, executor=ex,
+                               progress=_progress)
     except PseudocellError as e:
         _fail(e)
     print_round_table(metrics)

@@ -287,3 +287,18 @@ def test_evaluate_file_name_and_id_name_the_same_image(tmp_path):
                               str(tmp_path / "gt.csv")])
     assert res.exit_code == 0, res.output
     assert "TP=1 FP=0 FN=0" in res.stdout
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--executor", "spark"], ["--executor", "spark", "local", "ray"]),
+    (["--address", "auto"], ["--address", "--executor ray"]),
+    (["--executor", "ray", "--train", "fast"], ["train", "fast", "ray_train"]),
+    (["--executor", "ray", "--train-workers", "0"], ["train_workers", ">= 1"]),
+])
+def test_run_bad_executor_options_write_nothing(tmp_path, image_dir, points_csv, fake_loop,
+                                                args, words):
+    line = _one_error_line(runner.invoke(app, [
+        "run", "--images", str(image_dir), "--points", str(points_csv),
+        "--out", str(tmp_path / "run"), *args]))
+    assert all(w in line for w in words), line
+    assert not (tmp_path / "run").exists() and fake_loop == []

@@ -3,7 +3,7 @@
 The parent prepares one run directory per executor (same images, points, config and
 seed), then runs ``pseudocell resume RUN --executor {local,ray}`` as a child process and
 samples the summed RSS of the child's whole process tree (for Ray: driver, GCS, raylet and
-every worker) every 0.2 s. Both children run one after the other, never together.
+every worker) every 0.5 s (PSS every 5 s). Both children run one after the other, never together.
 
     .venv/bin/python benchmarks/executor_overhead.py --out runs/bench_executor.json
 """
@@ -51,18 +51,29 @@ def tree_pids(pid: int) -> set[int]:
     return seen
 
 
-def tree_rss_mb(pid: int) -> float:
-    """Summed ``VmRSS`` of ``pid`` and its descendants, in MiB (shared pages counted once
-    per process, so this is an upper bound)."""
-    total = 0
+def _read_kb(path: str, keys: tuple[str, ...]) -> list[int]:
+    out = [0] * len(keys)
+    try:
+        for line in Path(path).read_text().splitlines():
+            for k, key in enumerate(keys):
+                if line.startswith(key):
+                    out[k] = int(line.split()[1])
+    except OSError:
+        pass
+    return out
+
+
+def tree_rss_mb(pid: int, *, pss: bool = False) -> tuple[float, float]:
+    """(summed ``VmRSS``, summed ``Pss`` or 0) of ``pid`` and its descendants, in MiB.
+    RSS counts shared pages (torch's libraries, Ray's object store) once per process and
+    is an upper bound; PSS splits them among the processes sharing them but is costly to
+    read (the kernel walks every mapping), so it is sampled less often."""
+    rss = pss_kb = 0
     for p in tree_pids(pid):
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return total / 1024
+        rss += _read_kb(f"/proc/{p}/status", ("VmRSS:",))[0]
+        if pss:
+            pss_kb += _read_kb(f"/proc/{p}/smaps_rollup", ("Pss:",))[0]
+    return rss / 1024, pss_kb / 1024
 
 
 def run_child(cmd: list[str], *, timeout: float = 3600) -> dict[str, Any]:
@@ -70,14 +81,16 @@ def run_child(cmd: list[str], *, timeout: float = 3600) -> dict[str, Any]:
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
-    peak = 0.0
+    peak = [0.0, 0.0]
     stop = threading.Event()
 
     def sample() -> None:
-        nonlocal peak
+        k = 0
         while not stop.is_set():
-            peak = max(peak, tree_rss_mb(proc.pid))
-            stop.wait(0.2)
+            rss, pss = tree_rss_mb(proc.pid, pss=k % 10 == 0)
+            peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
+            k += 1
+            stop.wait(0.5)
 
     th = threading.Thread(target=sample, daemon=True)
     th.start()
@@ -95,7 +108,7 @@ def run_child(cmd: list[str], *, timeout: float = 3600) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{out[-3000:]}")
-    return {"wall_s": wall, "peak_tree_rss_mb": peak}
+    return {"wall_s": wall, "peak_tree_rss_mb": peak[0], "peak_tree_pss_mb": peak[1]}
 
 
 def _stage_seconds(run_dir: Path) -> dict[str, float]:
@@ -124,12 +137,15 @@ def executor_overhead(out_dir: str | Path, *, cfg: Config, n_images: int = 40,
                       ray_args: tuple[str, ...] = ()) -> dict[str, Any]:
     """One round (``rounds=1``: the round-0 loop and the final detector) with each
     executor on the first ``n_images`` bright-field training images and 041-050 held out.
+
+    ``cfg.num_threads`` unset is replaced by this machine's core count, so both executors
+    use the same torch thread count in every stage (the condition for identical bytes).
     """
     from pseudocell.data.fetch import locate_brightfield
     from pseudocell.orchestrator.demo import hide_points, load_brightfield
     from pseudocell.orchestrator.run import RunInputs, prepare_run
 
-    cfg = cfg.replace(rounds=1)
+    cfg = cfg.replace(rounds=1, num_threads=cfg.num_threads or os.cpu_count())
     folder = Path(data_dir) if data_dir is not None else locate_brightfield()
     images, gt = load_brightfield(folder, range(1, n_images + 1))
     ev, ev_gt = load_brightfield(folder, range(41, 51))
@@ -153,12 +169,12 @@ def executor_overhead(out_dir: str | Path, *, cfg: Config, n_images: int = 40,
 
 def table(res: dict[str, Any]) -> str:
     """Markdown table of a result of :func:`executor_overhead`."""
-    rows = ["| executor | wall s (process) | sum of stage s | peak RSS of process tree MB |",
-            "|---|---:|---:|---:|"]
+    rows = ["| executor | wall s (process) | sum of stage s | peak RSS of process tree MB "
+            "| peak PSS of process tree MB |", "|---|---:|---:|---:|---:|"]
     for name in ("local", "ray"):
         r = res[name]
         rows.append(f"| {name} | {r['wall_s']:.1f} | {sum(r['stage_seconds'].values()):.1f} | "
-                    f"{r['peak_tree_rss_mb']:.0f} |")
+                    f"{r['peak_tree_rss_mb']:.0f} | {r['peak_tree_pss_mb']:.0f} |")
     rows.append(f"\nratio ray/local: wall {res['ratio_wall']:.3f}, stages "
                 f"{res['ratio_stages']:.3f}; identical outputs: {res['identical_outputs']}")
     stages = sorted(res["local"]["stage_seconds"])

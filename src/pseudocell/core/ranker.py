@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize
+from threadpoolctl import threadpool_limits
 
 __all__ = ["pclass_loss", "LinearRanker", "fit_ranker"]
 
@@ -68,7 +69,8 @@ class LinearRanker:
 
     def score(self, x: np.ndarray) -> np.ndarray:
         """(n, d) features → (n,) float64 scores; higher = more like the positive class."""
-        return ((np.asarray(x, np.float64) - self.mean) / self.std) @ self.w + self.b
+        with threadpool_limits(limits=1, user_api="blas"):  # see fit_ranker
+            return ((np.asarray(x, np.float64) - self.mean) / self.std) @ self.w + self.b
 
 
 def fit_ranker(x_pos: np.ndarray, x_unl: np.ndarray, *, p: float = 4.0, lam: float = 0.1,
@@ -76,6 +78,10 @@ def fit_ranker(x_pos: np.ndarray, x_unl: np.ndarray, *, p: float = 4.0, lam: flo
     """Minimise the P-classification loss with L-BFGS from w = 0, b = 0 (deterministic).
 
     Features are standardised with the mean/std of ``x_pos`` and ``x_unl`` together.
+    BLAS runs on one thread: the result is then the same bytes whatever the process's
+    thread settings (a Ray worker has one BLAS thread, a local process as many as cores),
+    and for these (n, 128) products it is also ~10x faster than threaded BLAS (measured:
+    24 s → 2 s for the demo's rank stage on 2 cores).
 
     Parameters
     ----------
@@ -97,6 +103,7 @@ def fit_ranker(x_pos: np.ndarray, x_unl: np.ndarray, *, p: float = 4.0, lam: flo
         v, gw, gb = pclass_loss(theta[:d], float(theta[d]), zp, zu, p, lam)
         return v, np.append(gw, gb)
 
-    res = minimize(fun, np.zeros(d + 1), jac=True, method="L-BFGS-B",
-                   options={"maxiter": max_iter})
+    with threadpool_limits(limits=1, user_api="blas"):
+        res = minimize(fun, np.zeros(d + 1), jac=True, method="L-BFGS-B",
+                       options={"maxiter": max_iter})
     return LinearRanker(res.x[:d].copy(), float(res.x[d]), mean, std, bool(res.success))

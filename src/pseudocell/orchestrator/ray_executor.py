@@ -141,14 +141,19 @@ class RayExecutor:
                 threads=self._threads(), device="cuda" if gpu else None)
         return self._singletons[cls]
 
-    def _pool_actors(self) -> list[Any]:
+    def _pool_actors(self, cfg: Config) -> list[Any]:
+        """Predictor actors: one per GPU, or one per ``num_threads`` CPUs (each reserving
+        the CPUs its torch threads use), unless ``pool_size`` says otherwise."""
         import ray
 
         if not self._pool:
-            n = self.options.pool_size or (self._gpus if self.use_gpu else self._cpus)
-            opts = ({"num_cpus": 0, "num_gpus": 1} if self.use_gpu else {"num_cpus": 1})
+            threads = min(cfg.num_threads or 1, self._cpus)
+            n = self.options.pool_size or (self._gpus if self.use_gpu
+                                           else max(1, self._cpus // threads))
+            opts = ({"num_cpus": 0, "num_gpus": 1} if self.use_gpu else {"num_cpus": threads})
             self._pool = [ray.remote(Predictor).options(max_restarts=2, **opts).remote(
-                threads=1, device="cuda" if self.use_gpu else None) for _ in range(max(1, n))]
+                threads=threads, device="cuda" if self.use_gpu else None)
+                for _ in range(max(1, n))]
         return self._pool
 
     def release(self) -> None:
@@ -214,7 +219,20 @@ class RayExecutor:
                          f"{self.options.max_attempts} times; see the Ray logs "
                          "(/tmp/ray/session_latest/logs) for why")
 
+    def warm_up(self, cfg: Config) -> None:
+        """Start every actor now (their processes import torch in the background while
+        the first stage runs) instead of at each stage kind's first call. Skipped with
+        GPUs, where actors are released after every stage."""
+        if self.use_gpu:
+            return
+        for cls in dict.fromkeys(ACTOR_OF_STAGE.values()):
+            if cls is not Predictor:
+                self._singleton(cls)
+        self._pool_actors(cfg)
+
     def _run_once(self, name: str, inp: StageInputs, cfg: Config, die: bool) -> StageOutputs:
+        if not self._singletons and not self._pool and not self._use_ray_train(name):
+            self.warm_up(cfg)
         try:
             return self._dispatch(name, inp, cfg, die)
         finally:
@@ -242,7 +260,7 @@ class RayExecutor:
         import ray
         from ray.util import ActorPool
 
-        actors = self._pool_actors()
+        actors = self._pool_actors(cfg)
         items = ray.get(actors[0].plan.remote(name, inp, cfg,
                                               len(actors) * self.options.shards_per_actor))
         pool = ActorPool(actors)
