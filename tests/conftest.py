@@ -79,20 +79,22 @@ def tiny_cfg():
 
 def _descendants(pid: int) -> set[int]:
     """PIDs of every live descendant of ``pid`` (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(d.name))
-    out, todo = set(), [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            if c not in out:
-                out.add(c)
-                todo.append(c)
+    from pseudocell.bench.executor_overhead import tree_pids
+
+    return tree_pids(pid) - {pid}
+
+
+def output_digests(layout, cfg) -> dict[str, str]:
+    """(round/stage/output) → content sha256 of every stage of a finished run."""
+    from pseudocell.storage.layout import RunLayout
+    from pseudocell.storage.manifest import read_manifest
+
+    out = {}
+    for rnd in range(cfg.rounds + 1):
+        for stage in RunLayout.stages_of(rnd, cfg.rounds):
+            m = read_manifest(layout.manifest(rnd, stage))
+            assert m is not None, f"round {rnd} stage {stage} has no manifest"
+            out.update({f"{rnd}/{stage}/{k}": r["sha256"] for k, r in m["outputs"].items()})
     return out
 
 

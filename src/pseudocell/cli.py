@@ -86,12 +86,14 @@ TrainOpt = Annotated[str, typer.Option(
     help="Ray: 'ray_train' (TorchTrainer DDP), 'actor' (one actor) or 'auto' (Ray Train "
          "only with --train-workers > 1).")]
 WorkersOpt = Annotated[int, typer.Option(help="Ray Train workers (data-parallel replicas).")]
+WarmOpt = Annotated[bool, typer.Option(
+    "--warm-up/--no-warm-up", help="Ray: start every actor at the first stage.")]
 GpuOpt = Annotated[bool | None, typer.Option(
     "--use-gpu/--no-gpu", help="Ray: request GPUs (default: when the cluster has any).")]
 
 
 def _executor(executor: str, address: str | None, pool_size: int | None, train: str,
-              train_workers: int, use_gpu: bool | None):
+              train_workers: int, use_gpu: bool | None, warm_up: bool = True):
     """The executor named on the command line (a context manager)."""
     import contextlib
 
@@ -109,7 +111,8 @@ def _executor(executor: str, address: str | None, pool_size: int | None, train: 
         raise InvalidInputError("--executor ray needs Ray: pip install 'pseudocell[ray]' "
                                 f"({e})") from e
     return RayExecutor(RayOptions(address=address, pool_size=pool_size, train=train,
-                                  train_workers=train_workers, use_gpu=use_gpu))
+                                  train_workers=train_workers, use_gpu=use_gpu,
+                                  warm_up=warm_up))
 
 
 def print_round_table(metrics: dict) -> None:
@@ -193,6 +196,7 @@ def resume(
     train: TrainOpt = "auto",
     train_workers: WorkersOpt = 1,
     use_gpu: GpuOpt = None,
+    warm_up: WarmOpt = True,
 ) -> None:
     """Finish a stopped run from its last finished stage (same config, same result).
 
@@ -201,7 +205,8 @@ def resume(
     from pseudocell.orchestrator.run import resume as _resume
 
     try:
-        with _executor(executor, address, pool_size, train, train_workers, use_gpu) as ex:
+        with _executor(executor, address, pool_size, train, train_workers, use_gpu,
+                       warm_up) as ex:
             metrics = _resume(run_dir, ex, progress=_progress)
     except PseudocellError as e:
         _fail(e)

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import output_digests as _output_digests
 from pseudocell.errors import StageError
 from pseudocell.orchestrator.demo import hide_points
 from pseudocell.orchestrator.executors import LocalExecutor
 from pseudocell.orchestrator.run import RunInputs, prepare_run, resume, run_loop
 from pseudocell.storage import tables
-from pseudocell.storage.layout import RunLayout
 from pseudocell.storage.manifest import read_manifest
 
 
@@ -20,18 +20,6 @@ def _inputs(small_crops, with_eval=True):
     images, gt = small_crops
     points = hide_points(gt, 0.3, seed=0)
     return RunInputs(images, points, gt, images if with_eval else None, gt if with_eval else None)
-
-
-def _output_digests(layout: RunLayout, cfg) -> dict[str, str]:
-    """(round/stage/output) → content sha256 of every finished stage."""
-    out = {}
-    for rnd in range(cfg.rounds + 1):
-        for stage in RunLayout.stages_of(rnd, cfg.rounds):
-            m = read_manifest(layout.manifest(rnd, stage))
-            assert m is not None, f"round {rnd} stage {stage} has no manifest"
-            for name, rec in m["outputs"].items():
-                out[f"{rnd}/{stage}/{name}"] = rec["sha256"]
-    return out
 
 
 class FailOnce:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import _descendants, kill_pids
+from conftest import _descendants, kill_pids, output_digests as _digests
 from pseudocell.orchestrator.demo import hide_points
 from pseudocell.orchestrator.executors import LocalExecutor
 from pseudocell.orchestrator.run import RunInputs, prepare_run, resume, run_loop
-from pseudocell.storage.layout import LOOP_STAGES, RunLayout
+from pseudocell.storage.layout import LOOP_STAGES
 from pseudocell.storage.manifest import read_manifest
 
 pytestmark = pytest.mark.ray
@@ -24,17 +24,6 @@ ray = pytest.importorskip("ray")
 def _inputs(small_crops):
     images, gt = small_crops
     return RunInputs(images, hide_points(gt, 0.3, seed=0), gt, images, gt)
-
-
-def _digests(layout: RunLayout, cfg) -> dict[str, str]:
-    """(round/stage/output) → content sha256, for every stage of the run."""
-    out = {}
-    for rnd in range(cfg.rounds + 1):
-        for stage in RunLayout.stages_of(rnd, cfg.rounds):
-            m = read_manifest(layout.manifest(rnd, stage))
-            assert m is not None, f"round {rnd} stage {stage} has no manifest"
-            out.update({f"{rnd}/{stage}/{k}": r["sha256"] for k, r in m["outputs"].items()})
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +100,7 @@ def test_driver_sigkill_in_every_stage_of_round_0_then_resume(local_run, small_c
     layout = prepare_run(tmp_path / "run", tiny_cfg, _inputs(small_crops))
     cmd = [sys.executable, "-m", "pseudocell", "--quiet", "resume", layout.root,
            "--executor", "ray", "--address", ray_address, "--pool-size", "1",
-           "--train", "actor"]
+           "--train", "actor", "--no-warm-up"]
     for stage in LOOP_STAGES:
         env = {**os.environ, "PSEUDOCELL_FAULT": f"kill_driver:0/{stage}"}
         proc = subprocess.Popen(cmd, env=env, start_new_session=True,

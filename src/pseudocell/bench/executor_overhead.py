@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -155,7 +156,8 @@ def executor_overhead(out_dir: str | Path, *, cfg: Config, n_images: int = 40,
                            "cpus": os.cpu_count()}
     for name, extra in (("local", []), ("ray", ["--executor", "ray", *ray_args])):
         run_dir = out_dir / name
-        prepare_run(run_dir, cfg, inputs, force=True)
+        shutil.rmtree(run_dir, ignore_errors=True)  # a finished run would only be skipped
+        prepare_run(run_dir, cfg, inputs)
         cmd = [sys.executable, "-m", "pseudocell", "--quiet", "resume", str(run_dir), *extra]
         logger.info("executor overhead: %s", " ".join(cmd))
         res[name] = run_child(cmd)

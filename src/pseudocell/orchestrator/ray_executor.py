@@ -62,6 +62,9 @@ class RayOptions:
         Request GPUs for training and prediction; None: when the cluster has any.
     max_attempts : int
         Attempts of a stage whose actor dies.
+    warm_up : bool
+        Start every actor at the first stage (their imports overlap with it) instead of
+        at each kind's first use; off when a driver runs only a stage or two.
     """
 
     address: str | None = None
@@ -73,6 +76,7 @@ class RayOptions:
     train_resources: dict | None = None
     use_gpu: bool | None = None
     max_attempts: int = 3
+    warm_up: bool = True
     init_kwargs: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -231,7 +235,8 @@ class RayExecutor:
         self._pool_actors(cfg)
 
     def _run_once(self, name: str, inp: StageInputs, cfg: Config, die: bool) -> StageOutputs:
-        if not self._singletons and not self._pool and not self._use_ray_train(name):
+        if (self.options.warm_up and not self._singletons and not self._pool
+                and not self._use_ray_train(name)):
             self.warm_up(cfg)
         try:
             return self._dispatch(name, inp, cfg, die)
