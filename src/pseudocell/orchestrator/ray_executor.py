@@ -185,12 +185,6 @@ class RayExecutor:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def actor_pids(self) -> list[int]:
-        """PIDs of the live actors (tests use them to kill an actor)."""
-        import ray
-
-        return ray.get([a.pid.remote() for a in [*self._singletons.values(), *self._pool]])
-
     # -- stages -------------------------------------------------------------------------
     def _use_ray_train(self, name: str) -> bool:
         if name not in TRAINING_STAGES:

@@ -114,7 +114,7 @@ def _part_uri(out_dir: str, name: str, shard: int) -> str:
 
 
 def _merge_parts(out_dir: str, name: str, parts: list[str], empty: dict) -> str:
-    """Concatenate shard tables in shard order into ``<name>.parquet``; delete the parts."""
+    """Concatenate shard tables (in the given order) into ``<name>.parquet``."""
     tabs = [tables.read_table(u) for u in parts]
     tabs = [t for t in tabs if len(next(iter(t.values())))]
     uri = join(out_dir, f"{name}.parquet")
