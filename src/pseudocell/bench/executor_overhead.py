@@ -112,25 +112,20 @@ def run_child(cmd: list[str], *, timeout: float = 3600) -> dict[str, Any]:
     return {"wall_s": wall, "peak_tree_rss_mb": peak[0], "peak_tree_pss_mb": peak[1]}
 
 
-def _stage_seconds(run_dir: Path) -> dict[str, float]:
+def _manifests(run_dir: Path) -> list[dict]:
+    """Every stage manifest of a finished run."""
     from pseudocell.storage.manifest import read_manifest
 
-    out = {}
-    for m in sorted(run_dir.glob("round_*/*/_manifest.json")):
-        rec = read_manifest(str(m))
-        out[f"{rec['round']}/{rec['stage']}"] = rec["seconds"]
-    return out
+    return [read_manifest(str(m)) for m in sorted(run_dir.glob("round_*/*/_manifest.json"))]
+
+
+def _stage_seconds(run_dir: Path) -> dict[str, float]:
+    return {f"{m['round']}/{m['stage']}": m["seconds"] for m in _manifests(run_dir)}
 
 
 def _digests(run_dir: Path) -> dict[str, str]:
-    from pseudocell.storage.manifest import read_manifest
-
-    out = {}
-    for m in sorted(run_dir.glob("round_*/*/_manifest.json")):
-        rec = read_manifest(str(m))
-        out.update({f"{rec['round']}/{rec['stage']}/{k}": v["sha256"]
-                    for k, v in rec["outputs"].items()})
-    return out
+    return {f"{m['round']}/{m['stage']}/{k}": v["sha256"]
+            for m in _manifests(run_dir) for k, v in m["outputs"].items()}
 
 
 def executor_overhead(out_dir: str | Path, *, cfg: Config, n_images: int = 40,

@@ -190,8 +190,7 @@ def train_pu(
         tot, n_corr = 0.0, 0
         for ip, iu in zip(pp, uu):
             # a worker whose slice of a tiny batch is empty uses the whole batch
-            ip = parallel.shard(ip) if len(parallel.shard(ip)) else ip
-            iu = parallel.shard(iu) if len(parallel.shard(iu)) else iu
+            ip, iu = (s if len(s := parallel.shard(a)) else a for a in (ip, iu))
             out = model(torch.cat([xp[ip], xu[iu]]))
             r = nnpu_risk(out[: len(ip)], out[len(ip):], prior)
             opt.zero_grad(set_to_none=True)

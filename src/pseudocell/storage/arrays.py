@@ -67,15 +67,13 @@ def read_stack_item(uri: str, index: int) -> np.ndarray:
 def write_array(uri: str, data: np.ndarray, chunk_rows: int = 1024) -> None:
     """Write an (n, ...) array chunked along the first axis (~``chunk_rows`` rows a chunk)."""
     data = np.asarray(data)
-    chunks = (max(1, min(chunk_rows, len(data))),) + data.shape[1:]
-    arr = zarr.create_array(uri, shape=data.shape, chunks=chunks, dtype=data.dtype,
-                            compressors=[_COMPRESSOR], fill_value=0, overwrite=True)
+    arr = create_array(uri, data.shape, min(chunk_rows, len(data)), data.dtype)
     if data.size:
         arr[...] = data
 
 
 def create_array(uri: str, shape: tuple[int, ...], chunk_rows: int,
-                 dtype: str = "float32") -> zarr.Array:
+                 dtype: str | np.dtype = "float32") -> zarr.Array:
     """Pre-size an ``shape`` array chunked by ``chunk_rows`` along the first axis, for
     writers that each fill whole chunks (:func:`write_rows`)."""
     chunks = (max(1, chunk_rows),) + tuple(shape[1:])
