@@ -28,7 +28,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-_state: dict[str, Any] = {"quiet": False}
+_state: dict[str, Any] = {"quiet": False, "level": logging.INFO, "console": None}
 
 
 def _version(value: bool) -> None:
@@ -45,13 +45,22 @@ def _main(
                                           help="Print the version and exit.")] = False,
 ) -> None:
     """Configure logging once, for every command."""
+    from rich.console import Console
     from rich.logging import RichHandler
 
-    level = "WARNING" if quiet else log_level.upper()
-    _state["quiet"] = quiet
+    level = logging.getLevelName(log_level.upper())
+    if not isinstance(level, int):
+        raise typer.BadParameter(f"{log_level!r}: use DEBUG, INFO or WARNING",
+                                 param_hint="--log-level")
+    _state.update(quiet=quiet, level=level, console=Console(stderr=True))
+    shown = logging.WARNING if quiet else level
+    handler = RichHandler(console=_state["console"], show_path=False, rich_tracebacks=False)
+    handler.setLevel(shown)
     root = logging.getLogger("pseudocell")
-    root.handlers[:] = [RichHandler(show_path=False, rich_tracebacks=False)]
-    root.setLevel(level)
+    root.handlers[:] = [handler]
+    root.setLevel(min(level, logging.INFO))  # the run's log file always gets INFO
+    for noisy in ("mlflow", "alembic"):  # database set-up chatter of the tracking store
+        logging.getLogger(noisy).setLevel(max(shown, logging.WARNING))
 
 
 def _fail(e: PseudocellError) -> None:
@@ -59,11 +68,10 @@ def _fail(e: PseudocellError) -> None:
     raise typer.Exit(code=1)
 
 
-def _progress(event) -> None:
-    if event.status == "start":
-        logger.info("round %d: %s ...", event.round, event.stage)
-    elif event.status == "skipped":
-        logger.info("round %d: %s already done (resumed)", event.round, event.stage)
+def _console():
+    from rich.console import Console
+
+    return _state["console"] or Console(stderr=True)
 
 
 def _load_config(config: Path | None, overrides: dict[str, Any]):
@@ -90,6 +98,82 @@ WarmOpt = Annotated[bool, typer.Option(
     "--warm-up/--no-warm-up", help="Ray: start every actor at the first stage.")]
 GpuOpt = Annotated[bool | None, typer.Option(
     "--use-gpu/--no-gpu", help="Ray: request GPUs (default: when the cluster has any).")]
+TrackingUriOpt = Annotated[str | None, typer.Option(
+    "--tracking-uri", help="MLflow tracking URI, e.g. http://mlflow:5000 (default: the "
+                           "run's own sqlite:///RUN/mlflow.db, or what the run used before).")]
+ExperimentOpt = Annotated[str | None, typer.Option(
+    help="MLflow experiment (default 'pseudocell', or what the run used before).")]
+TrackOpt = Annotated[bool, typer.Option(
+    "--track/--no-track", help="Record the run in MLflow (params, per-round metrics, "
+                               "overlays, model).")]
+
+
+def _execute(layout, cfg, executor, *, track: bool, tracking_uri: str | None,
+             experiment: str | None) -> dict:
+    """Run (or resume) the loop with the run's log file, MLflow tracking and progress
+    bars; print the summary."""
+    import time
+
+    from pseudocell.cli_progress import RunProgress
+    from pseudocell.orchestrator.run import run_loop
+    from pseudocell.orchestrator.tracking import Tracker
+
+    log = logging.FileHandler(Path(layout.root) / "pseudocell.log")
+    log.setLevel(_state["level"] if _state["level"] < logging.INFO else logging.INFO)
+    log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(log)
+    t0 = time.perf_counter()
+    try:
+        tracker = Tracker(layout, tracking_uri=tracking_uri, experiment=experiment) \
+            if track else None
+        console = _console()
+        bars = not _state["quiet"] and console.is_terminal
+        with RunProgress(cfg.rounds, console, enabled=bars) as progress:
+            metrics = run_loop(layout, cfg, executor, progress=progress, tracker=tracker)
+            progress.finish()
+    finally:
+        logger.removeHandler(log)
+        log.close()
+    if metrics["rounds"]:
+        _summary(layout, metrics, tracker, time.perf_counter() - t0)
+    typer.echo(f"done: detections in {Path(layout.root) / 'final' / 'detections.csv'}")
+    return metrics
+
+
+def _summary(layout, metrics: dict, tracker, seconds: float) -> None:
+    """Final table: rounds, labels, detections, time, where the record is."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from pseudocell.storage.manifest import read_manifest
+
+    root = Path(layout.root)
+    if any(len(r) > 3 for r in metrics["rounds"]):
+        print_round_table(metrics)
+    t = Table(title="run summary", show_header=False)
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("run directory", str(root))
+    last = metrics["rounds"][-1]
+    t.add_row("rounds", f"{last['round']} pseudo-labelling + the final detector")
+    if "labels_pos" in last:
+        t.add_row("final detector trained on",
+                  f"{last['labels_pos']} positive and {last['labels_neg']} negative points")
+    pred = read_manifest(layout.manifest(last["round"], "predict")) or {}
+    n = pred.get("metrics", {}).get("n_detections", "?")
+    t.add_row("detections", f"{n} cells: {root / 'final' / 'detections.csv'} (napari), "
+                            "detections_geojson/ (QuPath)")
+    t.add_row("wall time", f"{seconds / 60:.1f} min")
+    if tracker is not None:
+        where = f"{tracker.uri}\nexperiment {tracker.experiment!r}, run {tracker.run_id}"
+        if tracker.pending():
+            where += (f"\n{tracker.pending()} records NOT pushed: "
+                      f"pseudocell sync {root}")
+        t.add_row("MLflow", where)
+        if tracker.uri.startswith("sqlite:"):
+            t.add_row("look at it", f"pseudocell ui {root}")
+    t.add_row("log", str(root / "pseudocell.log"))
+    Console(width=max(Console().width, 100)).print(t)
 
 
 def _executor(executor: str, address: str | None, pool_size: int | None, train: str,
@@ -151,6 +235,9 @@ def run(
     train: TrainOpt = "auto",
     train_workers: WorkersOpt = 1,
     use_gpu: GpuOpt = None,
+    tracking_uri: TrackingUriOpt = None,
+    experiment: ExperimentOpt = None,
+    track: TrackOpt = True,
 ) -> None:
     """Run the pseudo-label loop on your images and points.
 
@@ -158,7 +245,7 @@ def run(
 
     On a Ray cluster: pseudocell run ... --executor ray --address auto
     """
-    from pseudocell.orchestrator.run import RunInputs, prepare_run, run_loop
+    from pseudocell.orchestrator.run import RunInputs, prepare_run
     from pseudocell.validation import load_image_folder, load_points
 
     try:
@@ -179,12 +266,10 @@ def run(
         with _executor(executor, address, pool_size, train, train_workers, use_gpu) as ex:
             layout = prepare_run(out, cfg, RunInputs(imgs, pts, gt_t, ev_imgs, ev_gt),
                                  force=force)
-            metrics = run_loop(layout, cfg, ex, progress=_progress)
+            _execute(layout, cfg, ex, track=track, tracking_uri=tracking_uri,
+                     experiment=experiment)
     except PseudocellError as e:
         _fail(e)
-    if gt is not None or eval_gt is not None:
-        print_round_table(metrics)
-    typer.echo(f"done: detections in {out / 'final' / 'detections.csv'}")
 
 
 @app.command()
@@ -197,22 +282,113 @@ def resume(
     train_workers: WorkersOpt = 1,
     use_gpu: GpuOpt = None,
     warm_up: WarmOpt = True,
+    tracking_uri: TrackingUriOpt = None,
+    experiment: ExperimentOpt = None,
+    track: TrackOpt = True,
 ) -> None:
     """Finish a stopped run from its last finished stage (same config, same result).
 
+    The MLflow record continues in the same parent run.
+
     Example: pseudocell resume runs/exp1 [--executor ray --address auto]
     """
-    from pseudocell.orchestrator.run import resume as _resume
+    from pseudocell.orchestrator.run import open_run
 
     try:
+        layout, cfg = open_run(run_dir)
         with _executor(executor, address, pool_size, train, train_workers, use_gpu,
                        warm_up) as ex:
-            metrics = _resume(run_dir, ex, progress=_progress)
+            _execute(layout, cfg, ex, track=track, tracking_uri=tracking_uri,
+                     experiment=experiment)
     except PseudocellError as e:
         _fail(e)
-    if any(len(r) > 3 for r in metrics["rounds"]):
-        print_round_table(metrics)
-    typer.echo(f"done: detections in {run_dir / 'final' / 'detections.csv'}")
+
+
+def _tracked_run(run_dir: Path):
+    from pseudocell.orchestrator.tracking import Tracker
+    from pseudocell.storage.layout import RunLayout
+
+    if not (run_dir / "tracking" / "state.json").exists():
+        raise InvalidInputError(f"{str(run_dir)!r} has no MLflow record (tracking/state.json);"
+                                " was it run with --no-track, or is it not a run directory?")
+    return Tracker(RunLayout(str(run_dir.resolve())))
+
+
+@app.command()
+def ui(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
+) -> None:
+    """Open the MLflow UI of a run (its embedded sqlite store), bound to 127.0.0.1.
+
+    Example: pseudocell ui runs/exp1 --port 5000   then browse http://127.0.0.1:5000
+    """
+    import os
+    import subprocess
+    import sys
+
+    try:
+        tr = _tracked_run(run_dir)
+    except PseudocellError as e:
+        _fail(e)
+    if not tr.uri.startswith("sqlite:"):
+        typer.echo(f"this run is tracked on the server {tr.uri}: open it there "
+                   f"(experiment {tr.experiment!r}, run {tr.run_id})")
+        return
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tr.uri,
+           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    typer.echo(f"MLflow UI of {run_dir} at http://127.0.0.1:{port} (Ctrl-C to stop)")
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    try:
+        raise typer.Exit(subprocess.call(cmd, env=env))
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+@app.command()
+def sync(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
+    tracking_uri: TrackingUriOpt = None,
+    experiment: ExperimentOpt = None,
+) -> None:
+    """Push a run's MLflow records that could not be sent (server down, no MLflow).
+
+    With --tracking-uri, copies the whole record of the run to that tracking store.
+
+    Example: pseudocell sync runs/exp1 --tracking-uri http://mlflow:5000
+    """
+    from pseudocell.orchestrator.tracking import sync as _sync
+
+    try:
+        _tracked_run(run_dir)
+        run_id, n = _sync(run_dir, tracking_uri, experiment)
+    except PseudocellError as e:
+        _fail(e)
+    typer.echo(f"pushed {n} record(s); MLflow run {run_id}")
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
+    out: Annotated[Path, typer.Option(help="Output folder.")],
+    fmt: Annotated[str, typer.Option("--format", help="napari | geojson (QuPath, one file "
+                                                      "per image) | csv.")] = "napari",
+    rnd: Annotated[int | None, typer.Option("--round", help="Round (default: the last).")] = None,
+    what: Annotated[str, typer.Option(help="labels, detections or labels,detections.")] =
+        "labels,detections",
+) -> None:
+    """Export a round's labels (annotated + pseudo-labels) and detections.
+
+    Example: pseudocell export runs/exp1 --format geojson --round 1 --out qupath/
+    """
+    from pseudocell.orchestrator.export import export_round
+
+    try:
+        files = export_round(run_dir, out, rnd=rnd, fmt=fmt,
+                             what=tuple(w.strip() for w in what.split(",") if w.strip()))
+    except PseudocellError as e:
+        _fail(e)
+    typer.echo(f"wrote {len(files)} file(s) to {out}")
 
 
 @app.command()
@@ -276,6 +452,9 @@ def demo(
                                                         "run with another config.")] = False,
     executor: ExecutorOpt = "local",
     address: AddressOpt = None,
+    tracking_uri: TrackingUriOpt = None,
+    experiment: ExperimentOpt = None,
+    track: TrackOpt = True,
 ) -> None:
     """Run the loop on real bright-field images with 90 % of the points hidden.
 
@@ -284,16 +463,18 @@ def demo(
 
     Example: pseudocell demo --out runs/demo   (on Ray: add --executor ray)
     """
-    from pseudocell.orchestrator.demo import DEMO_CONFIG, run_demo
+    from pseudocell.orchestrator.demo import DEMO_CONFIG, demo_inputs
+    from pseudocell.orchestrator.run import prepare_run
 
     cfg = DEMO_CONFIG if rounds is None else DEMO_CONFIG.replace(rounds=rounds)
     try:
+        inputs = demo_inputs(cfg, data_dir=data_dir)
         with _executor(executor, address, None, "auto", 1, None) as ex:
-            metrics = run_demo(out, cfg=cfg, data_dir=data_dir, force=force, executor=ex,
-                               progress=_progress)
+            layout = prepare_run(out, cfg, inputs, force=force)
+            _execute(layout, cfg, ex, track=track, tracking_uri=tracking_uri,
+                     experiment=experiment)
     except PseudocellError as e:
         _fail(e)
-    print_round_table(metrics)
     typer.echo(f"metrics: {out / 'metrics.json'}   overlays: {out / 'final' / 'overlays'}")
 
 

@@ -52,7 +52,7 @@ def fake_loop(monkeypatch):
     """Replace the round loop by a recorder; ``run`` imports it from the module at call time."""
     calls: list[dict] = []
 
-    def run_loop(layout, cfg, executor, *, progress=None):
+    def run_loop(layout, cfg, executor, *, progress=None, tracker=None):
         calls.append({"layout": layout, "cfg": cfg, "executor": executor})
         return {"rounds": []}
 

@@ -31,8 +31,8 @@ class FailOnce:
         self.inner = LocalExecutor()
         self.fired = False
 
-    def run_stage(self, name, inp, cfg):
-        out = self.inner.run_stage(name, inp, cfg)
+    def run_stage(self, name, inp, cfg, progress=None):
+        out = self.inner.run_stage(name, inp, cfg, progress)
         if (inp.round, name) == self.at and not self.fired:
             self.fired = True
             raise RuntimeError("simulated crash after outputs, before manifest")

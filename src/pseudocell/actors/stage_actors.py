@@ -14,7 +14,7 @@ import torch
 
 from pseudocell.config import Config
 from pseudocell.stages.base import StageInputs, StageOutputs
-from pseudocell.stages.loop import SHARDED_STAGES, STAGE_FUNCTIONS
+from pseudocell.stages.loop import SHARDED_STAGES, STAGE_FUNCTIONS, TRAINING_STAGES
 from pseudocell.storage import fs
 from pseudocell.storage.layout import join
 
@@ -43,6 +43,7 @@ class StageActor:
     def __init__(self, threads: int | None = None, device: str | None = None) -> None:
         self._threads = threads
         self._device = device
+        self._progress: tuple[int, int, float] | None = None
 
     def _check(self, name: str) -> None:
         if name not in self.STAGES:
@@ -59,10 +60,23 @@ class StageActor:
         """Run a whole stage. ``die`` (fault injection for tests) writes a stray file into
         the stage folder and kills this worker before it can return."""
         self._check(name)
-        out = STAGE_FUNCTIONS[name](inp, self._setup(cfg))
+        cfg = self._setup(cfg)
+        self._progress = None
+        if name in TRAINING_STAGES:
+            out = STAGE_FUNCTIONS[name](inp, cfg, progress=self._record)
+        else:
+            out = STAGE_FUNCTIONS[name](inp, cfg)
         if die:
             _die(inp.out_dir)
         return out
+
+    def _record(self, done: int, total: int, value: float) -> None:
+        self._progress = (done, total, value)
+
+    def progress(self) -> tuple[int, int, float] | None:
+        """``(done, total, value)`` of the training stage running now (the driver polls
+        it; actors that train run with ``max_concurrency=2``)."""
+        return self._progress
 
     def pid(self) -> int:
         return os.getpid()

@@ -15,8 +15,8 @@ import torch
 from pseudocell.core.parallel import SINGLE, DataParallel
 from pseudocell.core.unet import UNet
 
-__all__ = ["DetectorTrainResult", "resolve_device", "train_detector", "predict_heatmap",
-           "build_unet"]
+__all__ = ["LOSS_WINDOW", "DetectorTrainResult", "resolve_device", "train_detector",
+           "predict_heatmap", "build_unet"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,11 @@ def build_unet(widths: Sequence[int], seed: int) -> UNet:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return UNet(in_channels=1, widths=tuple(widths), out_channels=1)
+
+
+#: Optimiser steps per entry of :attr:`DetectorTrainResult.losses` (the last window of a
+#: run may be shorter).
+LOSS_WINDOW = 50
 
 
 @dataclass
@@ -143,7 +148,7 @@ def train_detector(
         loss.backward()
         opt.step()
         window.append(float(loss.detach()))
-        if step % 50 == 0 or step == iters:
+        if step % LOSS_WINDOW == 0 or step == iters:
             losses.append(float(np.mean(window)))
             window = []
             if progress is not None:

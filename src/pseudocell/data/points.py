@@ -94,16 +94,19 @@ def read_points_csv(path: str | Path) -> tuple[str, list[str | int], np.ndarray]
     return "plain", refs, yx
 
 
-def write_napari_csv(path: str | Path, image_ids: list[str], table: dict[str, np.ndarray]) -> None:
+def write_napari_csv(path: str | Path, image_ids: list[str], table: dict[str, np.ndarray],
+                     extra: tuple[str, ...] = ()) -> None:
     """napari points CSV with a frame axis: ``index,axis-0,axis-1,axis-2`` where axis-0 is
     the position of the point's image in ``image_ids`` (load the images as a stack in
-    that order)."""
+    that order). ``extra`` columns of ``table`` follow; napari reads them as point
+    features (e.g. colour by ``kind``)."""
     frame = {i: k for k, i in enumerate(image_ids)}
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["index", "axis-0", "axis-1", "axis-2"])
+        w.writerow(["index", "axis-0", "axis-1", "axis-2", *extra])
         for n, (i, y, x) in enumerate(zip(table["image_id"], table["y"], table["x"])):
-            w.writerow([n, frame[str(i)], f"{float(y):.2f}", f"{float(x):.2f}"])
+            w.writerow([n, frame[str(i)], f"{float(y):.2f}", f"{float(x):.2f}",
+                        *[_cell(table[e][n]) for e in extra]])
 
 
 def write_points_csv(path: str | Path, table: dict[str, np.ndarray],

@@ -16,7 +16,7 @@ from pseudocell.data.images import points_from_dots, read_raw
 from pseudocell.orchestrator.run import RunInputs, StageEvent, prepare_run, run_loop
 from pseudocell.validation import ImageSet, check_image
 
-__all__ = ["DEMO_CONFIG", "hide_points", "load_brightfield", "run_demo"]
+__all__ = ["DEMO_CONFIG", "hide_points", "load_brightfield", "demo_inputs", "run_demo"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,13 +62,13 @@ def load_brightfield(folder: str | Path, numbers: range) -> tuple[ImageSet, dict
     return ImageSet(ids, imgs, paths), gt
 
 
-def run_demo(out: str | Path, *, cfg: Config = DEMO_CONFIG, keep: float = 0.1,
-             data_dir: str | Path | None = None, train: range = range(1, 41),
-             heldout: range = range(41, 51), executor=None, force: bool = False,
-             progress: Callable[[StageEvent], None] | None = None) -> dict:
-    """Run the demo into ``out`` and return the metrics (see ``final/metrics.json``)."""
+def demo_inputs(cfg: Config = DEMO_CONFIG, *, keep: float = 0.1,
+                data_dir: str | Path | None = None, train: range = range(1, 41),
+                heldout: range = range(41, 51)) -> RunInputs:
+    """The demo's inputs: bright-field images ``train`` with a fraction ``keep`` of
+    their points (seed ``cfg.seed``) and full ground truth, images ``heldout`` with
+    theirs."""
     from pseudocell.data.fetch import locate_brightfield
-    from pseudocell.orchestrator.executors import LocalExecutor
 
     folder = Path(data_dir) if data_dir is not None else locate_brightfield()
     images, gt = load_brightfield(folder, train)
@@ -76,6 +76,16 @@ def run_demo(out: str | Path, *, cfg: Config = DEMO_CONFIG, keep: float = 0.1,
     points = hide_points(gt, keep, seed=cfg.seed)
     logger.info("demo: %d training images, %d of %d points kept; %d held-out images",
                 len(images.ids), len(points["y"]), len(gt["y"]), len(eval_images.ids))
-    layout = prepare_run(out, cfg, RunInputs(images, points, gt, eval_images, eval_gt),
-                         force=force)
+    return RunInputs(images, points, gt, eval_images, eval_gt)
+
+
+def run_demo(out: str | Path, *, cfg: Config = DEMO_CONFIG, keep: float = 0.1,
+             data_dir: str | Path | None = None, train: range = range(1, 41),
+             heldout: range = range(41, 51), executor=None, force: bool = False,
+             progress: Callable[[StageEvent], None] | None = None) -> dict:
+    """Run the demo into ``out`` and return the metrics (see ``final/metrics.json``)."""
+    from pseudocell.orchestrator.executors import LocalExecutor
+
+    inputs = demo_inputs(cfg, keep=keep, data_dir=data_dir, train=train, heldout=heldout)
+    layout = prepare_run(out, cfg, inputs, force=force)
     return run_loop(layout, cfg, executor or LocalExecutor(), progress=progress)

@@ -10,12 +10,13 @@ from pathlib import Path
 from pseudocell.config import Config
 from pseudocell.data.overlay import draw_overlay
 from pseudocell.data.points import write_napari_csv, write_points_csv
+from pseudocell.orchestrator.export import round_detections, round_labels, write_points
 from pseudocell.stages.loop import points_by_image
 from pseudocell.storage import arrays, tables
 from pseudocell.storage.layout import RunLayout
 from pseudocell.storage.manifest import read_manifest
 
-__all__ = ["finalize", "round_rows"]
+__all__ = ["finalize", "round_rows", "round_artifacts", "final_artifacts"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ def finalize(layout: RunLayout, cfg: Config, *, overlays: bool = True) -> dict:
     det = tables.read_table(pred["peaks"]["uri"])
     write_napari_csv(final / "detections.csv", ids, det)
     write_points_csv(final / "detections_table.csv", det, extra=("value",))
+    write_points(final, "detections", det, ids, "geojson", object_type="detection")
     if "eval_peaks" in pred:
         edet = tables.read_table(pred["eval_peaks"]["uri"])
         write_points_csv(final / "heldout_detections_table.csv", edet, extra=("value",))
@@ -77,20 +79,73 @@ def finalize(layout: RunLayout, cfg: Config, *, overlays: bool = True) -> dict:
     labels = tables.read_table(labels_uri)
     write_points_csv(final / "labels_table.csv", labels, extra=("kind", "round"))
     if overlays:
-        odir = final / "overlays"
-        odir.mkdir(exist_ok=True)
-        by_kind = {k: points_by_image(labels, ids, (k,))
-                   for k in ("annotated", "pseudo_pos", "pseudo_neg")}
-        dets = points_by_image(det, ids)
-        for k, i in enumerate(ids):
-            layers = {kind: by_kind[kind][i] for kind in by_kind}
-            layers["detection"] = dets[i]
-            draw_overlay(odir / f"{i}.png", arrays.read_stack_item(layout.images, k), layers)
+        _overlays(layout, final / "overlays", ids, labels, det)
     metrics = _clean({"config": cfg.to_dict(), "rounds": round_rows(layout, cfg)})
     with open(final / "metrics.json", "w") as f:
         json.dump(metrics, f, indent=1)
     (Path(layout.root) / "metrics.json").write_text(json.dumps(metrics, indent=1))
     logger.info("final outputs in %s", final)
     return metrics
+
+
+def _overlays(layout: RunLayout, out: Path, ids: list[str], labels: dict, det: dict,
+              limit: int | None = None) -> list[Path]:
+    """Overlay PNGs of the first ``limit`` (default all) training images."""
+    out.mkdir(parents=True, exist_ok=True)
+    by_kind = {k: points_by_image(labels, ids, (k,))
+               for k in ("annotated", "pseudo_pos", "pseudo_neg")}
+    dets = points_by_image(det, ids)
+    paths = []
+    for k, i in enumerate(ids[:limit]):
+        layers = {kind: by_kind[kind][i] for kind in by_kind}
+        layers["detection"] = dets[i]
+        paths.append(out / f"{i}.png")
+        draw_overlay(paths[-1], arrays.read_stack_item(layout.images, k), layers)
+    return paths
+
+
+def round_artifacts(layout: RunLayout, rnd: int, n_overlays: int) -> list[tuple[str, str]]:
+    """Write round ``rnd``'s artefacts under ``<run>/tracking/round_NNN/`` and return
+    ``(path, artifact folder)`` pairs: overlays of the first ``n_overlays`` images
+    (annotated / pseudo+ / pseudo- / detections), detections and labels as napari CSV
+    and QuPath GeoJSON, and the round's detector weights."""
+    out = Path(layout.root) / "tracking" / f"round_{rnd:03d}"
+    ids = arrays.stack_ids(layout.images)
+    det, labels = round_detections(layout, rnd), round_labels(layout, rnd)
+    files: list[tuple[str, str]] = []
+    if det is not None and labels is not None:
+        _overlays(layout, out / "overlays", ids, labels, det, limit=n_overlays)
+        files.append((str(out / "overlays"), "overlays"))
+    for name, table, kind in (("detections", det, "detection"), ("labels", labels, "annotation")):
+        if table is None:
+            continue
+        for fmt in ("napari", "geojson"):
+            write_points(out / name, name, table, ids, fmt, object_type=kind)
+        files.append((str(out / name), name))
+    model = read_manifest(layout.manifest(rnd, "train_detector"))
+    if model is not None:
+        files.append((model["outputs"]["model"]["uri"], "detector"))
+    return files
+
+
+def final_artifacts(layout: RunLayout, metrics: dict) -> list[tuple[str, str]]:
+    """The parent run's artefacts: resolved config, metrics, the P/R/F-versus-round plot,
+    the final model, detections (napari CSV, plain CSV, GeoJSON), labels and overlays."""
+    from pseudocell.orchestrator.report import plot_rounds
+
+    root, final = Path(layout.root), Path(layout.final)
+    files = [(layout.config, ""), (str(root / "metrics.json"), "")]
+    plot = plot_rounds(metrics, root / "tracking" / "prf_vs_round.png")
+    if plot is not None:
+        files.append((str(plot), "plots"))
+    files += [(str(final / "model.pt"), "model")]
+    files += [(str(final / n), "detections") for n in
+              ("detections.csv", "detections_table.csv", "detections_geojson",
+               "heldout_detections_table.csv", "labels_table.csv") if (final / n).exists()]
+    if (final / "overlays").is_dir():
+        files.append((str(final / "overlays"), "overlays"))
+    if (root / "pseudocell.log").exists():
+        files.append((str(root / "pseudocell.log"), "logs"))
+    return files
 
 

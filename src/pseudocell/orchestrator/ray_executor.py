@@ -17,7 +17,7 @@ from pseudocell.actors.stage_actors import ACTOR_OF_STAGE, Predictor, StageActor
 from pseudocell.config import Config
 from pseudocell.errors import InvalidInputError, StageError
 from pseudocell.orchestrator.faults import fault_at, kill_driver_if_asked
-from pseudocell.stages.base import StageInputs, StageOutputs
+from pseudocell.stages.base import ProgressFn, StageInputs, StageOutputs
 from pseudocell.stages.loop import SHARDED_STAGES, TRAINING_STAGES
 from pseudocell.storage import fs
 from pseudocell.storage.manifest import remove_tree
@@ -139,8 +139,9 @@ class RayExecutor:
 
         if cls not in self._singletons:
             gpu = self.use_gpu and cls.USES_GPU
+            # a second concurrent call lets the driver poll progress() during a stage
             opts = {"num_cpus": 0, "num_gpus": 1 if gpu else 0, "max_restarts": 2,
-                    "max_concurrency": 1}
+                    "max_concurrency": 2}
             self._singletons[cls] = ray.remote(cls).options(**opts).remote(
                 threads=self._threads(), device="cuda" if gpu else None)
         return self._singletons[cls]
@@ -192,9 +193,11 @@ class RayExecutor:
         mode = self.options.train
         return mode == "ray_train" or (mode == "auto" and self.options.train_workers > 1)
 
-    def run_stage(self, name: str, inp: StageInputs, cfg: Config) -> StageOutputs:
+    def run_stage(self, name: str, inp: StageInputs, cfg: Config,
+                  progress: ProgressFn | None = None) -> StageOutputs:
         """Run one stage; re-run it (after deleting its partial outputs) when an actor
-        dies, up to ``max_attempts`` times."""
+        dies, up to ``max_attempts`` times. ``progress(done, total, value)`` gets training
+        steps/epochs (polled from the actor about once a second) and finished shards."""
         from ray.exceptions import (ActorDiedError, ActorUnavailableError, RayActorError,
                                     RayTaskError, WorkerCrashedError)
 
@@ -202,7 +205,7 @@ class RayExecutor:
         for attempt in range(1, self.options.max_attempts + 1):
             die = attempt == 1 and fault_at("kill_actor", inp.round, name)
             try:
-                return self._run_once(name, inp, cfg, die)
+                return self._run_once(name, inp, cfg, die, progress)
             except lost as e:
                 logger.warning("round %d stage %s: actor lost on attempt %d/%d (%s); "
                                "discarding its partial outputs and re-running", inp.round,
@@ -228,17 +231,19 @@ class RayExecutor:
                 self._singleton(cls)
         self._pool_actors(cfg)
 
-    def _run_once(self, name: str, inp: StageInputs, cfg: Config, die: bool) -> StageOutputs:
+    def _run_once(self, name: str, inp: StageInputs, cfg: Config, die: bool,
+                  progress: ProgressFn | None) -> StageOutputs:
         if (self.options.warm_up and not self._singletons and not self._pool
                 and not self._use_ray_train(name)):
             self.warm_up(cfg)
         try:
-            return self._dispatch(name, inp, cfg, die)
+            return self._dispatch(name, inp, cfg, die, progress)
         finally:
             if self.use_gpu:  # GPU actors hold whole GPUs: free them for the next stage
                 self.release()
 
-    def _dispatch(self, name: str, inp: StageInputs, cfg: Config, die: bool) -> StageOutputs:
+    def _dispatch(self, name: str, inp: StageInputs, cfg: Config, die: bool,
+                  progress: ProgressFn | None) -> StageOutputs:
         import ray
 
         if self._use_ray_train(name):
@@ -250,12 +255,21 @@ class RayExecutor:
                                         use_gpu=self.use_gpu,
                                         resources_per_worker=self.options.train_resources)
         if name in SHARDED_STAGES:
-            return self._run_sharded(name, inp, cfg, die)
-        ref = self._singleton(ACTOR_OF_STAGE[name]).run.remote(name, inp, cfg, die)
+            return self._run_sharded(name, inp, cfg, die, progress)
+        actor = self._singleton(ACTOR_OF_STAGE[name])
+        ref = actor.run.remote(name, inp, cfg, die)
         kill_driver_if_asked(inp.round, name)
+        if progress is not None and name in TRAINING_STAGES:
+            last = None
+            while not ray.wait([ref], timeout=1.0)[0]:
+                now = ray.get(actor.progress.remote())
+                if now is not None and now != last:
+                    progress(*now)
+                    last = now
         return ray.get(ref)
 
-    def _run_sharded(self, name: str, inp: StageInputs, cfg: Config, die: bool) -> StageOutputs:
+    def _run_sharded(self, name: str, inp: StageInputs, cfg: Config, die: bool,
+                     progress: ProgressFn | None) -> StageOutputs:
         import ray
         from ray.util import ActorPool
 
@@ -270,5 +284,7 @@ class RayExecutor:
         results = []
         while pool.has_next():
             results.append(pool.get_next_unordered())
+            if progress is not None:
+                progress(len(results), len(items), float("nan"))
         logger.debug("%s: %d shards on %d actors", name, len(items), len(actors))
         return ray.get(actors[0].merge.remote(name, inp, cfg, results))

@@ -1,9 +1,10 @@
 """Human-readable tables of a run's metrics (rich)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-__all__ = ["round_table", "round_table_markdown"]
+__all__ = ["round_table", "round_table_markdown", "plot_rounds"]
 
 
 def _columns(rows: list[dict]) -> list[tuple[str, str]]:
@@ -77,3 +78,38 @@ def round_table_markdown(metrics: dict) -> str:
     for r in rows:
         lines.append(f"| {r['round']} | " + " | ".join(_fmt(r.get(k)) for _, k in cols) + " |")
     return "\n".join(lines)
+
+
+def plot_rounds(metrics: dict, path: str | Path) -> Path | None:
+    """Line plot of precision, recall and F1 against round, one panel per split and
+    matching radius (training images, held-out images); returns ``path``, or None
+    when the run has no ground truth to score against."""
+    rows = metrics["rounds"]
+    keys = set().union(*rows) if rows else set()
+    splits = sorted({k.split("/")[0] for k in keys if "@" in k},
+                    key=lambda s: (not s.startswith("train"), -float(s.split("@")[1])))
+    if not splits:
+        return None
+    from matplotlib.figure import Figure  # no pyplot: no global backend state
+
+    fig = Figure(figsize=(4 * len(splits), 3.2))
+    axes = fig.subplots(1, len(splits), squeeze=False, sharey=True)
+    for ax, split in zip(axes[0], splits):
+        name, radius = split.split("@")
+        for m, style in (("precision", "o--"), ("recall", "s--"), ("f1", "D-")):
+            pts = [(r["round"], r[f"{split}/{m}"]) for r in rows
+                   if r.get(f"{split}/{m}") is not None]
+            if pts:
+                ax.plot(*zip(*pts), style, label=m)
+        ax.set_title(f"{'held-out' if name == 'heldout' else name} images, {radius} px")
+        ax.set_xlabel("round")
+        ax.set_xticks([r["round"] for r in rows])
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("score")
+    axes[0][-1].legend(loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path

@@ -28,7 +28,8 @@ from pseudocell.storage.manifest import (checksum, manifest_hash, read_manifest,
                                          verify_outputs, write_manifest)
 from pseudocell.validation import ImageSet, check_run_dir
 
-__all__ = ["RunInputs", "inputs_fingerprint", "prepare_run", "run_loop", "resume", "StageEvent", "stage_plan"]
+__all__ = ["RunInputs", "inputs_fingerprint", "prepare_run", "run_loop", "resume", "open_run",
+           "StageEvent", "stage_plan"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,13 +53,17 @@ class RunInputs:
 @dataclass(frozen=True)
 class StageEvent:
     """Reported to the progress callback before (``status="start"``) and after each stage
-    (``"done"`` or ``"skipped"``)."""
+    (``"done"`` or ``"skipped"``), and during training stages (``"progress"``: ``done``
+    of ``total`` steps or epochs, ``value`` = loss or risk)."""
 
     round: int
     stage: str
     status: str
     seconds: float = 0.0
     metrics: dict | None = None
+    done: int = 0
+    total: int = 0
+    value: float = float("nan")
 
 
 def _versions() -> dict[str, str]:
@@ -221,50 +226,87 @@ def _is_done(manifest: dict | None, cfg: Config, inputs_rec: dict) -> bool:
 
 
 def run_loop(layout: RunLayout, cfg: Config, executor: Any, *,
-             progress: Callable[[StageEvent], None] | None = None) -> dict:
+             progress: Callable[[StageEvent], None] | None = None,
+             tracker: Any = None) -> dict:
     """Run every unfinished stage of every round, then write ``final/``.
+
+    ``progress`` gets a :class:`StageEvent` before and after each stage and, during
+    training stages, ``status="progress"`` events (``done``/``total`` steps or epochs).
+    ``tracker`` (a :class:`~pseudocell.orchestrator.tracking.Tracker`) journals and
+    logs every stage, round and the final artefacts, resumed stages included, and marks
+    the run FAILED if anything raises.
 
     Returns the per-round metrics (list under ``"rounds"``) as written to
     ``final/metrics.json``.
     """
-    from pseudocell.orchestrator.finalize import finalize
+    from pseudocell.orchestrator.finalize import (final_artifacts, finalize, round_artifacts,
+                                                  round_rows)
+    from pseudocell.orchestrator.tracking import ROUND_OVERLAYS
 
     report = progress or (lambda e: None)
-    for rnd in range(cfg.rounds + 1):
-        for stage in RunLayout.stages_of(rnd, cfg.rounds):
-            if stage == "evaluate" and not _has_ground_truth(layout):
-                continue
-            plan = stage_plan(layout, rnd, stage)
-            inputs_rec = {k: {"uri": u, "manifest_sha256": manifest_hash(m)}
-                          for k, (u, m) in sorted(plan.items())}
-            mpath = layout.manifest(rnd, stage)
-            old = read_manifest(mpath)
-            if _is_done(old, cfg, inputs_rec):
-                report(StageEvent(rnd, stage, "skipped", old.get("seconds", 0.0),
-                                  old.get("metrics")))
-                continue
-            out_dir = layout.stage_dir(rnd, stage)
-            remove_tree(out_dir)  # partial outputs of an interrupted attempt
-            Path(out_dir).mkdir(parents=True)
-            seed = stage_seed(cfg.seed, rnd, stage)
-            inp = StageInputs(out_dir=out_dir, round=rnd, seed=seed,
-                              uris={k: u for k, (u, _) in plan.items()})
-            report(StageEvent(rnd, stage, "start"))
-            t0 = time.perf_counter()
-            try:
-                out: StageOutputs = executor.run_stage(stage, inp, cfg)
-            except Exception as e:
-                raise StageError(f"round {rnd} stage {stage!r} failed: {e}") from e
-            seconds = time.perf_counter() - t0
-            write_manifest(mpath, {
-                "stage": stage, "round": rnd, "seed": seed, "schema_version": SCHEMA_VERSION,
-                "config_hash": cfg.config_hash, "inputs": inputs_rec,
-                "outputs": {k: {"uri": u, "sha256": checksum(u)} for k, u in out.uris.items()},
-                "metrics": out.metrics, "seconds": seconds, "versions": _versions(),
-            })
-            logger.info("round=%d stage=%s seconds=%.1f", rnd, stage, seconds)
-            report(StageEvent(rnd, stage, "done", seconds, out.metrics))
-    return finalize(layout, cfg)
+    rnd = None
+    if tracker is not None:
+        tracker.start(cfg)
+    try:
+        for rnd in range(cfg.rounds + 1):
+            for stage in RunLayout.stages_of(rnd, cfg.rounds):
+                if stage == "evaluate" and not _has_ground_truth(layout):
+                    continue
+                ev = _run_stage(layout, cfg, executor, rnd, stage, report)
+                if tracker is not None:
+                    tracker.stage_done(rnd, stage, ev.metrics, ev.seconds)
+            if tracker is not None and not tracker.round_recorded(rnd):
+                tracker.round_done(rnd, round_rows(layout, cfg)[rnd],
+                                   round_artifacts(layout, rnd, ROUND_OVERLAYS))
+        metrics = finalize(layout, cfg)
+        if tracker is not None:
+            tracker.finish(final_artifacts(layout, metrics))
+    except BaseException as e:
+        if tracker is not None:
+            tracker.fail(e, rnd)
+        raise
+    return metrics
+
+
+def _run_stage(layout: RunLayout, cfg: Config, executor: Any, rnd: int, stage: str,
+               report: Callable[[StageEvent], None]) -> StageEvent:
+    """Run one stage unless its manifest says it is done; returns the done/skipped event."""
+    plan = stage_plan(layout, rnd, stage)
+    inputs_rec = {k: {"uri": u, "manifest_sha256": manifest_hash(m)}
+                  for k, (u, m) in sorted(plan.items())}
+    mpath = layout.manifest(rnd, stage)
+    old = read_manifest(mpath)
+    if _is_done(old, cfg, inputs_rec):
+        ev = StageEvent(rnd, stage, "skipped", old.get("seconds", 0.0), old.get("metrics"))
+        report(ev)
+        return ev
+    out_dir = layout.stage_dir(rnd, stage)
+    remove_tree(out_dir)  # partial outputs of an interrupted attempt
+    Path(out_dir).mkdir(parents=True)
+    seed = stage_seed(cfg.seed, rnd, stage)
+    inp = StageInputs(out_dir=out_dir, round=rnd, seed=seed,
+                      uris={k: u for k, (u, _) in plan.items()})
+    report(StageEvent(rnd, stage, "start"))
+
+    def step(done: int, total: int, value: float) -> None:
+        report(StageEvent(rnd, stage, "progress", done=done, total=total, value=value))
+
+    t0 = time.perf_counter()
+    try:
+        out: StageOutputs = executor.run_stage(stage, inp, cfg, progress=step)
+    except Exception as e:
+        raise StageError(f"round {rnd} stage {stage!r} failed: {e}") from e
+    seconds = time.perf_counter() - t0
+    write_manifest(mpath, {
+        "stage": stage, "round": rnd, "seed": seed, "schema_version": SCHEMA_VERSION,
+        "config_hash": cfg.config_hash, "inputs": inputs_rec,
+        "outputs": {k: {"uri": u, "sha256": checksum(u)} for k, u in out.uris.items()},
+        "metrics": out.metrics, "seconds": seconds, "versions": _versions(),
+    })
+    logger.info("round=%d stage=%s seconds=%.1f", rnd, stage, seconds)
+    ev = StageEvent(rnd, stage, "done", seconds, out.metrics)
+    report(ev)
+    return ev
 
 
 def _has_ground_truth(layout: RunLayout) -> bool:
@@ -272,12 +314,17 @@ def _has_ground_truth(layout: RunLayout) -> bool:
     return any(k in m.get("outputs", {}) for k in ("gt", "eval_gt"))
 
 
-def resume(run_dir: str | Path, executor: Any, *,
-           progress: Callable[[StageEvent], None] | None = None) -> dict:
-    """Finish a stopped run with the config it was started with."""
+def open_run(run_dir: str | Path) -> tuple[RunLayout, Config]:
+    """Layout and config of an existing run directory."""
     layout = RunLayout(str(Path(run_dir).resolve()))
     if not Path(layout.config).exists():
         raise RunDirectoryError(f"{str(run_dir)!r} is not a pseudocell run (no config.toml); "
                                 "start one with `pseudocell run`")
-    cfg = load_config(layout.config)
-    return run_loop(layout, cfg, executor, progress=progress)
+    return layout, load_config(layout.config)
+
+
+def resume(run_dir: str | Path, executor: Any, *,
+           progress: Callable[[StageEvent], None] | None = None, tracker: Any = None) -> dict:
+    """Finish a stopped run with the config it was started with (see :func:`run_loop`)."""
+    layout, cfg = open_run(run_dir)
+    return run_loop(layout, cfg, executor, progress=progress, tracker=tracker)

@@ -3,13 +3,18 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
 
 from pseudocell.config import Config
 
-__all__ = ["StageInputs", "StageOutputs", "StageFn", "stage_seed"]
+__all__ = ["StageInputs", "StageOutputs", "StageFn", "ProgressFn", "stage_seed"]
+
+#: ``progress(done, total, value)``: training stages call it after every logging window
+#: (detector: optimiser steps, value = mean loss) or epoch (PU: value = nnPU risk).
+ProgressFn = Callable[[int, int, float], None]
 
 
 @dataclass(frozen=True)

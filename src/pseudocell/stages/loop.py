@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from pseudocell.config import Config
-from pseudocell.core.detector import load_unet, predict_heatmap, train_detector as _train_det
+from pseudocell.core.detector import LOSS_WINDOW, load_unet, predict_heatmap
+from pseudocell.core.detector import train_detector as _train_det
 from pseudocell.core.metrics import match_points, near_any, pooled
 from pseudocell.core.parallel import SINGLE, DataParallel
 from pseudocell.core.patches import crop_patches
@@ -23,7 +24,7 @@ from pseudocell.core.peaks import find_peaks
 from pseudocell.core.pu import pu_features, train_pu as _train_pu
 from pseudocell.core.select import choose, rank_unlabeled
 from pseudocell.core.targets import make_target
-from pseudocell.stages.base import StageInputs, StageOutputs
+from pseudocell.stages.base import ProgressFn, StageInputs, StageOutputs
 from pseudocell.storage import arrays, fs, tables
 from pseudocell.storage.layout import join
 
@@ -48,11 +49,15 @@ def points_by_image(table: dict[str, np.ndarray], ids: list[str],
     return out
 
 
-def _log_every(every: int, stage: str, rnd: int, total: int):
-    """Progress callback ``(step, loss)`` that logs every ``every`` steps at INFO."""
+def _log_every(every: int, stage: str, rnd: int, total: int,
+               progress: ProgressFn | None = None):
+    """Progress callback ``(step, loss)`` that logs every ``every`` steps at INFO and
+    forwards every call to ``progress(step, total, loss)``."""
     def report(step: int, loss: float) -> None:
         if step % every == 0 or step == total:
             logger.info("%s round=%d step=%d/%d loss=%.5f", stage, rnd, step, total, loss)
+        if progress is not None:
+            progress(step, total, loss)
     return report
 
 
@@ -66,12 +71,15 @@ def _load_model(uri: str) -> dict:
         return torch.load(f, map_location="cpu", weights_only=True)
 
 
-def train_detector(inp: StageInputs, cfg: Config, *,
-                   parallel: DataParallel = SINGLE) -> StageOutputs:
+def train_detector(inp: StageInputs, cfg: Config, *, parallel: DataParallel = SINGLE,
+                   progress: ProgressFn | None = None) -> StageOutputs:
     """Masked-MSE detector on the current labels.
 
     Inputs: ``images`` (stack), ``points`` (labels table: annotated / pseudo_pos are
     positives, pseudo_neg are negatives). Outputs: ``model`` (model.pt).
+
+    ``progress(step, iters, loss)`` is called every :data:`~pseudocell.core.detector.
+    LOSS_WINDOW` steps (on every data-parallel worker).
 
     Under data-parallel training (``parallel``, set by the Ray executor's Ray Train
     path) every worker runs this function; only the main worker writes outputs, the
@@ -91,7 +99,8 @@ def train_detector(inp: StageInputs, cfg: Config, *,
     res = _train_det(imgs, tgts, msks, widths=cfg.unet_widths, iters=cfg.detector_iters,
                      batch=cfg.detector_batch, crop=cfg.detector_crop, lr=cfg.detector_lr,
                      seed=inp.seed, device=parallel.device or cfg.device, parallel=parallel,
-                     progress=_log_every(100, "train_detector", inp.round, cfg.detector_iters))
+                     progress=_log_every(100, "train_detector", inp.round, cfg.detector_iters,
+                                         progress))
     if not parallel.is_main:
         return StageOutputs({}, {})
     path = join(inp.out_dir, "model.pt")
@@ -100,7 +109,9 @@ def train_detector(inp: StageInputs, cfg: Config, *,
     n_neg = sum(len(v) for v in neg.values())
     logger.info("train_detector round=%d n_pos=%d n_neg=%d final_loss=%.5f seconds=%.1f",
                 inp.round, n_pos, n_neg, res.losses[-1], time.perf_counter() - t0)
-    return StageOutputs({"model": path}, {"detector_loss": res.losses, "n_pos": n_pos,
+    steps = [min((k + 1) * LOSS_WINDOW, cfg.detector_iters) for k in range(len(res.losses))]
+    return StageOutputs({"model": path}, {"detector_loss": res.losses,
+                                          "detector_loss_steps": steps, "n_pos": n_pos,
                                           "n_neg": n_neg})
 
 
@@ -286,11 +297,13 @@ def extract_patches(inp: StageInputs, cfg: Config) -> StageOutputs:
 MIN_UNLABELED = 10
 
 
-def train_pu(inp: StageInputs, cfg: Config, *, parallel: DataParallel = SINGLE) -> StageOutputs:
+def train_pu(inp: StageInputs, cfg: Config, *, parallel: DataParallel = SINGLE,
+             progress: ProgressFn | None = None) -> StageOutputs:
     """nnPU CNN on X_P vs X_U; writes the model and penultimate features of all patches.
 
     Data-parallel workers (``parallel``) each train on their slice of every batch; only
-    the main worker computes features and writes outputs.
+    the main worker computes features and writes outputs. ``progress(epoch, epochs,
+    risk)`` is called after every epoch.
 
     With fewer than :data:`MIN_UNLABELED` unlabeled patches (or no positive) there is
     nothing to learn: no model is written, the features are zeros, and the following
@@ -315,7 +328,7 @@ def train_pu(inp: StageInputs, cfg: Config, *, parallel: DataParallel = SINGLE) 
                     lr=cfg.pu_lr, weight_decay=cfg.pu_weight_decay, batch=cfg.pu_batch,
                     feature_dim=cfg.pu_feature_dim, seed=inp.seed,
                     device=parallel.device or cfg.device, parallel=parallel,
-                    progress=_log_every(5, "train_pu", inp.round, cfg.pu_epochs))
+                    progress=_log_every(5, "train_pu", inp.round, cfg.pu_epochs, progress))
     if not parallel.is_main:
         return StageOutputs({}, {})
     feats, scores = pu_features(res.state_dict, patches, feature_dim=cfg.pu_feature_dim,

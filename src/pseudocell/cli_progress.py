@@ -1,0 +1,94 @@
+"""Rich progress bars of a run for the command line: rounds, the stages of the current
+round, and the steps (detector) or epochs (PU) of the training stage running now.
+
+Bars are drawn only on a terminal and without ``--quiet``; otherwise each stage is a log
+line. Either way every event also reaches the log file of the run.
+"""
+from __future__ import annotations
+
+import logging
+import math
+
+from pseudocell.orchestrator.run import StageEvent
+from pseudocell.storage.layout import RunLayout
+
+__all__ = ["RunProgress"]
+
+logger = logging.getLogger("pseudocell")
+
+
+class RunProgress:
+    """Progress callback for :func:`~pseudocell.orchestrator.run.run_loop` (a context
+    manager).
+
+    Parameters
+    ----------
+    rounds : int
+        The config's ``rounds`` (the run has ``rounds + 1`` detector trainings).
+    console : rich.console.Console
+        The console the log handler writes to, so log lines print above the bars.
+    enabled : bool
+        Draw bars (False: log lines only).
+    """
+
+    def __init__(self, rounds: int, console, enabled: bool) -> None:
+        self.rounds = rounds
+        self.console = console
+        self.enabled = enabled
+        self._progress = None
+        self._round = -1
+
+    def __enter__(self) -> "RunProgress":
+        if self.enabled:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn)
+
+            self._progress = Progress(TextColumn("{task.description:<34}"), BarColumn(),
+                                      MofNCompleteColumn(), TimeElapsedColumn(),
+                                      TextColumn("{task.fields[info]}"),
+                                      console=self.console, transient=False)
+            self._progress.start()
+            p = self._progress
+            self._rounds = p.add_task("rounds", total=self.rounds + 1, info="")
+            self._stages = p.add_task("stages", total=1, info="")
+            self._steps = p.add_task("steps", total=1, info="", visible=False)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def __call__(self, e: StageEvent) -> None:
+        if e.status == "start":
+            logger.info("round %d: %s ...", e.round, e.stage)
+        elif e.status == "skipped":
+            logger.info("round %d: %s already done (resumed)", e.round, e.stage)
+        elif e.status == "done":
+            logger.debug("round %d: %s done in %.1f s", e.round, e.stage, e.seconds)
+        if self._progress is None:
+            return
+        p = self._progress
+        if e.round != self._round:  # a new round: earlier ones are complete
+            self._round = e.round
+            p.update(self._rounds, completed=e.round, description=f"round {e.round}/{self.rounds}")
+            p.reset(self._stages, total=len(RunLayout.stages_of(e.round, self.rounds)))
+        if e.status == "start":
+            p.update(self._stages, description=f"  {e.stage}")
+            p.update(self._steps, visible=False)
+        elif e.status == "progress":
+            what = "epochs" if e.stage == "train_pu" else "steps"
+            info = "" if math.isnan(e.value) else f"loss {e.value:.4f}"
+            p.update(self._steps, total=e.total, completed=e.done, visible=True,
+                     description=f"    {what}", info=info)
+        else:  # done / skipped
+            p.advance(self._stages)
+            p.update(self._steps, visible=False)
+            p.update(self._stages, info=f"{e.stage} {e.seconds:.1f} s"
+                     + (" (resumed)" if e.status == "skipped" else ""))
+
+    def finish(self) -> None:
+        """Fill every bar (the run ended)."""
+        if self._progress is not None:
+            p = self._progress
+            p.update(self._rounds, completed=self.rounds + 1)
+            p.update(self._stages, completed=p.tasks[self._stages].total)
