@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	# where the default index would serve a multi-GB CUDA build
 	$(BIN)/python -m pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	# ray: the Ray executor and its tests (marker `ray`) are part of `make test`
-	$(BIN)/python -m pip install --quiet -e '.[test,ray]'
+	$(BIN)/python -m pip install --quiet -e '.[test,ray,tracking]'
 	touch $(STAMP)
 
 demo: $(STAMP)

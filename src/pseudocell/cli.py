@@ -59,8 +59,14 @@ def _main(
     root = logging.getLogger("pseudocell")
     root.handlers[:] = [handler]
     root.setLevel(min(level, logging.INFO))  # the run's log file always gets INFO
-    for noisy in ("mlflow", "alembic"):  # database set-up chatter of the tracking store
-        logging.getLogger(noisy).setLevel(max(shown, logging.WARNING))
+    # MLflow configures its own loggers when imported; keep its database set-up chatter
+    # out of the console unless asked for
+    if level > logging.DEBUG:
+        import os
+
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        for name in ("mlflow", "alembic"):  # in case they were imported already
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _fail(e: PseudocellError) -> None:

@@ -23,7 +23,7 @@ BRIGHTFIELD = SHARED / "dwaithe-brightfield-cells"
 CROP = (slice(100, 196), slice(150, 278))  # 96 x 128 px
 
 runner = CliRunner()
-COMMANDS = ("run", "resume", "detect", "evaluate", "demo")
+COMMANDS = ("run", "resume", "detect", "evaluate", "demo", "ui", "sync", "export")
 
 
 
@@ -302,3 +302,11 @@ def test_run_bad_executor_options_write_nothing(tmp_path, image_dir, points_csv,
         "--out", str(tmp_path / "run"), *args]))
     assert all(w in line for w in words), line
     assert not (tmp_path / "run").exists() and fake_loop == []
+
+
+# -- tracking commands on something that is not a tracked run -------------------------------
+
+@pytest.mark.parametrize("cmd", (["ui"], ["sync"], ["export", "--out", "x"]))
+def test_tracking_commands_on_a_non_run_fail_in_one_line(tmp_path, cmd):
+    line = _one_error_line(runner.invoke(app, [cmd[0], str(tmp_path), *cmd[1:]]))
+    assert str(tmp_path) in line

@@ -395,7 +395,7 @@ def test_check_run_dir_decisions(tmp_path):
 
 
 def _fake_loop(calls: list):
-    def run_loop(layout, cfg, executor, *, progress=None):
+    def run_loop(layout, cfg, executor, *, progress=None, tracker=None):
         calls.append((layout, cfg))
         return {"rounds": []}
     return run_loop

@@ -106,7 +106,8 @@ def _overlays(layout: RunLayout, out: Path, ids: list[str], labels: dict, det: d
 
 def round_artifacts(layout: RunLayout, rnd: int, n_overlays: int) -> list[tuple[str, str]]:
     """Write round ``rnd``'s artefacts under ``<run>/tracking/round_NNN/`` and return
-    ``(path, artifact folder)`` pairs: overlays of the first ``n_overlays`` images
+    ``(path, artifact folder)`` pairs (a folder's files go into the artifact folder):
+    overlays of the first ``n_overlays`` images
     (annotated / pseudo+ / pseudo- / detections), detections and labels as napari CSV
     and QuPath GeoJSON, and the round's detector weights."""
     out = Path(layout.root) / "tracking" / f"round_{rnd:03d}"
@@ -140,8 +141,9 @@ def final_artifacts(layout: RunLayout, metrics: dict) -> list[tuple[str, str]]:
         files.append((str(plot), "plots"))
     files += [(str(final / "model.pt"), "model")]
     files += [(str(final / n), "detections") for n in
-              ("detections.csv", "detections_table.csv", "detections_geojson",
-               "heldout_detections_table.csv", "labels_table.csv") if (final / n).exists()]
+              ("detections.csv", "detections_table.csv", "heldout_detections_table.csv",
+               "labels_table.csv") if (final / n).exists()]
+    files.append((str(final / "detections_geojson"), "detections/detections_geojson"))
     if (final / "overlays").is_dir():
         files.append((str(final / "overlays"), "overlays"))
     if (root / "pseudocell.log").exists():

@@ -174,8 +174,9 @@ class Tracker:
         self.experiment = experiment or st.get("experiment") or DEFAULT_EXPERIMENT
         if not self.experiment.strip():
             raise InvalidInputError("--experiment must not be empty")
-        st["uri"], st["experiment"] = self.uri, self.experiment
-        self.journal.save_state()
+        if (st.get("uri"), st.get("experiment")) != (self.uri, self.experiment):
+            st["uri"], st["experiment"] = self.uri, self.experiment
+            self.journal.save_state()
         self.offline = False
         self._client = None
 
