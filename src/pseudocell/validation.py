@@ -18,7 +18,7 @@ from pseudocell.data.points import read_points_csv
 from pseudocell.errors import InvalidInputError, RunDirectoryError
 
 __all__ = ["ImageSet", "check_image", "load_image_folder", "check_points", "load_points",
-           "check_run_dir"]
+           "check_run_dir", "check_disjoint_images"]
 
 logger = logging.getLogger(__name__)
 
@@ -176,3 +176,26 @@ def check_run_dir(run_dir: str | Path, cfg: Config, *, force: bool) -> str:
         f"Use `pseudocell resume {p}` to finish it, choose another --out, or pass --force "
         "to delete it and start again."
     )
+
+
+def check_disjoint_images(a: ImageSet, b: ImageSet, name_a: str, name_b: str) -> None:
+    """Refuse two image sets that share an image: the same file, or the same pixels
+    under another name (e.g. validation and test images of a sweep)."""
+    import hashlib
+
+    def keys(s: ImageSet) -> dict[str, str]:
+        out = {}
+        for i, p, im in zip(s.ids, s.paths, s.images):
+            digest = hashlib.sha256(np.ascontiguousarray(im).tobytes()).hexdigest()
+            out[f"pixels:{im.shape}:{digest}"] = i
+            out[f"file:{Path(p).resolve()}"] = i
+        return out
+
+    ka, kb = keys(a), keys(b)
+    shared = sorted({(ka[k], kb[k]) for k in ka.keys() & kb.keys()})
+    if shared:
+        pairs = ", ".join(f"{x} = {y}" for x, y in shared[:5])
+        raise InvalidInputError(
+            f"{name_a} and {name_b} share {len(shared)} image(s) ({pairs}"
+            f"{' ...' if len(shared) > 5 else ''}); they must be disjoint, or the tuned "
+            "settings are judged on images that chose them")

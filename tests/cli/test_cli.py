@@ -23,7 +23,7 @@ BRIGHTFIELD = SHARED / "dwaithe-brightfield-cells"
 CROP = (slice(100, 196), slice(150, 278))  # 96 x 128 px
 
 runner = CliRunner()
-COMMANDS = ("run", "resume", "detect", "evaluate", "demo", "ui", "sync", "export")
+COMMANDS = ("run", "resume", "detect", "evaluate", "demo", "ui", "sync", "export", "tune")
 
 
 

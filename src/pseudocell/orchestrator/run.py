@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import platform
 import shutil
 import time
@@ -28,7 +29,8 @@ from pseudocell.storage.manifest import (checksum, manifest_hash, read_manifest,
                                          verify_outputs, write_manifest)
 from pseudocell.validation import ImageSet, check_run_dir
 
-__all__ = ["RunInputs", "inputs_fingerprint", "prepare_run", "run_loop", "resume", "open_run",
+__all__ = ["RunInputs", "inputs_fingerprint", "prepare_run", "prepare_run_from", "write_inputs",
+           "run_loop", "resume", "open_run",
            "StageEvent", "stage_plan"]
 
 logger = logging.getLogger(__name__)
@@ -126,6 +128,14 @@ def prepare_run(run_dir: str | Path, cfg: Config, inputs: RunInputs, *, force: b
         logger.warning("deleting run directory %s (--force)", run_dir)
         shutil.rmtree(run_dir)
     Path(layout.inputs).mkdir(parents=True, exist_ok=True)
+    Path(layout.config).write_text(dump_toml(cfg))
+    write_inputs(layout, inputs, fingerprint)  # the manifest last: it marks them complete
+    return layout
+
+
+def write_inputs(layout: RunLayout, inputs: RunInputs, fingerprint: str | None = None) -> None:
+    """Write the input stores of ``inputs`` under ``layout.inputs``, then their manifest."""
+    Path(layout.inputs).mkdir(parents=True, exist_ok=True)
     outputs = {}
     arrays.write_stack(layout.images, inputs.images.ids, inputs.images.images)
     outputs["images"] = layout.images
@@ -143,14 +153,47 @@ def prepare_run(run_dir: str | Path, cfg: Config, inputs: RunInputs, *, force: b
         if inputs.eval_gt is not None:
             tables.write_table(layout.eval_gt, inputs.eval_gt)
             outputs["eval_gt"] = layout.eval_gt
-    Path(layout.config).write_text(dump_toml(cfg))
     write_manifest(layout.inputs_manifest, {
-        "stage": "inputs", "schema_version": SCHEMA_VERSION, "fingerprint": fingerprint,
+        "stage": "inputs", "schema_version": SCHEMA_VERSION,
+        "fingerprint": fingerprint or inputs_fingerprint(inputs),
         "outputs": {k: {"uri": v, "sha256": checksum(v)} for k, v in outputs.items()},
         "image_paths": inputs.images.paths,
         "eval_image_paths": inputs.eval_images.paths if inputs.eval_images else [],
         "versions": _versions(),
     })
+
+
+def prepare_run_from(run_dir: str | Path, cfg: Config, source: RunLayout) -> RunLayout:
+    """A run directory whose inputs are those already written under ``source`` (e.g. a
+    sweep's): the input stores are hard-linked (copied where links are impossible),
+    never re-read or re-validated. Re-opening a directory made this way continues it."""
+    run_dir = Path(run_dir).resolve()
+    layout = RunLayout(str(run_dir))
+    src = read_manifest(source.inputs_manifest)
+    if src is None:
+        raise RunDirectoryError(f"{source.root!r} has no inputs manifest")
+    mine = read_manifest(layout.inputs_manifest)
+    if mine is not None and mine.get("fingerprint") == src["fingerprint"] \
+            and Path(layout.config).exists():
+        if load_config(layout.config) != cfg:
+            raise RunDirectoryError(f"run directory {str(run_dir)!r} holds another config")
+        return layout
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+
+    def link(a: str, b: str) -> None:
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    shutil.copytree(source.inputs, layout.inputs, copy_function=link)
+    manifest = dict(src)
+    manifest["outputs"] = {k: {**v, "uri": v["uri"].replace(source.root, layout.root, 1)}
+                           for k, v in src["outputs"].items()}
+    write_manifest(layout.inputs_manifest, manifest)
+    Path(layout.config).write_text(dump_toml(cfg))
     return layout
 
 
@@ -256,8 +299,9 @@ def run_loop(layout: RunLayout, cfg: Config, executor: Any, *,
                 if tracker is not None:
                     tracker.stage_done(rnd, stage, ev.metrics, ev.seconds)
             if tracker is not None and not tracker.round_recorded(rnd):
-                tracker.round_done(rnd, round_rows(layout, cfg)[rnd],
-                                   round_artifacts(layout, rnd, ROUND_OVERLAYS))
+                files = round_artifacts(layout, rnd, ROUND_OVERLAYS) \
+                    if tracker.wants_round_artifacts else []
+                tracker.round_done(rnd, round_rows(layout, cfg)[rnd], files)
         metrics = finalize(layout, cfg)
         if tracker is not None:
             tracker.finish(final_artifacts(layout, metrics))

@@ -160,10 +160,17 @@ class Tracker:
         :func:`default_tracking_uri`.
     experiment : str, optional
         Experiment name. Default: the one this run used before, else ``"pseudocell"``.
+    nest_under : str, optional
+        MLflow run id to nest this run's parent run under (a sweep's run).
+    light : bool, default=False
+        One run only (a sweep trial): per-round metrics and stage times on it, no
+        round runs, no per-round artefacts, and of the final artefacts only the
+        config, metrics and plot.
     """
 
     def __init__(self, layout: RunLayout, *, tracking_uri: str | None = None,
-                 experiment: str | None = None) -> None:
+                 experiment: str | None = None, nest_under: str | None = None,
+                 light: bool = False) -> None:
         self.layout = layout
         self.root = Path(layout.root)
         if not self.root.is_dir():
@@ -179,6 +186,10 @@ class Tracker:
             self.journal.save_state()
         self.offline = False
         self._client = None
+        self.light = light
+        if nest_under and st.get("nest_under") != nest_under:
+            st["nest_under"] = nest_under
+            self.journal.save_state()
 
     # -- recording (driver side) -------------------------------------------------------
     @property
@@ -186,18 +197,34 @@ class Tracker:
         """MLflow id of the parent run at this tracking URI (None until pushed)."""
         return self._target().get("runs", {}).get("parent")
 
+    @property
+    def wants_round_artifacts(self) -> bool:
+        return not self.light
+
     def start(self, cfg: Config) -> None:
         """Journal the params (once) and mark the parent run RUNNING."""
-        params = {k: json.dumps(v) if isinstance(v, (list, tuple)) else str(v)
-                  for k, v in cfg.to_dict().items()}
-        self.journal.append({"key": "params", "run": "parent", "type": "params",
-                             "params": params})
+        self.params("params", cfg.to_dict())
         self.journal.append({"key": None, "run": "parent", "type": "status",
                              "status": "RUNNING"})
         self.push()
 
+    def params(self, key: str, values: dict[str, Any]) -> None:
+        """Journal params of the parent run once (lists and dicts as JSON)."""
+        params = {k: json.dumps(v) if isinstance(v, (list, tuple, dict)) else str(v)
+                  for k, v in values.items()}
+        self.journal.append({"key": key, "run": "parent", "type": "params", "params": params})
+
+    def metrics(self, key: str, values: dict[str, float], step: int = 0) -> None:
+        """Journal scalar metrics of the parent run once (NaN/None left out)."""
+        rows = [(k, _number(v), step) for k, v in values.items() if _number(v) is not None]
+        self._metrics(key, "parent", rows)
+
     def stage_done(self, rnd: int, stage: str, metrics: dict | None, seconds: float) -> None:
-        """Journal one finished (or resumed) stage's metrics in the round's run."""
+        """Journal one finished (or resumed) stage's metrics in the round's run (in a
+        light tracker: only its wall time, on the one run)."""
+        if self.light:
+            self._metrics(f"stage/{rnd}/{stage}", "parent", [(f"time/{stage}", seconds, rnd)])
+            return
         rows = stage_metrics(rnd, stage, metrics or {}, seconds)
         self._metrics(f"stage/{rnd}/{stage}", f"round/{rnd}", rows)
 
@@ -210,14 +237,20 @@ class Tracker:
         its artefacts (``(path, artifact_dir)`` pairs) and the end of its run."""
         rows = round_metrics(row)
         self._metrics(f"round/{rnd}/parent", "parent", rows, push=False)
-        self._metrics(f"round/{rnd}/metrics", f"round/{rnd}", rows, push=False)
-        self._artifacts(f"round/{rnd}/artifacts", f"round/{rnd}", artifacts)
-        self.journal.append({"key": f"round/{rnd}/end", "run": f"round/{rnd}",
-                             "type": "status", "status": "FINISHED"})
+        if self.light:
+            self.journal.append({"key": f"round/{rnd}/end", "run": "parent", "type": "tags",
+                                 "tags": {"pseudocell_rounds_done": str(rnd + 1)}})
+        else:
+            self._metrics(f"round/{rnd}/metrics", f"round/{rnd}", rows, push=False)
+            self._artifacts(f"round/{rnd}/artifacts", f"round/{rnd}", artifacts)
+            self.journal.append({"key": f"round/{rnd}/end", "run": f"round/{rnd}",
+                                 "type": "status", "status": "FINISHED"})
         self.push()
 
     def finish(self, artifacts: list[tuple[str, str]]) -> None:
         """Journal the final artefacts and mark the parent run FINISHED."""
+        if self.light:
+            artifacts = [(p, d) for p, d in artifacts if d in ("", "plots")]
         self._artifacts("final/artifacts", "parent", artifacts)
         self.journal.append({"key": None, "run": "parent", "type": "status",
                              "status": "FINISHED"})
@@ -228,7 +261,8 @@ class Tracker:
         KILLED for an interrupt. A later resume sets them RUNNING again."""
         status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
         message = f"{type(error).__name__}: {error}"[:5000]
-        for run in (["parent"] + ([f"round/{rnd}"] if rnd is not None else [])):
+        rounds = [f"round/{rnd}"] if rnd is not None and not self.light else []
+        for run in ["parent"] + rounds:
             self.journal.append({"key": None, "run": run, "type": "tags",
                                  "tags": {"pseudocell_error": message}})
             self.journal.append({"key": None, "run": run, "type": "status", "status": status})
@@ -240,6 +274,24 @@ class Tracker:
                              "metrics": [[n, v, s] for n, v, s in rows]})
         if push:
             self.push()
+
+    def last_status(self) -> str | None:
+        """The parent run's last journalled status (RUNNING, FINISHED, FAILED, KILLED)."""
+        for ev in reversed(self.journal.events):
+            if ev["type"] == "status" and ev["run"] == "parent":
+                return ev["status"]
+        return None
+
+    def end(self, status: str) -> None:
+        """Journal a terminal status of the parent run (e.g. KILLED for a trial the
+        scheduler stopped)."""
+        self.journal.append({"key": None, "run": "parent", "type": "status", "status": status})
+        self.push()
+
+    def artifacts(self, key: str, files: list[tuple[str, str]]) -> None:
+        """Journal artefacts of the parent run once."""
+        self._artifacts(key, "parent", files)
+        self.push()
 
     def _artifacts(self, key: str, run: str, files: list[tuple[str, str]]) -> None:
         rel = [[os.path.relpath(p, self.root), d] for p, d in files]
@@ -316,6 +368,8 @@ class Tracker:
                     "pseudocell_run_dir": str(self.root)}
             if label == "parent":
                 name = self.root.name
+                if self.journal.state.get("nest_under"):
+                    tags["mlflow.parentRunId"] = self.journal.state["nest_under"]
             else:
                 tags["mlflow.parentRunId"] = self._run(client, "parent")
                 name = f"round {int(label.split('/')[1])}"

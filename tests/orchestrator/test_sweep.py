@@ -1,0 +1,174 @@
+"""`pseudocell tune`: a tiny real sweep, its best config, MLflow record, and resume after
+the driver is SIGKILLed; overlapping validation and test images are refused."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from conftest import _descendants, kill_pids
+from pseudocell.cli import app
+from pseudocell.config import Config, dump_toml, load_config
+from pseudocell.orchestrator.demo import hide_points
+from pseudocell.orchestrator.sweep import OBJECTIVE, SweepOptions, prepare_sweep, run_sweep
+from pseudocell.storage.layout import RunLayout
+from pseudocell.storage.manifest import read_manifest
+
+runner = CliRunner()
+SPACE = {"alpha": {"type": "choice", "values": [0.05, 0.2]},
+         "p": {"type": "uniform", "low": 2.0, "high": 8.0}}
+
+
+def _write(tmp: Path, small_crops) -> dict[str, Path]:
+    """Crops 001/003 train (30 % of points), 005 validates (full ground truth)."""
+    images, gt = small_crops
+    paths = {k: tmp / k for k in ("train", "val")}
+    for d in paths.values():
+        d.mkdir()
+    for i, im in zip(images.ids, images.images):
+        d = paths["val"] if i == "005crop" else paths["train"]
+        Image.fromarray((np.clip(im, 0, 1) * 255).astype(np.uint8)).save(d / f"{i}.png")
+
+    def write(path: Path, keep) -> None:
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["image", "y", "x"])
+            for i, y, x in zip(keep["image_id"], keep["y"], keep["x"]):
+                w.writerow([f"{i}.png", y, x])
+
+    ids = gt["image_id"].astype(str)
+    train = {k: v[ids != "005crop"] for k, v in gt.items()}
+    write(tmp / "points.csv", hide_points(train, 0.3, seed=0))
+    write(tmp / "val.csv", {k: v[ids == "005crop"] for k, v in gt.items()})
+    (tmp / "space.toml").write_text(
+        '[alpha]\ntype = "choice"\nvalues = [0.05, 0.2]\n'
+        '[p]\ntype = "uniform"\nlow = 2.0\nhigh = 8.0\n')
+    return {**paths, "points": tmp / "points.csv", "val_gt": tmp / "val.csv",
+            "space": tmp / "space.toml"}
+
+
+def _tune_args(files, out, cfg_file, samples=2):
+    return ["tune", "--images", str(files["train"]), "--points", str(files["points"]),
+            "--val-images", str(files["val"]), "--val-gt", str(files["val_gt"]),
+            "--config", str(cfg_file), "--space", str(files["space"]), "--samples",
+            str(samples), "--out", str(out)]
+
+
+def test_overlapping_validation_and_test_images_are_refused(tmp_path, small_crops, tiny_cfg):
+    files = _write(tmp_path, small_crops)
+    (tmp_path / "cfg.toml").write_text(dump_toml(tiny_cfg))
+    test_dir = tmp_path / "test"
+    test_dir.mkdir()
+    # the same pixels under another name
+    (test_dir / "renamed.png").write_bytes((files["val"] / "005crop.png").read_bytes())
+    res = runner.invoke(app, _tune_args(files, tmp_path / "sweep", tmp_path / "cfg.toml")
+                        + ["--test-images", str(test_dir)])
+    assert res.exit_code == 1
+    assert "--val-images and --test-images share 1 image(s) (005crop = renamed)" in res.stderr
+    assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.ray
+def test_two_trial_sweep_writes_a_best_config_that_run_accepts(tmp_path, small_crops,
+                                                               tiny_cfg, ray_address):
+    from mlflow.tracking import MlflowClient
+
+    from pseudocell.orchestrator.run import RunInputs
+    from pseudocell.validation import load_image_folder, load_points
+
+    files = _write(tmp_path, small_crops)
+    imgs = load_image_folder(files["train"])
+    vimgs = load_image_folder(files["val"])
+    inputs = RunInputs(imgs, load_points(files["points"], imgs), None, vimgs,
+                       load_points(files["val_gt"], vimgs))
+    options = SweepOptions(space=SPACE, num_samples=2, trial_cpus=1, max_concurrent=2)
+    sweep = prepare_sweep(tmp_path / "sweep", tiny_cfg, inputs, options)
+    result = run_sweep(sweep, address=ray_address)
+
+    rows = result["trials"]
+    assert len(rows) == 2 and all(r["status"] != "error" for r in rows)
+    assert [r["trial_id"] for r in rows] == \
+        [r["trial_id"] for r in csv.DictReader(open(sweep / "trials.csv"))]
+    best = result["best"]
+    assert best[OBJECTIVE] == max(r[OBJECTIVE] for r in rows if r["status"] == "finished")
+    # the best trial's objective is its final detector's validation F1 in its own run
+    metrics = json.loads((sweep / "trials" / best["trial_id"] / "final" / "metrics.json")
+                         .read_text())
+    assert best[OBJECTIVE] == pytest.approx(metrics["rounds"][-1]["heldout@15/f1"])
+    cfg = load_config(sweep / "best.toml")
+    assert cfg == tiny_cfg.replace(alpha=best["alpha"], p=best["p"])
+
+    # MLflow: the sweep's run, one nested child per trial, none left RUNNING
+    client = MlflowClient(f"sqlite:///{sweep / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("pseudocell-tune")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 2
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    for c in children:
+        row = next(r for r in rows if r["trial_id"] == c.info.run_name)
+        assert c.info.status == ("FINISHED" if row["status"] == "finished" else "KILLED")
+        assert float(c.data.params["alpha"]) == row["alpha"]
+        steps = [m.step for m in client.get_metric_history(c.info.run_id, "heldout_15px/f1")]
+        assert steps == list(range(row["rounds_reported"]))
+    assert parents[0].data.metrics[f"best_{OBJECTIVE}"] == pytest.approx(best[OBJECTIVE])
+
+    # the best config runs as is
+    out = tmp_path / "run"
+    res = runner.invoke(app, ["run", "--images", str(files["train"]), "--points",
+                              str(files["points"]), "--out", str(out), "--config",
+                              str(sweep / "best.toml"), "--no-track"])
+    assert res.exit_code == 0, res.output
+    assert load_config(out / "config.toml") == cfg
+
+
+@pytest.mark.ray
+def test_sweep_killed_after_its_first_trial_resumes_without_rerunning_it(
+        tmp_path, small_crops, tiny_cfg, ray_address):
+    files = _write(tmp_path, small_crops)
+    (tmp_path / "cfg.toml").write_text(dump_toml(tiny_cfg))
+    sweep = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "pseudocell", "--quiet",
+           *_tune_args(files, sweep, tmp_path / "cfg.toml"), "--max-concurrent", "1",
+           "--scheduler", "fifo", "--address", ray_address]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    first = None
+    try:
+        deadline = time.monotonic() + 240
+        while first is None and time.monotonic() < deadline and proc.poll() is None:
+            done = sorted(sweep.glob("trials/*/final/metrics.json"))
+            first = done[0].parents[1] if done else None
+            time.sleep(0.5)
+        time.sleep(2)  # let Tune record the finished trial
+        os.kill(proc.pid, signal.SIGKILL)
+        log = proc.communicate(timeout=60)[0].decode(errors="replace")
+    finally:
+        kill_pids(_descendants(proc.pid) | {proc.pid})
+    assert first is not None, log
+    assert proc.returncode == -signal.SIGKILL, log
+    stamps = {p: p.stat().st_mtime_ns for p in first.rglob("_manifest.json")}
+
+    res = subprocess.run([sys.executable, "-m", "pseudocell", "--quiet", "tune", "--resume",
+                          str(sweep), "--address", ray_address],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert {p: p.stat().st_mtime_ns for p in first.rglob("_manifest.json")} == stamps
+    rows = list(csv.DictReader(open(sweep / "trials.csv")))
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"finished"}
+    assert first.name in {r["trial_id"] for r in rows}
+    layout = RunLayout(str(first))
+    assert read_manifest(layout.manifest(tiny_cfg.rounds, "evaluate")) is not None
+    assert (sweep / "best.toml").exists()
