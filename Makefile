@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 TORCH_INDEX ?=
 
-.PHONY: demo test test-slow test-all bench bench-quick bench-executor clean
+.PHONY: demo test test-slow test-all bench bench-quick bench-executor bench-tune clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null 2>&1 || { echo "error: $(PY) not found; install Python 3.11 or run 'make PY=/path/to/python3.11 ...'"; exit 1; }
@@ -39,6 +39,9 @@ bench-quick: $(STAMP)
 
 bench-executor: $(STAMP)
 	$(BIN)/python benchmarks/executor_overhead.py --out runs/bench_executor.json
+
+bench-tune: $(STAMP)
+	$(BIN)/python benchmarks/tune.py --out runs/bench_tune --samples 6
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

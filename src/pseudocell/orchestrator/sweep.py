@@ -222,6 +222,8 @@ def run_sweep(sweep_dir: str | Path, *, resume: bool = False, address: str | Non
     root = Path(sweep_dir).resolve()
     base, options = read_sweep(root)
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    # a checkpoint per round is a few bytes; Tune's warning about frequent snapshots is noise
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     tracker = Tracker(RunLayout(str(root)), tracking_uri=_tracking_uri(root, options),
                       experiment=_experiment(options))
     tracker.start(base)
@@ -245,20 +247,22 @@ def run_sweep(sweep_dir: str | Path, *, resume: bool = False, address: str | Non
                                        resume_errored=True)
         else:
             max_rounds = _max_rounds(base, options.space)
+            # max_t beyond the last report: a trial that is not stopped early returns by
+            # itself, after writing its final outputs (at max_t Tune would stop it first)
             scheduler = (ASHAScheduler(time_attr="training_iteration", grace_period=1,
-                                       max_t=max_rounds + 1, reduction_factor=2)
+                                       max_t=max_rounds + 2, reduction_factor=2)
                          if options.scheduler == "asha" else FIFOScheduler())
             tuner = tune.Tuner(
                 trainable, param_space=to_tune(options.space),
                 tune_config=tune.TuneConfig(
                     metric=OBJECTIVE, mode="max", scheduler=scheduler,
                     num_samples=options.num_samples,
-                    max_concurrent_trials=options.max_concurrent,
-                    search_alg=BasicVariantGenerator(random_state=options.search_seed)),
+                    search_alg=BasicVariantGenerator(random_state=options.search_seed,
+                                                     max_concurrent=options.max_concurrent
+                                                     or 0)),
                 run_config=tune.RunConfig(
                     name="tune", storage_path=str(root), verbose=0,
-                    failure_config=tune.FailureConfig(max_failures=1),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+                    failure_config=tune.FailureConfig(max_failures=1)))
         grid = tuner.fit()
     except BaseException as e:
         tracker.fail(e)
