@@ -72,3 +72,18 @@ def test_patch_shards_of_many_chunks_write_the_same_array(finished_run, tiny_cfg
         out = loop.extract_patches_merge(inp, tiny_cfg, res)
         sums.append(checksum(out.uris["patches"]))
     assert sums[0] == sums[1]
+
+
+def test_training_actor_exposes_its_progress(finished_run, tiny_cfg, tmp_path):
+    """What the Ray executor polls: the last (epoch, epochs, risk) of the running stage."""
+    from pseudocell.actors.stage_actors import PUFeatureLearner
+
+    m = read_manifest(finished_run.manifest(0, "train_pu"))
+    inp = StageInputs(out_dir=str(tmp_path / "pu"), round=0, seed=m["seed"],
+                      uris={k: v["uri"] for k, v in m["inputs"].items()})
+    fs.makedirs(inp.out_dir)
+    actor = PUFeatureLearner(threads=1)
+    assert actor.progress() is None
+    out = actor.run("train_pu", inp, tiny_cfg)
+    assert actor.progress() == (tiny_cfg.pu_epochs, tiny_cfg.pu_epochs, out.metrics["pu_risk"][-1])
+    assert out.metrics == m["metrics"]

@@ -42,6 +42,10 @@ def executor(ray_address):
     ex.close()  # releases the actors; the session owns Ray
 
 
+#: progress events of the ``ray_run`` fixture
+RAY_EVENTS: list = []
+
+
 @pytest.fixture(scope="module")
 def ray_run(tmp_path_factory, small_crops, tiny_cfg, ray_address):
     from pseudocell.orchestrator.ray_executor import RayExecutor, RayOptions
@@ -49,7 +53,7 @@ def ray_run(tmp_path_factory, small_crops, tiny_cfg, ray_address):
     layout = prepare_run(tmp_path_factory.mktemp("ray") / "run", tiny_cfg, _inputs(small_crops))
     with RayExecutor(RayOptions(address=ray_address, train="actor", pool_size=2,
                                 shards_per_actor=2)) as ex:
-        run_loop(layout, tiny_cfg, ex)
+        run_loop(layout, tiny_cfg, ex, progress=RAY_EVENTS.append)
     return layout
 
 
@@ -60,6 +64,10 @@ def test_ray_executor_gives_the_local_outputs_bit_for_bit(local_run, ray_run, ti
         assert Path(ray_run.root, rel).read_bytes() == Path(local_run.root, rel).read_bytes()
     # predict ran as shards (4 work items over 2 actors) and left no part files behind
     assert not Path(ray_run.stage_dir(0, "predict"), "_parts").exists()
+    # ... and reported each finished shard to the driver
+    shards = [(e.done, e.total) for e in RAY_EVENTS
+              if e.status == "progress" and (e.round, e.stage) == (0, "predict")]
+    assert shards == [(1, 4), (2, 4), (3, 4), (4, 4)]
 
 
 def test_ray_train_detector_equals_in_process_training(local_run, tiny_cfg, ray_address,
