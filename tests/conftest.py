@@ -126,3 +126,70 @@ def ray_address(tmp_path_factory):
     started = _descendants(os.getpid())
     ray.shutdown()
     kill_pids(started)
+
+
+def save_png(path: Path, image: np.ndarray) -> None:
+    """A normalised float image (0..1) as an 8-bit PNG (what a user's folder holds)."""
+    from PIL import Image
+
+    Image.fromarray((np.clip(image, 0, 1) * 255).astype(np.uint8)).save(path)
+
+
+def write_points_file(path: Path, table: dict) -> None:
+    """``image,y,x`` CSV naming each image by its PNG file name."""
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "y", "x"])
+        for i, y, x in zip(table["image_id"], table["y"], table["x"]):
+            w.writerow([f"{i}.png", y, x])
+
+
+class FailOnce:
+    """Executor that runs a stage to the end, then raises before its manifest is written
+    (as a killed process would), once."""
+
+    def __init__(self, at: tuple[int, str]):
+        from pseudocell.orchestrator.executors import LocalExecutor
+
+        self.at, self.fired, self.inner = at, False, LocalExecutor()
+
+    def run_stage(self, name, inp, cfg, progress=None):
+        out = self.inner.run_stage(name, inp, cfg, progress)
+        if (inp.round, name) == self.at and not self.fired:
+            self.fired = True
+            raise RuntimeError("simulated crash after outputs, before manifest")
+        return out
+
+
+@pytest.fixture(scope="session")
+def s3_bucket():
+    """A real S3 API on loopback: moto's server on 127.0.0.1 and a free port, with the
+    standard AWS environment (credentials, region, ``AWS_ENDPOINT_URL_S3``) pointing at
+    it for this session. Yields ``s3://<bucket>``."""
+    pytest.importorskip("s3fs")
+    server_mod = pytest.importorskip("moto.server")
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        import boto3
+
+        boto3.client("s3").create_bucket(Bucket="pseudocell-test")
+        yield "s3://pseudocell-test"
+    finally:
+        server.stop()
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -124,7 +124,8 @@ def _execute(layout, cfg, executor, *, track: bool, tracking_uri: str | None,
     from pseudocell.orchestrator.run import run_loop
     from pseudocell.orchestrator.tracking import Tracker
 
-    log = logging.FileHandler(Path(layout.root) / "pseudocell.log")
+    Path(layout.local_dir).mkdir(parents=True, exist_ok=True)
+    log = logging.FileHandler(Path(layout.local_dir) / "pseudocell.log")
     log.setLevel(_state["level"] if _state["level"] < logging.INFO else logging.INFO)
     log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger.addHandler(log)
@@ -142,7 +143,7 @@ def _execute(layout, cfg, executor, *, track: bool, tracking_uri: str | None,
         log.close()
     if metrics["rounds"]:
         _summary(layout, metrics, tracker, time.perf_counter() - t0)
-    typer.echo(f"done: detections in {Path(layout.root) / 'final' / 'detections.csv'}")
+    typer.echo(f"done: detections in {layout.final}/detections.csv")
     return metrics
 
 
@@ -153,7 +154,7 @@ def _summary(layout, metrics: dict, tracker, seconds: float) -> None:
 
     from pseudocell.storage.manifest import read_manifest
 
-    root = Path(layout.root)
+    root = layout.root
     if any(len(r) > 3 for r in metrics["rounds"]):
         print_round_table(metrics)
     t = Table(title="run summary", show_header=False)
@@ -167,7 +168,7 @@ def _summary(layout, metrics: dict, tracker, seconds: float) -> None:
                   f"{last['labels_pos']} positive and {last['labels_neg']} negative points")
     pred = read_manifest(layout.manifest(last["round"], "predict")) or {}
     n = pred.get("metrics", {}).get("n_detections", "?")
-    t.add_row("detections", f"{n} cells: {root / 'final' / 'detections.csv'} (napari), "
+    t.add_row("detections", f"{n} cells: {layout.final}/detections.csv (napari), "
                             "detections_geojson/ (QuPath)")
     t.add_row("wall time", f"{seconds / 60:.1f} min")
     if tracker is not None:
@@ -178,7 +179,7 @@ def _summary(layout, metrics: dict, tracker, seconds: float) -> None:
         t.add_row("MLflow", where)
         if tracker.uri.startswith("sqlite:"):
             t.add_row("look at it", f"pseudocell ui {root}")
-    t.add_row("log", str(root / "pseudocell.log"))
+    t.add_row("log", str(Path(layout.local_dir) / "pseudocell.log"))
     Console(width=max(Console().width, 100)).print(t)
 
 
@@ -219,7 +220,8 @@ def run(
     images: Annotated[Path, typer.Option(help="Folder of 2-D grayscale or RGB PNG/TIFF images.")],
     points: Annotated[Path, typer.Option(help="Annotated cell centres: napari points CSV or "
                                               "'image,y,x' CSV.")],
-    out: Annotated[Path, typer.Option(help="Run directory (created).")],
+    out: Annotated[str, typer.Option(help="Run directory (created): a path or an object-store "
+                                          "URI such as s3://bucket/runs/exp1.")],
     config: Annotated[Path | None, typer.Option(help="TOML config file.")] = None,
     gt: Annotated[Path | None, typer.Option(help="Optional full ground truth of the training "
                                                  "images (CSV), for evaluation only.")] = None,
@@ -280,7 +282,8 @@ def run(
 
 @app.command()
 def resume(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory of a stopped run.")],
+    run_dir: Annotated[str, typer.Argument(help="Run directory of a stopped run (path or "
+                                                "s3:// URI).")],
     executor: ExecutorOpt = "local",
     address: AddressOpt = None,
     pool_size: PoolOpt = None,
@@ -310,19 +313,21 @@ def resume(
         _fail(e)
 
 
-def _tracked_run(run_dir: Path):
+def _tracked_run(run_dir: str):
     from pseudocell.orchestrator.tracking import Tracker
+    from pseudocell.storage.fs import resolve_root
     from pseudocell.storage.layout import RunLayout
 
-    if not (run_dir / "tracking" / "state.json").exists():
+    layout = RunLayout(resolve_root(run_dir))
+    if not (Path(layout.local_dir) / "tracking" / "state.json").exists():
         raise InvalidInputError(f"{str(run_dir)!r} has no MLflow record (tracking/state.json);"
                                 " was it run with --no-track, or is it not a run directory?")
-    return Tracker(RunLayout(str(run_dir.resolve())))
+    return Tracker(layout)
 
 
 @app.command()
 def ui(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
+    run_dir: Annotated[str, typer.Argument(help="Run directory (path or s3:// URI).")],
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
 ) -> None:
     """Open the MLflow UI of a run (its embedded sqlite store), bound to 127.0.0.1.
@@ -353,7 +358,7 @@ def ui(
 
 @app.command()
 def sync(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
+    run_dir: Annotated[str, typer.Argument(help="Run directory (path or s3:// URI).")],
     tracking_uri: TrackingUriOpt = None,
     experiment: ExperimentOpt = None,
 ) -> None:
@@ -375,7 +380,7 @@ def sync(
 
 @app.command()
 def export(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
+    run_dir: Annotated[str, typer.Argument(help="Run directory (path or s3:// URI).")],
     out: Annotated[Path, typer.Option(help="Output folder.")],
     fmt: Annotated[str, typer.Option("--format", help="napari | geojson (QuPath, one file "
                                                       "per image) | csv.")] = "napari",

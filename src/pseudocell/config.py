@@ -289,9 +289,10 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
 
 def read_config_dict(path: str | Path) -> dict[str, Any]:
     """The raw key/value pairs of a TOML config file (not validated)."""
-    path = Path(path)
+    from pseudocell.storage import fs  # URIs (s3://...) as well as local paths
+
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(fs.read_bytes(str(path)).decode())
     except FileNotFoundError:
         raise InvalidConfigError(f"config file {str(path)!r} does not exist") from None
     except tomllib.TOMLDecodeError as e:

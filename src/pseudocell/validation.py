@@ -154,13 +154,17 @@ def check_run_dir(run_dir: str | Path, cfg: Config, *, force: bool) -> str:
     ``"overwrite"`` (different config and ``force``). Raises RunDirectoryError when the
     directory holds a run with a different config (or something else) and not ``force``.
     """
-    p = Path(run_dir)
-    if not p.exists() or (p.is_dir() and not any(p.iterdir())):
+    from pseudocell.storage import fs
+    from pseudocell.storage.layout import join
+
+    p = fs.resolve_root(run_dir)
+    files = fs.list_files(p)
+    if not files:
         return "new"
-    if not p.is_dir():
+    if files == [""]:
         raise RunDirectoryError(f"run directory {str(p)!r} is a file; choose another --out")
-    cfg_file = p / "config.toml"
-    if not cfg_file.exists():
+    cfg_file = join(p, "config.toml")
+    if not fs.exists(cfg_file):
         if force:
             return "overwrite"
         raise RunDirectoryError(f"run directory {str(p)!r} exists and is not a pseudocell run "

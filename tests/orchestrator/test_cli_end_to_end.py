@@ -1,7 +1,6 @@
 """`pseudocell run` → `resume` → `detect` → `evaluate` on real crops saved as files."""
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -14,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-import numpy as np
-from PIL import Image
+from conftest import save_png, write_points_file
+
 from typer.testing import CliRunner
 
 from pseudocell.cli import app
@@ -30,17 +29,9 @@ def _write_inputs(tmp: Path, small_crops):
     img_dir = tmp / "images"
     img_dir.mkdir()
     for i, im in zip(images.ids, images.images):
-        Image.fromarray((np.clip(im, 0, 1) * 255).astype(np.uint8)).save(img_dir / f"{i}.png")
-
-    def write(path: Path, table) -> None:
-        with open(path, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["image", "y", "x"])
-            for i, y, x in zip(table["image_id"], table["y"], table["x"]):
-                w.writerow([f"{i}.png", y, x])
-
-    write(tmp / "points.csv", hide_points(gt, 0.3, seed=0))
-    write(tmp / "gt.csv", gt)
+        save_png(img_dir / f"{i}.png", im)
+    write_points_file(tmp / "points.csv", hide_points(gt, 0.3, seed=0))
+    write_points_file(tmp / "gt.csv", gt)
     return img_dir
 
 

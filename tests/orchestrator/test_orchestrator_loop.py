@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import FailOnce
 from conftest import output_digests as _output_digests
 from pseudocell.errors import StageError
 from pseudocell.orchestrator.demo import hide_points
@@ -20,23 +21,6 @@ def _inputs(small_crops, with_eval=True):
     images, gt = small_crops
     points = hide_points(gt, 0.3, seed=0)
     return RunInputs(images, points, gt, images if with_eval else None, gt if with_eval else None)
-
-
-class FailOnce:
-    """Executor that runs a stage to the end, then dies before its manifest is written
-    (as a killed process would), once."""
-
-    def __init__(self, at: tuple[int, str]):
-        self.at = at
-        self.inner = LocalExecutor()
-        self.fired = False
-
-    def run_stage(self, name, inp, cfg, progress=None):
-        out = self.inner.run_stage(name, inp, cfg, progress)
-        if (inp.round, name) == self.at and not self.fired:
-            self.fired = True
-            raise RuntimeError("simulated crash after outputs, before manifest")
-        return out
 
 
 @pytest.fixture(scope="module")

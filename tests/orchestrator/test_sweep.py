@@ -11,14 +11,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import _descendants, kill_pids
+from conftest import _descendants, kill_pids, save_png, write_points_file
 from pseudocell.cli import app
-from pseudocell.config import Config, dump_toml, load_config
+from pseudocell.config import dump_toml, load_config
 from pseudocell.orchestrator.demo import hide_points
 from pseudocell.orchestrator.sweep import OBJECTIVE, SweepOptions, prepare_sweep, run_sweep
 from pseudocell.storage.layout import RunLayout
@@ -36,20 +34,11 @@ def _write(tmp: Path, small_crops) -> dict[str, Path]:
     for d in paths.values():
         d.mkdir()
     for i, im in zip(images.ids, images.images):
-        d = paths["val"] if i == "005crop" else paths["train"]
-        Image.fromarray((np.clip(im, 0, 1) * 255).astype(np.uint8)).save(d / f"{i}.png")
-
-    def write(path: Path, keep) -> None:
-        with open(path, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["image", "y", "x"])
-            for i, y, x in zip(keep["image_id"], keep["y"], keep["x"]):
-                w.writerow([f"{i}.png", y, x])
-
+        save_png((paths["val"] if i == "005crop" else paths["train"]) / f"{i}.png", im)
     ids = gt["image_id"].astype(str)
     train = {k: v[ids != "005crop"] for k, v in gt.items()}
-    write(tmp / "points.csv", hide_points(train, 0.3, seed=0))
-    write(tmp / "val.csv", {k: v[ids == "005crop"] for k, v in gt.items()})
+    write_points_file(tmp / "points.csv", hide_points(train, 0.3, seed=0))
+    write_points_file(tmp / "val.csv", {k: v[ids == "005crop"] for k, v in gt.items()})
     (tmp / "space.toml").write_text(
         '[alpha]\ntype = "choice"\nvalues = [0.05, 0.2]\n'
         '[p]\ntype = "uniform"\nlow = 2.0\nhigh = 8.0\n')

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import FailOnce
 from pseudocell.errors import StageError
 from pseudocell.orchestrator.demo import hide_points
 from pseudocell.orchestrator.executors import LocalExecutor
@@ -39,20 +40,6 @@ def _artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> se
     for a in client.list_artifacts(run_id, path):
         out |= _artifacts(client, run_id, a.path) if a.is_dir else {a.path}
     return out
-
-
-class FailOnce:
-    """Executor that runs a stage, then raises before its manifest is written, once."""
-
-    def __init__(self, at: tuple[int, str]):
-        self.at, self.fired, self.inner = at, False, LocalExecutor()
-
-    def run_stage(self, name, inp, cfg, progress=None):
-        out = self.inner.run_stage(name, inp, cfg, progress)
-        if (inp.round, name) == self.at and not self.fired:
-            self.fired = True
-            raise RuntimeError("simulated crash")
-        return out
 
 
 @pytest.fixture(scope="module")

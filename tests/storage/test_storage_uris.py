@@ -11,12 +11,15 @@ from pseudocell.storage.manifest import (checksum, read_manifest, remove_tree, v
                                          write_manifest)
 
 
-@pytest.fixture(params=["local", "memory"])
+@pytest.fixture(params=["local", "memory", "s3"])
 def root(request, tmp_path):
     if request.param == "local":
         yield str(tmp_path)
         return
-    uri = f"memory://pseudocell-test-{id(request)}"
+    if request.param == "s3":
+        uri = f"{request.getfixturevalue('s3_bucket')}/t{id(request)}"
+    else:
+        uri = f"memory://pseudocell-test-{id(request)}"
     yield uri
     fs.remove(uri)
 

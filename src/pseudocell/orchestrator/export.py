@@ -17,7 +17,7 @@ from pseudocell.data.geojson import points_to_geojson, write_geojson
 from pseudocell.data.overlay import COLORS
 from pseudocell.data.points import write_napari_csv, write_points_csv
 from pseudocell.errors import InvalidInputError, RunDirectoryError
-from pseudocell.storage import arrays, tables
+from pseudocell.storage import arrays, fs, tables
 from pseudocell.storage.layout import RunLayout
 from pseudocell.storage.manifest import read_manifest
 
@@ -97,8 +97,8 @@ def export_round(run_dir: str | Path, out_dir: str | Path, *, rnd: int | None = 
     Labels are written as QuPath *annotations* classified by kind (annotated,
     pseudo_pos, pseudo_neg), detections as *detections* with their peak value.
     """
-    layout = RunLayout(str(Path(run_dir).resolve()))
-    if not Path(layout.config).exists():
+    layout = RunLayout(fs.resolve_root(run_dir))
+    if not fs.exists(layout.config):
         raise RunDirectoryError(f"{str(run_dir)!r} is not a pseudocell run (no config.toml)")
     if fmt not in FORMATS:
         raise InvalidInputError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")

@@ -12,8 +12,8 @@ from pseudocell.data.overlay import draw_overlay
 from pseudocell.data.points import write_napari_csv, write_points_csv
 from pseudocell.orchestrator.export import round_detections, round_labels, write_points
 from pseudocell.stages.loop import points_by_image
-from pseudocell.storage import arrays, tables
-from pseudocell.storage.layout import RunLayout
+from pseudocell.storage import arrays, fs, tables
+from pseudocell.storage.layout import RunLayout, join
 from pseudocell.storage.manifest import read_manifest
 
 __all__ = ["finalize", "round_rows", "round_artifacts", "final_artifacts"]
@@ -59,12 +59,17 @@ def round_rows(layout: RunLayout, cfg: Config) -> list[dict]:
 
 
 def finalize(layout: RunLayout, cfg: Config, *, overlays: bool = True) -> dict:
-    """Collect the last round's model and detections into ``final/``; returns the metrics."""
+    """Collect the last round's model and detections into ``final/``; returns the metrics.
+
+    A run directory on an object store gets them built in its local folder
+    (:attr:`RunLayout.local_dir`) first, then uploaded."""
     last = cfg.rounds
-    final = Path(layout.final)
+    final = Path(layout.local_dir) / "final"
+    if final.exists() and not layout.is_local:
+        shutil.rmtree(final)
     final.mkdir(parents=True, exist_ok=True)
     model = read_manifest(layout.manifest(last, "train_detector"))["outputs"]["model"]["uri"]
-    shutil.copyfile(model, final / "model.pt")
+    (final / "model.pt").write_bytes(fs.read_bytes(model))
     pred = read_manifest(layout.manifest(last, "predict"))["outputs"]
     ids = arrays.stack_ids(layout.images)
     det = tables.read_table(pred["peaks"]["uri"])
@@ -81,10 +86,14 @@ def finalize(layout: RunLayout, cfg: Config, *, overlays: bool = True) -> dict:
     if overlays:
         _overlays(layout, final / "overlays", ids, labels, det)
     metrics = _clean({"config": cfg.to_dict(), "rounds": round_rows(layout, cfg)})
-    with open(final / "metrics.json", "w") as f:
-        json.dump(metrics, f, indent=1)
-    (Path(layout.root) / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    logger.info("final outputs in %s", final)
+    text = json.dumps(metrics, indent=1)
+    (final / "metrics.json").write_text(text)
+    (Path(layout.local_dir) / "metrics.json").write_text(text)
+    if not layout.is_local:
+        fs.write_bytes(join(layout.root, "metrics.json"), text.encode())
+        fs.remove(layout.final)
+        fs.put_dir(str(final), layout.final)
+    logger.info("final outputs in %s", layout.final)
     return metrics
 
 
@@ -110,7 +119,7 @@ def round_artifacts(layout: RunLayout, rnd: int, n_overlays: int) -> list[tuple[
     overlays of the first ``n_overlays`` images
     (annotated / pseudo+ / pseudo- / detections), detections and labels as napari CSV
     and QuPath GeoJSON, and the round's detector weights."""
-    out = Path(layout.root) / "tracking" / f"round_{rnd:03d}"
+    out = Path(layout.local_dir) / "tracking" / f"round_{rnd:03d}"
     ids = arrays.stack_ids(layout.images)
     det, labels = round_detections(layout, rnd), round_labels(layout, rnd)
     files: list[tuple[str, str]] = []
@@ -125,7 +134,12 @@ def round_artifacts(layout: RunLayout, rnd: int, n_overlays: int) -> list[tuple[
         files.append((str(out / name), name))
     model = read_manifest(layout.manifest(rnd, "train_detector"))
     if model is not None:
-        files.append((model["outputs"]["model"]["uri"], "detector"))
+        uri = model["outputs"]["model"]["uri"]
+        if not layout.is_local:  # MLflow logs local files
+            (out / "detector").mkdir(parents=True, exist_ok=True)
+            (out / "detector" / "model.pt").write_bytes(fs.read_bytes(uri))
+            uri = str(out / "detector" / "model.pt")
+        files.append((uri, "detector"))
     return files
 
 
@@ -134,8 +148,13 @@ def final_artifacts(layout: RunLayout, metrics: dict) -> list[tuple[str, str]]:
     the final model, detections (napari CSV, plain CSV, GeoJSON), labels and overlays."""
     from pseudocell.orchestrator.report import plot_rounds
 
-    root, final = Path(layout.root), Path(layout.final)
-    files = [(layout.config, ""), (str(root / "metrics.json"), "")]
+    root = Path(layout.local_dir)
+    final = root / "final"
+    config = layout.config
+    if not layout.is_local:
+        config = str(root / "config.toml")
+        Path(config).write_bytes(fs.read_bytes(layout.config))
+    files = [(config, ""), (str(root / "metrics.json"), "")]
     plot = plot_rounds(metrics, root / "tracking" / "prf_vs_round.png")
     if plot is not None:
         files.append((str(plot), "plots"))

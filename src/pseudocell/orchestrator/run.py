@@ -23,7 +23,7 @@ import numpy as np
 from pseudocell.config import Config, dump_toml, load_config
 from pseudocell.errors import RunDirectoryError, StageError
 from pseudocell.stages.base import StageInputs, StageOutputs, stage_seed
-from pseudocell.storage import arrays, tables
+from pseudocell.storage import arrays, fs, tables
 from pseudocell.storage.layout import SCHEMA_VERSION, RunLayout
 from pseudocell.storage.manifest import (checksum, manifest_hash, read_manifest, remove_tree,
                                          verify_outputs, write_manifest)
@@ -108,16 +108,16 @@ def prepare_run(run_dir: str | Path, cfg: Config, inputs: RunInputs, *, force: b
     A directory holding a run with the same config continues only if its inputs are
     the same too; otherwise it is refused unless ``force``.
     """
-    run_dir = Path(run_dir).resolve()
+    run_dir = fs.resolve_root(run_dir)
     action = check_run_dir(run_dir, cfg, force=force)
-    layout = RunLayout(str(run_dir))
+    layout = RunLayout(run_dir)
     fingerprint = inputs_fingerprint(inputs)
     if action == "continue":
         old = read_manifest(layout.inputs_manifest)
         if old is not None and old.get("fingerprint") != fingerprint:
             if not force:
                 raise RunDirectoryError(
-                    f"run directory {str(run_dir)!r} holds a run with the same config but other "
+                    f"run directory {run_dir!r} holds a run with the same config but other "
                     "images or points. Use `pseudocell resume` to finish that run, choose "
                     "another --out, or pass --force to delete it and start again."
                 )
@@ -126,16 +126,16 @@ def prepare_run(run_dir: str | Path, cfg: Config, inputs: RunInputs, *, force: b
             return layout
     if action == "overwrite":
         logger.warning("deleting run directory %s (--force)", run_dir)
-        shutil.rmtree(run_dir)
-    Path(layout.inputs).mkdir(parents=True, exist_ok=True)
-    Path(layout.config).write_text(dump_toml(cfg))
+        fs.remove(run_dir)
+    fs.makedirs(layout.inputs)
+    fs.write_bytes(layout.config, dump_toml(cfg).encode())
     write_inputs(layout, inputs, fingerprint)  # the manifest last: it marks them complete
     return layout
 
 
 def write_inputs(layout: RunLayout, inputs: RunInputs, fingerprint: str | None = None) -> None:
     """Write the input stores of ``inputs`` under ``layout.inputs``, then their manifest."""
-    Path(layout.inputs).mkdir(parents=True, exist_ok=True)
+    fs.makedirs(layout.inputs)
     outputs = {}
     arrays.write_stack(layout.images, inputs.images.ids, inputs.images.images)
     outputs["images"] = layout.images
@@ -326,7 +326,7 @@ def _run_stage(layout: RunLayout, cfg: Config, executor: Any, rnd: int, stage: s
         return ev
     out_dir = layout.stage_dir(rnd, stage)
     remove_tree(out_dir)  # partial outputs of an interrupted attempt
-    Path(out_dir).mkdir(parents=True)
+    fs.makedirs(out_dir)
     seed = stage_seed(cfg.seed, rnd, stage)
     inp = StageInputs(out_dir=out_dir, round=rnd, seed=seed,
                       uris={k: u for k, (u, _) in plan.items()})
@@ -360,8 +360,8 @@ def _has_ground_truth(layout: RunLayout) -> bool:
 
 def open_run(run_dir: str | Path) -> tuple[RunLayout, Config]:
     """Layout and config of an existing run directory."""
-    layout = RunLayout(str(Path(run_dir).resolve()))
-    if not Path(layout.config).exists():
+    layout = RunLayout(fs.resolve_root(run_dir))
+    if not fs.exists(layout.config):
         raise RunDirectoryError(f"{str(run_dir)!r} is not a pseudocell run (no config.toml); "
                                 "start one with `pseudocell run`")
     return layout, load_config(layout.config)

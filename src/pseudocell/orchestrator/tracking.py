@@ -33,6 +33,7 @@ from typing import Any
 
 from pseudocell.config import Config
 from pseudocell.errors import InvalidInputError, RunDirectoryError
+from pseudocell.storage import fs
 from pseudocell.storage.layout import RunLayout
 
 __all__ = ["DEFAULT_EXPERIMENT", "Tracker", "default_tracking_uri", "metric_name",
@@ -172,7 +173,9 @@ class Tracker:
                  experiment: str | None = None, nest_under: str | None = None,
                  light: bool = False) -> None:
         self.layout = layout
-        self.root = Path(layout.root)
+        self.root = Path(layout.local_dir)  # the journal is local even for s3:// runs
+        if not layout.is_local:
+            self.root.mkdir(parents=True, exist_ok=True)
         if not self.root.is_dir():
             raise RunDirectoryError(f"{layout.root!r} is not a run directory")
         self.journal = _Journal(self.root)
@@ -321,7 +324,7 @@ class Tracker:
                 "MLflow tracking at %s failed (%s: %s); the run goes on and keeps its "
                 "metrics in %s; push them later with `pseudocell sync %s`",
                 self.uri, type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "",
-                self.journal.dir, self.root)
+                self.journal.dir, self.layout.root)
             return False
 
     def _mlflow(self):
@@ -365,9 +368,9 @@ class Tracker:
             runs[label] = found[0].info.run_id
         else:
             tags = {"pseudocell_uid": uid, "pseudocell_label": label,
-                    "pseudocell_run_dir": str(self.root)}
+                    "pseudocell_run_dir": self.layout.root}
             if label == "parent":
-                name = self.root.name
+                name = self.layout.root.rstrip("/").rsplit("/", 1)[-1]
                 if self.journal.state.get("nest_under"):
                     tags["mlflow.parentRunId"] = self.journal.state["nest_under"]
             else:
@@ -421,11 +424,11 @@ def sync(run_dir: str | Path, tracking_uri: str | None = None,
     Returns ``(parent run id, events pushed)``. Raises :class:`RunDirectoryError` when
     the push fails (the journal is kept; run it again later).
     """
-    root = Path(run_dir).resolve()
-    if not (root / "tracking" / "events.jsonl").exists():
+    layout = RunLayout(fs.resolve_root(run_dir))
+    if not (Path(layout.local_dir) / "tracking" / "events.jsonl").exists():
         raise RunDirectoryError(f"{str(run_dir)!r} has no tracking journal "
                                 "(tracking/events.jsonl); is it a pseudocell run?")
-    tr = Tracker(RunLayout(str(root)), tracking_uri=tracking_uri, experiment=experiment)
+    tr = Tracker(layout, tracking_uri=tracking_uri, experiment=experiment)
     n = tr.pending()
     try:
         tr._push()

@@ -13,13 +13,36 @@ from typing import IO
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-__all__ = ["filesystem", "is_local", "exists", "open_uri", "read_bytes", "write_bytes",
-           "write_atomic", "makedirs", "remove", "list_files"]
+__all__ = ["filesystem", "is_local", "resolve_root", "exists", "open_uri", "read_bytes",
+           "write_bytes", "write_atomic", "makedirs", "remove", "list_files", "put_dir"]
+
+#: protocols whose listings cannot go stale behind our back (one process's memory or disk)
+_NO_LISTING_CACHE_NEEDED = {None, "file", "local", "memory"}
 
 
 def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """(filesystem, path inside it) of ``uri``."""
-    return fsspec.core.url_to_fs(uri)
+    """(filesystem, path inside it) of ``uri``.
+
+    Object stores are opened without a listings cache: stage outputs are written by
+    other processes (Ray actors), and a cached listing would hide them from the driver's
+    checksums.
+    """
+    protocol = fsspec.core.split_protocol(str(uri))[0]
+    if protocol in _NO_LISTING_CACHE_NEEDED:
+        return fsspec.core.url_to_fs(str(uri))
+    return fsspec.core.url_to_fs(str(uri), use_listings_cache=False)
+
+
+def resolve_root(uri) -> str:
+    """A run or store root as a canonical string: an absolute local path, or the URI
+    (``s3://bucket/prefix``) without a trailing slash."""
+    uri = str(uri)
+    if fsspec.core.split_protocol(uri)[0] in (None, "file", "local"):
+        from pathlib import Path
+
+        return str(Path(fsspec.core.strip_protocol(uri) if uri.startswith("file:") else uri)
+                   .expanduser().resolve())
+    return uri.rstrip("/")
 
 
 def is_local(uri: str) -> bool:
@@ -93,3 +116,9 @@ def list_files(uri: str) -> list[str]:
     root = path.rstrip("/") + "/"
     return sorted(p[len(root):] if p.startswith(root) else p
                   for p in fs.find(path, withdirs=False))
+
+
+def put_dir(local: str, uri: str) -> None:
+    """Upload the local folder ``local`` (recursively) to ``uri``."""
+    fs, path = filesystem(uri)
+    fs.put(local.rstrip("/") + "/", path.rstrip("/"), recursive=True)

@@ -1,9 +1,14 @@
 """Where everything of a run lives. All paths of the run directory are built here.
 
-Paths are strings (URIs); only local paths are supported by the store functions so far.
+Paths are strings: local paths or URIs (``s3://bucket/prefix/run``); every store helper
+reads and writes both. What must be a local file (the MLflow journal, the log file,
+files handed to MLflow and to image writers) lives in :attr:`RunLayout.local_dir`, which is
+the run directory itself when that is local.
 """
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass
 
 __all__ = ["SCHEMA_VERSION", "LOOP_STAGES", "FINAL_STAGES", "RunLayout", "join"]
@@ -32,6 +37,20 @@ class RunLayout:
     """
 
     root: str
+
+    @property
+    def is_local(self) -> bool:
+        return "://" not in self.root or self.root.startswith("file://")
+
+    @property
+    def local_dir(self) -> str:
+        """The run directory if local; else a local folder of this run in the cache
+        (``$PSEUDOCELL_CACHE`` or ``~/.cache/pseudocell``, ``runs/<name>-<hash>``)."""
+        if self.is_local:
+            return self.root
+        cache = os.environ.get("PSEUDOCELL_CACHE") or os.path.expanduser("~/.cache/pseudocell")
+        digest = hashlib.sha256(self.root.encode()).hexdigest()[:12]
+        return os.path.join(cache, "runs", f"{self.root.rstrip('/').rsplit('/', 1)[-1]}-{digest}")
 
     @property
     def config(self) -> str:
