@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml
 	# torch first and pinned; set TORCH_INDEX to PyTorch's CPU wheel index on machines
 	# where the default index would serve a multi-GB CUDA build
 	$(BIN)/python -m pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	# ray: the Ray executor and its tests (marker `ray`) are part of `make test`
-	$(BIN)/python -m pip install --quiet -e '.[test,ray,tracking]'
+	# ray, tracking (MLflow) and s3 (s3fs; moto for its tests) are part of `make test`
+	$(BIN)/python -m pip install --quiet -e '.[test,ray,tracking,s3]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -217,17 +217,18 @@ def print_round_table(metrics: dict) -> None:
 
 @app.command()
 def run(
-    images: Annotated[Path, typer.Option(help="Folder of 2-D grayscale or RGB PNG/TIFF images.")],
-    points: Annotated[Path, typer.Option(help="Annotated cell centres: napari points CSV or "
+    images: Annotated[str, typer.Option(help="Folder of 2-D grayscale or RGB PNG/TIFF images "
+                                             "(a path or e.g. s3://bucket/images).")],
+    points: Annotated[str, typer.Option(help="Annotated cell centres: napari points CSV or "
                                               "'image,y,x' CSV.")],
     out: Annotated[str, typer.Option(help="Run directory (created): a path or an object-store "
                                           "URI such as s3://bucket/runs/exp1.")],
-    config: Annotated[Path | None, typer.Option(help="TOML config file.")] = None,
-    gt: Annotated[Path | None, typer.Option(help="Optional full ground truth of the training "
+    config: Annotated[str | None, typer.Option(help="TOML config file.")] = None,
+    gt: Annotated[str | None, typer.Option(help="Optional full ground truth of the training "
                                                  "images (CSV), for evaluation only.")] = None,
-    eval_images: Annotated[Path | None, typer.Option(help="Optional held-out images (evaluation "
+    eval_images: Annotated[str | None, typer.Option(help="Optional held-out images (evaluation "
                                                           "only; never used for training).")] = None,
-    eval_gt: Annotated[Path | None, typer.Option(help="Ground truth of --eval-images (CSV).")] = None,
+    eval_gt: Annotated[str | None, typer.Option(help="Ground truth of --eval-images (CSV).")] = None,
     pattern: Annotated[str, typer.Option(help="Glob selecting images in --images.")] = "*",
     rounds: Annotated[int | None, typer.Option(help="Override config 'rounds'.")] = None,
     alpha: Annotated[float | None, typer.Option(help="Override config 'alpha'.")] = None,

@@ -60,8 +60,10 @@ def check_image(arr: np.ndarray, *, name: str) -> np.ndarray:
 
 def load_image_folder(folder: str | Path, *, pattern: str = "*", name: str = "images") -> ImageSet:
     """Read and check every image in ``folder`` (glob ``pattern``), sorted by file name."""
-    folder = Path(folder)
-    if not folder.is_dir():
+    from pseudocell.storage import fs
+
+    folder = str(folder) if "://" in str(folder) else Path(folder)
+    if not (folder.is_dir() if isinstance(folder, Path) else fs.exists(folder)):
         raise InvalidInputError(f"{name}: folder {str(folder)!r} does not exist; check the path "
                                 "and point it at the folder that holds the images")
     paths = list_images(folder, pattern)

@@ -68,11 +68,18 @@ def test_cli_runs_into_s3_and_tracks_locally(s3_bucket, small_crops, tiny_cfg, t
         save_png(tmp_path / "images" / f"{i}.png", im)
     write_points_file(tmp_path / "points.csv", hide_points(gt, 0.3, seed=0))
     (tmp_path / "cfg.toml").write_text(dump_toml(tiny_cfg.replace(rounds=0)))
+    # the inputs live in the bucket too
+    data = f"{s3_bucket}/data"
+    fs.put_dir(str(tmp_path / "images"), f"{data}/images")
+    fs.write_bytes(f"{data}/points.csv", (tmp_path / "points.csv").read_bytes())
+    fs.write_bytes(f"{data}/cfg.toml", (tmp_path / "cfg.toml").read_bytes())
     uri = f"{s3_bucket}/runs/cli"
-    res = CliRunner().invoke(app, ["run", "--images", str(tmp_path / "images"), "--points",
-                                   str(tmp_path / "points.csv"), "--config",
-                                   str(tmp_path / "cfg.toml"), "--out", uri])
+    res = CliRunner().invoke(app, ["run", "--images", f"{data}/images", "--points",
+                                   f"{data}/points.csv", "--config", f"{data}/cfg.toml",
+                                   "--out", uri])
     assert res.exit_code == 0, res.output
+    manifest = json.loads(fs.read_bytes(f"{uri}/inputs/_manifest.json"))
+    assert manifest["image_paths"] == [f"{data}/images/{i}.png" for i in images.ids]
     assert fs.exists(f"{uri}/final/detections.csv") and fs.exists(f"{uri}/config.toml")
     local = RunLayout(uri).local_dir
     assert local.startswith(str(tmp_path / "cache"))

@@ -124,7 +124,7 @@ def _tile(ids, images, pts_by_id, k):
 def load_dataset(spec: DatasetSpec) -> Dataset:
     """Read images, ground truth and split of ``spec`` (validated as user inputs)."""
     folder = Path(spec.images)
-    paths = list_images(folder, spec.pattern)
+    paths = [Path(p) for p in list_images(folder, spec.pattern)]
     if not paths:
         raise InvalidInputError(f"dataset {spec.name!r}: no image matches {spec.pattern!r} in "
                                 f"{str(folder)!r}")

@@ -5,7 +5,8 @@ Validation of what is read lives in :mod:`pseudocell.validation`; this module on
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+import io
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -19,26 +20,40 @@ IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 
 def image_id(path: str | Path) -> str:
     """The id of an image file: its name without the suffix (``001cells.png`` → ``001cells``)."""
-    return Path(path).stem if Path(path).suffix.lower() in IMAGE_SUFFIXES else Path(path).name
+    name = PurePosixPath(str(path)).name
+    return PurePosixPath(name).stem if PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES \
+        else name
 
 
-def list_images(folder: str | Path, pattern: str = "*") -> list[Path]:
-    """Image files in ``folder`` matching ``pattern`` (glob), sorted by name."""
-    folder = Path(folder)
-    return sorted(p for p in folder.glob(pattern)
-                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def list_images(folder: str | Path, pattern: str = "*") -> list[str]:
+    """Image files in ``folder`` (a path or a URI such as ``s3://bucket/images``)
+    matching ``pattern`` (glob), sorted by name."""
+    from pseudocell.storage import fs
+
+    if fs.is_local(str(folder)):
+        return [str(p) for p in sorted(p for p in Path(folder).glob(pattern)
+                                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)]
+    fsys, root = fs.filesystem(str(folder))
+    protocol = str(folder).split("://", 1)[0]
+    found = fsys.glob(root.rstrip("/") + "/" + pattern)
+    return sorted(f"{protocol}://{p}" for p in found
+                  if PurePosixPath(p).suffix.lower() in IMAGE_SUFFIXES and fsys.isfile(p))
 
 
 def read_raw(path: str | Path) -> np.ndarray:
-    """Pixel array as stored (no conversion). TIFF via tifffile, others via Pillow."""
-    path = Path(path)
-    if path.suffix.lower() in (".tif", ".tiff"):
+    """Pixel array as stored (no conversion). TIFF via tifffile, others via Pillow; local
+    paths or URIs."""
+    from pseudocell.storage import fs
+
+    with fs.open_uri(str(path), "rb") as f:
+        data = f.read()
+    if PurePosixPath(str(path)).suffix.lower() in (".tif", ".tiff"):
         import tifffile
 
-        return np.asarray(tifffile.imread(path))
+        return np.asarray(tifffile.imread(io.BytesIO(data)))
     from PIL import Image
 
-    with Image.open(path) as im:
+    with Image.open(io.BytesIO(data)) as im:
         return np.asarray(im)
 
 

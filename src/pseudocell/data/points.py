@@ -41,9 +41,10 @@ def read_points_csv(path: str | Path) -> tuple[str, list[str | int], np.ndarray]
     refs : list of image references (str for plain, int frame for napari3d, 0 for napari2d)
     yx : ndarray (n, 2), float64
     """
-    path = Path(path)
+    from pseudocell.storage import fs  # local paths or URIs (s3://...)
+
     try:
-        text = path.read_text(encoding="utf-8-sig")  # tolerate Excel's BOM
+        text = fs.read_bytes(str(path)).decode("utf-8-sig")  # tolerate Excel's BOM
     except FileNotFoundError:
         raise InvalidInputError(f"points file {str(path)!r} does not exist") from None
     except (OSError, UnicodeDecodeError) as e:
