@@ -66,8 +66,7 @@ def small_crops(brightfield_dir):
     return ImageSet(ids, imgs, [f"crop-{i}" for i in ids]), gt
 
 
-@pytest.fixture(scope="session")
-def tiny_cfg():
+def tiny_config():
     """A config that runs a whole round on the crops in a few seconds on one CPU thread."""
     from pseudocell.config import Config
 
@@ -75,6 +74,12 @@ def tiny_cfg():
                   detector_crop=64, peak_threshold=0.05, pu_epochs=3, pu_batch=128,
                   pu_feature_dim=16, alpha=0.1, beta=0.1, extra_radii=(8.0,), device="cpu",
                   num_threads=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg():
+    """:func:`tiny_config` (a whole round on the crops in seconds)."""
+    return tiny_config()
 
 
 def _descendants(pid: int) -> set[int]:

@@ -81,6 +81,12 @@ class StageActor:
     def pid(self) -> int:
         return os.getpid()
 
+    def node_id(self) -> str:
+        """Id of the Ray node this actor lives on (Ray imported only when asked)."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
 
 def _die(out_dir: str) -> None:
     fs.write_bytes(join(out_dir, "partial-garbage.bin"), b"\0" * 1024)

@@ -65,6 +65,10 @@ class RayOptions:
     warm_up : bool
         Start every actor at the first stage (their imports overlap with it) instead of
         at each kind's first use; off when a driver runs only a stage or two.
+    actor_resources : dict
+        Custom Ray resources per actor class, e.g. ``{"DetectorTrainer": {"gpu_node":
+        0.5}, "Predictor": {"cpu_node": 0.5}}``: the actors go only to nodes started
+        with those resources (``ray start --resources '{"gpu_node": 1}'``).
     """
 
     address: str | None = None
@@ -78,8 +82,14 @@ class RayOptions:
     max_attempts: int = 3
     warm_up: bool = True
     init_kwargs: dict = field(default_factory=dict)
+    actor_resources: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        kinds = {c.__name__ for c in ACTOR_OF_STAGE.values()}
+        bad = sorted(set(self.actor_resources) - kinds)
+        if bad:
+            raise InvalidInputError(f"actor_resources: {bad} are not actor classes; use "
+                                    f"{sorted(kinds)}")
         if self.train not in TRAIN_MODES:
             raise InvalidInputError(f"train={self.train!r} is not one of {TRAIN_MODES}")
         for name in ("shards_per_actor", "train_workers", "max_attempts"):
@@ -132,6 +142,10 @@ class RayExecutor:
     def _threads(self) -> int:
         return max(1, min(os.cpu_count() or 1, self._cpus))
 
+    def _resources(self, cls: type) -> dict:
+        res = self.options.actor_resources.get(cls.__name__)
+        return {"resources": dict(res)} if res else {}
+
     def _singleton(self, cls: type[StageActor]) -> Any:
         """Coordinating actors reserve no CPU (design.md: they must not starve Ray
         Train's workers); they use the node's cores through torch threads."""
@@ -141,7 +155,7 @@ class RayExecutor:
             gpu = self.use_gpu and cls.USES_GPU
             # a second concurrent call lets the driver poll progress() during a stage
             opts = {"num_cpus": 0, "num_gpus": 1 if gpu else 0, "max_restarts": 2,
-                    "max_concurrency": 2}
+                    "max_concurrency": 2, **self._resources(cls)}
             self._singletons[cls] = ray.remote(cls).options(**opts).remote(
                 threads=self._threads(), device="cuda" if gpu else None)
         return self._singletons[cls]
@@ -156,6 +170,7 @@ class RayExecutor:
             n = self.options.pool_size or (self._gpus if self.use_gpu
                                            else max(1, self._cpus // threads))
             opts = ({"num_cpus": 0, "num_gpus": 1} if self.use_gpu else {"num_cpus": threads})
+            opts.update(self._resources(Predictor))
             self._pool = [ray.remote(Predictor).options(max_restarts=2, **opts).remote(
                 threads=threads, device="cuda" if self.use_gpu else None)
                 for _ in range(max(1, n))]
