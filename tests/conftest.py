@@ -198,3 +198,14 @@ def s3_bucket():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def crop_inputs(small_crops, with_eval: bool = True):
+    """RunInputs of the crops: 30 % of the points kept (seed 0), full ground truth, and
+    the same crops as held-out images (``with_eval``)."""
+    from pseudocell.orchestrator.demo import hide_points
+    from pseudocell.orchestrator.run import RunInputs
+
+    images, gt = small_crops
+    return RunInputs(images, hide_points(gt, 0.3, seed=0), gt,
+                     images if with_eval else None, gt if with_eval else None)

@@ -7,27 +7,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import FailOnce
+from conftest import FailOnce, crop_inputs
 from conftest import output_digests as _output_digests
 from pseudocell.errors import StageError
-from pseudocell.orchestrator.demo import hide_points
 from pseudocell.orchestrator.executors import LocalExecutor
-from pseudocell.orchestrator.run import RunInputs, prepare_run, resume, run_loop
+from pseudocell.orchestrator.run import prepare_run, resume, run_loop
 from pseudocell.storage import tables
 from pseudocell.storage.manifest import read_manifest
-
-
-def _inputs(small_crops, with_eval=True):
-    images, gt = small_crops
-    points = hide_points(gt, 0.3, seed=0)
-    return RunInputs(images, points, gt, images if with_eval else None, gt if with_eval else None)
 
 
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory, small_crops, tiny_cfg):
     cfg = tiny_cfg
     run_dir = tmp_path_factory.mktemp("ref") / "run"
-    layout = prepare_run(run_dir, cfg, _inputs(small_crops))
+    layout = prepare_run(run_dir, cfg, crop_inputs(small_crops))
     metrics = run_loop(layout, cfg, LocalExecutor())
     return cfg, layout, metrics
 
@@ -65,7 +58,7 @@ def test_one_round_writes_every_store_and_final_outputs(reference_run, small_cro
     # labels grow by exactly the selections and keep the annotated points
     labels = tables.read_table(layout.stage_dir(0, "update_labels") + "/points.parquet")
     kinds = labels["kind"].astype(str)
-    assert (kinds == "annotated").sum() == len(_inputs(small_crops).points["y"])
+    assert (kinds == "annotated").sum() == len(crop_inputs(small_crops).points["y"])
     assert (kinds == "pseudo_pos").sum() == sel["n_pseudo_pos"]
     assert (kinds == "pseudo_neg").sum() == sel["n_pseudo_neg"]
     assert json.loads((root / "metrics.json").read_text())["rounds"] == metrics["rounds"]
@@ -74,7 +67,7 @@ def test_one_round_writes_every_store_and_final_outputs(reference_run, small_cro
 def test_resume_after_interrupted_stage_gives_identical_outputs(reference_run, small_crops,
                                                                 tmp_path):
     cfg, ref_layout, ref_metrics = reference_run
-    layout = prepare_run(tmp_path / "run", cfg, _inputs(small_crops))
+    layout = prepare_run(tmp_path / "run", cfg, crop_inputs(small_crops))
     with pytest.raises(StageError, match="train_pu"):
         run_loop(layout, cfg, FailOnce((0, "train_pu")))
     # the crashed stage left outputs but no manifest: it is unfinished
@@ -90,7 +83,7 @@ def test_resume_after_interrupted_stage_gives_identical_outputs(reference_run, s
 
 def test_corrupted_store_is_detected_and_its_stage_reruns(reference_run, small_crops, tmp_path):
     cfg, ref_layout, _ = reference_run
-    layout = prepare_run(tmp_path / "run", cfg, _inputs(small_crops))
+    layout = prepare_run(tmp_path / "run", cfg, crop_inputs(small_crops))
     run_loop(layout, cfg, LocalExecutor())
     chunk = sorted(p for p in Path(layout.stage_dir(0, "train_pu"), "features.zarr").rglob("*")
                    if p.is_file() and p.name != "zarr.json")[0]

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import _descendants, kill_pids, output_digests as _digests
-from pseudocell.orchestrator.demo import hide_points
+from conftest import _descendants, crop_inputs, kill_pids
+from conftest import output_digests as _digests
 from pseudocell.orchestrator.executors import LocalExecutor
-from pseudocell.orchestrator.run import RunInputs, prepare_run, resume, run_loop
+from pseudocell.orchestrator.run import prepare_run, resume, run_loop
 from pseudocell.storage.layout import LOOP_STAGES
 from pseudocell.storage.manifest import read_manifest
 
@@ -21,14 +21,10 @@ pytestmark = pytest.mark.ray
 ray = pytest.importorskip("ray")
 
 
-def _inputs(small_crops):
-    images, gt = small_crops
-    return RunInputs(images, hide_points(gt, 0.3, seed=0), gt, images, gt)
-
-
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory, small_crops, tiny_cfg):
-    layout = prepare_run(tmp_path_factory.mktemp("local") / "run", tiny_cfg, _inputs(small_crops))
+    layout = prepare_run(tmp_path_factory.mktemp("local") / "run", tiny_cfg,
+                         crop_inputs(small_crops))
     run_loop(layout, tiny_cfg, LocalExecutor())
     return layout
 
@@ -50,7 +46,8 @@ RAY_EVENTS: list = []
 def ray_run(tmp_path_factory, small_crops, tiny_cfg, ray_address):
     from pseudocell.orchestrator.ray_executor import RayExecutor, RayOptions
 
-    layout = prepare_run(tmp_path_factory.mktemp("ray") / "run", tiny_cfg, _inputs(small_crops))
+    layout = prepare_run(tmp_path_factory.mktemp("ray") / "run", tiny_cfg,
+                         crop_inputs(small_crops))
     with RayExecutor(RayOptions(address=ray_address, train="actor", pool_size=2,
                                 shards_per_actor=2)) as ex:
         run_loop(layout, tiny_cfg, ex, progress=RAY_EVENTS.append)
@@ -94,7 +91,7 @@ def test_ray_train_detector_equals_in_process_training(local_run, tiny_cfg, ray_
 def test_killed_actor_stage_reruns_and_run_finishes_with_same_outputs(
         stage, local_run, small_crops, tiny_cfg, executor, tmp_path, monkeypatch):
     monkeypatch.setenv("PSEUDOCELL_FAULT", f"kill_actor:0/{stage}")
-    layout = prepare_run(tmp_path / "run", tiny_cfg, _inputs(small_crops))
+    layout = prepare_run(tmp_path / "run", tiny_cfg, crop_inputs(small_crops))
     run_loop(layout, tiny_cfg, executor)
     assert _digests(layout, tiny_cfg) == _digests(local_run, tiny_cfg)
     # the dead actor's stray file was discarded with the rest of its partial outputs
@@ -105,7 +102,7 @@ def test_driver_sigkill_in_every_stage_of_round_0_then_resume(local_run, small_c
                                                              ray_address, tmp_path):
     """Each driver attaches to the session's cluster and SIGKILLs itself inside the next
     stage of round 0; a last `pseudocell resume --executor ray` finishes the run."""
-    layout = prepare_run(tmp_path / "run", tiny_cfg, _inputs(small_crops))
+    layout = prepare_run(tmp_path / "run", tiny_cfg, crop_inputs(small_crops))
     cmd = [sys.executable, "-m", "pseudocell", "--quiet", "resume", layout.root,
            "--executor", "ray", "--address", ray_address, "--pool-size", "1",
            "--train", "actor", "--no-warm-up"]

@@ -9,21 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import FailOnce
+from conftest import FailOnce, crop_inputs
 from pseudocell.errors import StageError
-from pseudocell.orchestrator.demo import hide_points
 from pseudocell.orchestrator.executors import LocalExecutor
-from pseudocell.orchestrator.run import RunInputs, prepare_run, resume, run_loop
+from pseudocell.orchestrator.run import prepare_run, resume, run_loop
 from pseudocell.orchestrator.tracking import (Tracker, default_tracking_uri, metric_name,
                                               stage_metrics, sync)
 
 mlflow = pytest.importorskip("mlflow")
 from mlflow.tracking import MlflowClient  # noqa: E402
-
-
-def _inputs(small_crops):
-    images, gt = small_crops
-    return RunInputs(images, hide_points(gt, 0.3, seed=0), gt, images, gt)
 
 
 def _runs(client: MlflowClient, tracker: Tracker):
@@ -45,7 +39,7 @@ def _artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> se
 @pytest.fixture(scope="module")
 def tracked(tmp_path_factory, small_crops, tiny_cfg):
     layout = prepare_run(tmp_path_factory.mktemp("tracked") / "run", tiny_cfg,
-                         _inputs(small_crops))
+                         crop_inputs(small_crops))
     tracker = Tracker(layout)
     events = []
     metrics = run_loop(layout, tiny_cfg, LocalExecutor(), tracker=tracker,
@@ -125,7 +119,7 @@ def test_training_stages_report_progress(tracked, tiny_cfg):
 
 
 def test_resume_keeps_one_parent_and_no_duplicate_steps(tmp_path, small_crops, tiny_cfg):
-    layout = prepare_run(tmp_path / "run", tiny_cfg, _inputs(small_crops))
+    layout = prepare_run(tmp_path / "run", tiny_cfg, crop_inputs(small_crops))
     with pytest.raises(StageError):
         run_loop(layout, tiny_cfg, FailOnce((0, "train_pu")), tracker=Tracker(layout))
     tracker = Tracker(layout)
@@ -159,7 +153,7 @@ def test_resume_keeps_one_parent_and_no_duplicate_steps(tmp_path, small_crops, t
 
 def test_unreachable_server_warns_once_and_sync_pushes_later(tmp_path, small_crops, tiny_cfg,
                                                              caplog):
-    layout = prepare_run(tmp_path / "run", tiny_cfg, _inputs(small_crops))
+    layout = prepare_run(tmp_path / "run", tiny_cfg, crop_inputs(small_crops))
     tracker = Tracker(layout, tracking_uri="http://127.0.0.1:9", experiment="offline-test")
     with caplog.at_level(logging.WARNING, logger="pseudocell"):
         metrics = run_loop(layout, tiny_cfg, LocalExecutor(), tracker=tracker)

@@ -6,23 +6,19 @@ import json
 
 import pytest
 
-from conftest import FailOnce, output_digests, save_png, write_points_file
+from conftest import FailOnce, crop_inputs, output_digests, save_png, write_points_file
 from pseudocell.errors import StageError
 from pseudocell.orchestrator.demo import hide_points
 from pseudocell.orchestrator.executors import LocalExecutor
-from pseudocell.orchestrator.run import RunInputs, prepare_run, resume, run_loop
+from pseudocell.orchestrator.run import prepare_run, resume, run_loop
 from pseudocell.storage import fs
 from pseudocell.storage.manifest import read_manifest
 
 
-def _inputs(small_crops):
-    images, gt = small_crops
-    return RunInputs(images, hide_points(gt, 0.3, seed=0), gt, images, gt)
-
-
 @pytest.fixture(scope="module")
 def local_reference(tmp_path_factory, small_crops, tiny_cfg):
-    layout = prepare_run(tmp_path_factory.mktemp("local") / "run", tiny_cfg, _inputs(small_crops))
+    layout = prepare_run(tmp_path_factory.mktemp("local") / "run", tiny_cfg,
+                         crop_inputs(small_crops))
     return layout, run_loop(layout, tiny_cfg, LocalExecutor())
 
 
@@ -31,7 +27,7 @@ def test_s3_run_resumes_and_equals_the_local_run(local_reference, s3_bucket, sma
     monkeypatch.setenv("PSEUDOCELL_CACHE", str(tmp_path / "cache"))
     local, local_metrics = local_reference
     uri = f"{s3_bucket}/runs/exp1"
-    layout = prepare_run(uri, tiny_cfg, _inputs(small_crops))
+    layout = prepare_run(uri, tiny_cfg, crop_inputs(small_crops))
     assert layout.root == uri and not layout.is_local
     with pytest.raises(StageError, match="simulated crash"):
         run_loop(layout, tiny_cfg, FailOnce((0, "train_pu")))
