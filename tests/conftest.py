@@ -12,6 +12,10 @@ SHARED = Path(os.environ.get("PSEUDOCELL_DATA_DIR",
                             Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 BRIGHTFIELD = SHARED / "dwaithe-brightfield-cells"
 
+# no phoning home from the test run (CI has no network beyond the package registries)
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
 
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``gpu`` skip (never fail) where CUDA is absent."""
