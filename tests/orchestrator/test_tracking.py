@@ -205,3 +205,19 @@ def test_metric_names_and_stage_series():
                                         "pu_skipped": False}, 2.0)
     assert got == [("time/train_pu", 2.0, 0), ("pu/risk", 0.3, 1), ("pu/risk", 0.2, 2),
                    ("train_pu/pu_prior", 0.4, 0), ("train_pu/pu_skipped", 0.0, 0)]
+
+
+@pytest.mark.parametrize("error, status", [(RuntimeError("boom"), "FAILED"),
+                                           (KeyboardInterrupt(), "KILLED"),
+                                           (SystemExit(0), "KILLED")])  # Tune stopping a trial
+def test_failure_status_names_the_cause(tmp_path, error, status):
+    from pseudocell.storage.layout import RunLayout
+
+    root = tmp_path / "run"
+    root.mkdir()
+    tr = Tracker(RunLayout(str(root)))
+    tr.fail(error, rnd=0)
+    client = MlflowClient(tr.uri)
+    run = client.get_run(tr.run_id)
+    assert (tr.last_status(), run.info.status) == (status, status)
+    assert run.data.tags["pseudocell_error"].startswith(type(error).__name__)

@@ -261,8 +261,9 @@ class Tracker:
 
     def fail(self, error: BaseException, rnd: int | None = None) -> None:
         """Mark the parent run (and round ``rnd``'s run) FAILED with the error, or
-        KILLED for an interrupt. A later resume sets them RUNNING again."""
-        status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+        KILLED for an interrupt: Ctrl-C, or the ``SystemExit`` with which Ray Tune stops
+        a trial its scheduler dropped. A later resume sets them RUNNING again."""
+        status = "KILLED" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "FAILED"
         message = f"{type(error).__name__}: {error}"[:5000]
         rounds = [f"round/{rnd}"] if rnd is not None and not self.light else []
         for run in ["parent"] + rounds:
