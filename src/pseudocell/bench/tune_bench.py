@@ -19,8 +19,10 @@ __all__ = ["main", "run_benchmark"]
 logger = logging.getLogger(__name__)
 
 
-def run_benchmark(out: Path, *, samples: int, space: str, quick: bool) -> dict:
-    """Run the sweep, then the default and the tuned config on train → test."""
+def run_benchmark(out: Path, *, samples: int, space: str, quick: bool,
+                  reuse_sweep: bool = False) -> dict:
+    """Run the sweep (or, with ``reuse_sweep``, read a finished one from ``out/sweep``),
+    then the default and the tuned config on train → test."""
     from pseudocell.data.fetch import locate_brightfield
     from pseudocell.orchestrator.demo import DEMO_CONFIG, hide_points, load_brightfield
     from pseudocell.orchestrator.executors import LocalExecutor
@@ -39,12 +41,22 @@ def run_benchmark(out: Path, *, samples: int, space: str, quick: bool) -> dict:
     points = hide_points(tr_gt, 0.1, seed=base.seed)
     options = SweepOptions(space=resolve(space), num_samples=samples, trial_cpus=2,
                            max_concurrent=1)
-    sweep = prepare_sweep(out / "sweep", base, RunInputs(tr_img, points, None, va_img, va_gt),
-                          options, test_images=te_img, force=True)
-    t0 = time.perf_counter()
-    result = run_sweep(sweep)
-    tune_s = time.perf_counter() - t0
+    if reuse_sweep:
+        sweep = out / "sweep"
+        result = json.loads((sweep / "sweep_result.json").read_text())
+        tune_s = result["seconds"]
+    else:
+        sweep = prepare_sweep(out / "sweep", base,
+                              RunInputs(tr_img, points, None, va_img, va_gt), options,
+                              test_images=te_img, force=True)
+        t0 = time.perf_counter()
+        result = run_sweep(sweep)
+        tune_s = time.perf_counter() - t0
     tuned = load_config(sweep / "best.toml").replace(num_threads=2)
+    # the default config as one more "trial": its validation F1, to compare with the best
+    layout = prepare_run(out / "default_on_validation", base,
+                         RunInputs(tr_img, points, None, va_img, va_gt), force=True)
+    default_val = run_loop(layout, base, LocalExecutor())["rounds"][-1]["heldout@15/f1"]
     finals = {}
     for name, cfg in (("default", base), ("tuned", tuned)):
         t0 = time.perf_counter()
@@ -63,6 +75,7 @@ def run_benchmark(out: Path, *, samples: int, space: str, quick: bool) -> dict:
             "space": options.space, "samples": samples,
             "trials": result["trials"], "best_trial": result["best"],
             "best_validation_f1": result["best"][OBJECTIVE] if result["best"] else None,
+            "default_validation_f1": default_val,
             "tune_seconds": tune_s, "final": finals, "base_config": base.to_dict(),
             "quick": quick}
 
@@ -71,8 +84,9 @@ def table(res: dict) -> str:
     n = len(res["trials"])
     stopped = sum(r["status"] == "stopped early" for r in res["trials"])
     lines = [f"sweep: {n} trials ({stopped} stopped early by ASHA) in "
-             f"{res['tune_seconds'] / 60:.1f} min; best validation F1 "
-             f"{res['best_validation_f1']:.3f}", "",
+             f"{res['tune_seconds'] / 60:.1f} min; validation F1: best trial "
+             f"{res['best_validation_f1']:.3f}, default config "
+             f"{res['default_validation_f1']:.3f}", "",
              "| config | " + " | ".join(res["space"]) + " | test P | test R | test F1 | run min |",
              "|---|" + "---:|" * (len(res["space"]) + 4)]
     for name, f in res["final"].items():
@@ -89,9 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--space", default="default")
     ap.add_argument("--quick", action="store_true", help="10/5/5 images, 1 round, small "
                                                          "budgets (minutes)")
+    ap.add_argument("--reuse-sweep", action="store_true", help="evaluate the finished sweep "
+                                                               "in OUT/sweep again")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    res = run_benchmark(args.out, samples=args.samples, space=args.space, quick=args.quick)
+    res = run_benchmark(args.out, samples=args.samples, space=args.space, quick=args.quick,
+                        reuse_sweep=args.reuse_sweep)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "tune_bench.json").write_text(json.dumps(res, indent=1, default=str))
     print(table(res))

@@ -168,8 +168,6 @@ def _trial(params: dict, *, sweep_dir: str, parent_run_id: str | None) -> None:
     cfg = trial_config(base, params, options.trial_cpus)
     trial_id = tune.get_context().get_trial_id()
     layout = prepare_run_from(root / "trials" / trial_id, cfg, RunLayout(str(root)))
-    tracker = Tracker(layout, tracking_uri=_tracking_uri(root, options),
-                      experiment=_experiment(options), nest_under=parent_run_id, light=True)
     ckpt = tune.get_checkpoint()
     reported = -1
     if ckpt is not None:
@@ -177,19 +175,30 @@ def _trial(params: dict, *, sweep_dir: str, parent_run_id: str | None) -> None:
             reported = json.loads((Path(d) / "round.json").read_text())["round"]
     key = f"heldout@{cfg.radius:g}"
 
-    def on_event(e) -> None:
-        nonlocal reported
-        if e.stage != "evaluate" or e.status not in ("done", "skipped") or e.round <= reported:
-            return
-        m = e.metrics[key]
-        with tempfile.TemporaryDirectory() as d:
-            (Path(d) / "round.json").write_text(json.dumps({"round": e.round}))
-            reported = e.round
-            tune.report({OBJECTIVE: m["f1"], "val_precision": m["precision"],
-                         "val_recall": m["recall"], "round": e.round},
-                        checkpoint=tune.Checkpoint.from_directory(d))
+    class TuneTracker(Tracker):
+        """Reports each round to Tune right after journalling it, so a trial the
+        scheduler stops has its last reported round in MLflow too."""
 
-    run_loop(layout, cfg, LocalExecutor(), progress=on_event, tracker=tracker)
+        def round_recorded(self, rnd: int) -> bool:  # journalled *and* reported
+            return super().round_recorded(rnd) and rnd <= reported
+
+        def round_done(self, rnd: int, row: dict, artifacts: list) -> None:
+            nonlocal reported
+            super().round_done(rnd, row, artifacts)
+            if rnd <= reported:
+                return
+            with tempfile.TemporaryDirectory() as d:
+                (Path(d) / "round.json").write_text(json.dumps({"round": rnd}))
+                reported = rnd
+                tune.report({OBJECTIVE: row[f"{key}/f1"],
+                             "val_precision": row[f"{key}/precision"],
+                             "val_recall": row[f"{key}/recall"], "round": rnd},
+                            checkpoint=tune.Checkpoint.from_directory(d))
+
+    tracker = TuneTracker(layout, tracking_uri=_tracking_uri(root, options),
+                          experiment=_experiment(options), nest_under=parent_run_id,
+                          light=True)
+    run_loop(layout, cfg, LocalExecutor(), tracker=tracker)
 
 
 def _tracking_uri(root: Path, options: SweepOptions) -> str:
@@ -343,4 +352,6 @@ def _write_results(root: Path, base: Config, options: SweepOptions, rows: list[d
             f"# validation F1 {best[OBJECTIVE]:.4f} at {cfg.radius:g} px\n" + dump_toml(cfg))
     logger.info("sweep: %d trials in %.1f min; best %s", len(rows), seconds / 60,
                 best and f"{best['trial_id']} {OBJECTIVE}={best[OBJECTIVE]:.4f}")
-    return {"best": best, "trials": rows, "seconds": seconds}
+    result = {"best": best, "trials": rows, "seconds": seconds}
+    (root / "sweep_result.json").write_text(json.dumps(result, indent=1))
+    return result
