@@ -53,6 +53,20 @@ def _tune_args(files, out, cfg_file, samples=2):
             str(samples), "--out", str(out)]
 
 
+def test_the_base_config_is_the_first_trial_when_the_space_holds_it():
+    from pseudocell.config import Config
+    from pseudocell.orchestrator.sweep import base_point
+    from pseudocell.tune_spaces import describe
+
+    base = Config()
+    assert base_point(base, describe("default")) == {"alpha": 0.05, "beta": 0.05, "p": 4.0,
+                                                     "lam": 0.1}
+    assert base_point(base, describe("wide"))["rounds"] == 2
+    assert base_point(base.replace(alpha=0.5), describe("default")) is None  # outside
+    assert base_point(base, SPACE) == {"alpha": 0.05, "p": 4.0}
+    assert base_point(base.replace(alpha=0.1), SPACE) is None  # not one of the choices
+
+
 def test_overlapping_validation_and_test_images_are_refused(tmp_path, small_crops, tiny_cfg):
     files = _write(tmp_path, small_crops)
     (tmp_path / "cfg.toml").write_text(dump_toml(tiny_cfg))

@@ -37,7 +37,8 @@ from pseudocell.storage.layout import RunLayout
 from pseudocell.tune_spaces import check_space
 from pseudocell.validation import ImageSet, check_disjoint_images
 
-__all__ = ["SweepOptions", "prepare_sweep", "run_sweep", "OBJECTIVE", "trial_table"]
+__all__ = ["SweepOptions", "prepare_sweep", "run_sweep", "OBJECTIVE", "trial_table",
+           "base_point"]
 
 logger = logging.getLogger(__name__)
 
@@ -266,9 +267,11 @@ def run_sweep(sweep_dir: str | Path, *, resume: bool = False, address: str | Non
                 tune_config=tune.TuneConfig(
                     metric=OBJECTIVE, mode="max", scheduler=scheduler,
                     num_samples=options.num_samples,
-                    search_alg=BasicVariantGenerator(random_state=options.search_seed,
-                                                     max_concurrent=options.max_concurrent
-                                                     or 0)),
+                    search_alg=BasicVariantGenerator(
+                        random_state=options.search_seed,
+                        max_concurrent=options.max_concurrent or 0,
+                        points_to_evaluate=[p for p in [base_point(base, options.space)]
+                                            if p is not None])),
                 run_config=tune.RunConfig(
                     name="tune", storage_path=str(root), verbose=0,
                     failure_config=tune.FailureConfig(max_failures=1)))
@@ -287,6 +290,22 @@ def run_sweep(sweep_dir: str | Path, *, resume: bool = False, address: str | Non
     tracker.finish([(str(root / "trials.csv"), "")] +
                    ([(str(root / "best.toml"), "")] if (root / "best.toml").exists() else []))
     return result
+
+
+def base_point(base: Config, space: dict) -> dict | None:
+    """The base config's values of the searched parameters, when the space contains
+    them: the sweep evaluates it first, so its best is never worse on the validation
+    images than the config it started from."""
+    point = {}
+    for key, spec in space.items():
+        v = getattr(base, key)
+        inside = (v in spec["values"] if spec["type"] == "choice" else
+                  spec["low"] <= v < spec["high"] if spec["type"] == "randint" else
+                  spec["low"] <= v <= spec["high"])
+        if not inside:
+            return None
+        point[key] = v
+    return point
 
 
 def _max_rounds(base: Config, space: dict) -> int:
