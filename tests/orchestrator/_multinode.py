@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -62,6 +63,14 @@ def main(run_dir: str) -> None:
                     victim = where(ex._pool[0])
                     out["removed"] = victim
                     cluster.remove_node(nodes[victim], allow_graceful=False)
+                    # continue only once Ray knows: its remaining shards (or the next
+                    # stage's calls) then hit a dead actor, never a dying one
+                    dead = nodes[victim].node_id
+                    deadline = time.monotonic() + 60
+                    while any(n["NodeID"] == dead and n["Alive"] for n in ray.nodes()):
+                        if time.monotonic() > deadline:
+                            raise TimeoutError(f"node {victim} still alive after removal")
+                        time.sleep(0.2)
                 if e.status == "done" and e.stage in ("train_detector", "train_pu"):
                     cls = DetectorTrainer if e.stage == "train_detector" else PUFeatureLearner
                     out["placement"].setdefault(cls.__name__, set()).add(

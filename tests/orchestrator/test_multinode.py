@@ -38,7 +38,9 @@ def test_actors_follow_resources_and_a_lost_node_reruns_its_stage(small_crops, t
     assert out["placement"]["PUFeatureLearner"] == ["gpu"]
     assert out["removed"] in ("cpu-a", "cpu-b")
     survivor = {"cpu-a": "cpu-b", "cpu-b": "cpu-a"}[out["removed"]]
-    assert out["placement"]["Predictor"] == [survivor, survivor]  # re-created there
+    # the lost predictor lives again on the surviving node (re-created by the stage's
+    # retry, or restarted by Ray when the loss came between two of its calls)
+    assert out["placement"]["Predictor"] == [survivor, survivor]
     starts = [tuple(e) for e in out["events"] if e[2] == "start"]
     assert starts.count((0, "predict", "start")) == 1  # one stage, retried inside it
     assert out["digests"] == output_digests(local, tiny_cfg)  # nothing lost or changed
