@@ -127,7 +127,6 @@ def prepare_run(run_dir: str | Path, cfg: Config, inputs: RunInputs, *, force: b
     if action == "overwrite":
         logger.warning("deleting run directory %s (--force)", run_dir)
         fs.remove(run_dir)
-    fs.makedirs(layout.inputs)
     fs.write_bytes(layout.config, dump_toml(cfg).encode())
     write_inputs(layout, inputs, fingerprint)  # the manifest last: it marks them complete
     return layout
@@ -188,7 +187,9 @@ def prepare_run_from(run_dir: str | Path, cfg: Config, source: RunLayout) -> Run
         except OSError:
             shutil.copy2(a, b)
 
-    shutil.copytree(source.inputs, layout.inputs, copy_function=link)
+    # the stores only: this run's manifest (its own URIs) is written after them
+    shutil.copytree(source.inputs, layout.inputs, copy_function=link,
+                    ignore=shutil.ignore_patterns("_manifest.json"))
     manifest = dict(src)
     manifest["outputs"] = {k: {**v, "uri": v["uri"].replace(source.root, layout.root, 1)}
                            for k, v in src["outputs"].items()}
