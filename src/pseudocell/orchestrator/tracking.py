@@ -292,11 +292,6 @@ class Tracker:
         self.journal.append({"key": None, "run": "parent", "type": "status", "status": status})
         self.push()
 
-    def artifacts(self, key: str, files: list[tuple[str, str]]) -> None:
-        """Journal artefacts of the parent run once."""
-        self._artifacts(key, "parent", files)
-        self.push()
-
     def _artifacts(self, key: str, run: str, files: list[tuple[str, str]]) -> None:
         rel = [[os.path.relpath(p, self.root), d] for p, d in files]
         self.journal.append({"key": key, "run": run, "type": "artifacts", "files": rel})
