@@ -138,6 +138,45 @@ def test_two_trial_sweep_writes_a_best_config_that_run_accepts(tmp_path, small_c
 
 
 @pytest.mark.ray
+def test_a_trial_stopped_at_its_last_report_has_finished(tmp_path, small_crops, tiny_cfg,
+                                                          ray_address, monkeypatch):
+    """ASHA may stop a trial at a rung that falls on the last round (with 2 rounds
+    reported, rung 2). That trial has done all its work: it must count as finished, with
+    its final/ written and its MLflow run FINISHED, not KILLED mid-way."""
+    import ray.tune.schedulers as schedulers
+    from mlflow.tracking import MlflowClient
+
+    from pseudocell.orchestrator.run import RunInputs
+    from pseudocell.validation import load_image_folder, load_points
+
+    class StopAtLastRound(schedulers.FIFOScheduler):
+        def on_trial_result(self, tune_controller, trial, result):
+            return self.STOP if result["round"] >= tiny_cfg.rounds else self.CONTINUE
+
+    monkeypatch.setattr(schedulers, "ASHAScheduler", lambda **kw: StopAtLastRound())
+    files = _write(tmp_path, small_crops)
+    imgs, vimgs = load_image_folder(files["train"]), load_image_folder(files["val"])
+    inputs = RunInputs(imgs, load_points(files["points"], imgs), None, vimgs,
+                       load_points(files["val_gt"], vimgs))
+    options = SweepOptions(space=SPACE, num_samples=1, trial_cpus=1)
+    sweep = prepare_sweep(tmp_path / "sweep", tiny_cfg, inputs, options)
+    result = run_sweep(sweep, address=ray_address)
+
+    (row,) = result["trials"]
+    assert row["status"] == "finished" and row["rounds_reported"] == tiny_cfg.rounds + 1
+    metrics = json.loads((sweep / "trials" / row["trial_id"] / "final" / "metrics.json")
+                         .read_text())
+    assert row[OBJECTIVE] == pytest.approx(metrics["rounds"][-1]["heldout@15/f1"])
+    client = MlflowClient(f"sqlite:///{sweep / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("pseudocell-tune")
+    (child,) = [r for r in client.search_runs([exp.experiment_id])
+                if "mlflow.parentRunId" in r.data.tags]
+    assert child.info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(child.info.run_id, "heldout_15px/f1")]
+    assert steps == list(range(tiny_cfg.rounds + 1))
+
+
+@pytest.mark.ray
 def test_sweep_killed_after_its_first_trial_resumes_without_rerunning_it(
         tmp_path, small_crops, tiny_cfg, ray_address):
     files = _write(tmp_path, small_crops)

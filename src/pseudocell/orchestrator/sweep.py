@@ -176,30 +176,41 @@ def _trial(params: dict, *, sweep_dir: str, parent_run_id: str | None) -> None:
             reported = json.loads((Path(d) / "round.json").read_text())["round"]
     key = f"heldout@{cfg.radius:g}"
 
+    last_row: dict = {}
+
+    def report(rnd: int, row: dict) -> None:
+        nonlocal reported
+        with tempfile.TemporaryDirectory() as d:
+            (Path(d) / "round.json").write_text(json.dumps({"round": rnd}))
+            reported = rnd
+            tune.report({OBJECTIVE: row[f"{key}/f1"],
+                         "val_precision": row[f"{key}/precision"],
+                         "val_recall": row[f"{key}/recall"], "round": rnd},
+                        checkpoint=tune.Checkpoint.from_directory(d))
+
     class TuneTracker(Tracker):
         """Reports each round to Tune right after journalling it, so a trial the
-        scheduler stops has its last reported round in MLflow too."""
+        scheduler stops has its last reported round in MLflow too. The last round is
+        reported only after ``final/`` is written and the MLflow run ended: the
+        scheduler may stop a trial at any report (ASHA does at a rung on the last
+        round), and a trial that reported every round must be a finished one."""
 
         def round_recorded(self, rnd: int) -> bool:  # journalled *and* reported
             return super().round_recorded(rnd) and rnd <= reported
 
         def round_done(self, rnd: int, row: dict, artifacts: list) -> None:
-            nonlocal reported
             super().round_done(rnd, row, artifacts)
-            if rnd <= reported:
-                return
-            with tempfile.TemporaryDirectory() as d:
-                (Path(d) / "round.json").write_text(json.dumps({"round": rnd}))
-                reported = rnd
-                tune.report({OBJECTIVE: row[f"{key}/f1"],
-                             "val_precision": row[f"{key}/precision"],
-                             "val_recall": row[f"{key}/recall"], "round": rnd},
-                            checkpoint=tune.Checkpoint.from_directory(d))
+            if rnd == cfg.rounds:
+                last_row["row"] = row
+            elif rnd > reported:
+                report(rnd, row)
 
     tracker = TuneTracker(layout, tracking_uri=_tracking_uri(root, options),
                           experiment=_experiment(options), nest_under=parent_run_id,
                           light=True)
     run_loop(layout, cfg, LocalExecutor(), tracker=tracker)
+    if "row" in last_row and cfg.rounds > reported:
+        report(cfg.rounds, last_row["row"])
 
 
 def _tracking_uri(root: Path, options: SweepOptions) -> str:
@@ -326,6 +337,7 @@ def trial_table(root: Path, base: Config, options: SweepOptions, grid) -> list[d
         params = {k: res.config[k] for k in options.space if k in res.config}
         cfg = trial_config(base, params, options.trial_cpus)
         done = int(m.get("training_iteration", 0) or 0)
+        # the last round is reported after final/ is written (see _trial)
         status = ("error" if res.error else
                   "finished" if done >= cfg.rounds + 1 else "stopped early")
         rows.append({"trial_id": m.get("trial_id") or Path(res.path).name.split("_")[-1],
