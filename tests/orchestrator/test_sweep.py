@@ -176,6 +176,20 @@ def test_a_trial_stopped_at_its_last_report_has_finished(tmp_path, small_crops, 
     assert steps == list(range(tiny_cfg.rounds + 1))
 
 
+def _first_finished_trial(sweep: Path, rounds: int) -> Path | None:
+    """The run directory of a trial whose last round Tune has received (it reports that
+    round after writing final/), or None."""
+    for res in sorted(sweep.glob("tune/*/result.json")):
+        for line in res.read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:  # being written
+                continue
+            if r.get("round") == rounds:
+                return sweep / "trials" / r["trial_id"]
+    return None
+
+
 @pytest.mark.ray
 def test_sweep_killed_after_its_first_trial_resumes_without_rerunning_it(
         tmp_path, small_crops, tiny_cfg, ray_address):
@@ -191,10 +205,9 @@ def test_sweep_killed_after_its_first_trial_resumes_without_rerunning_it(
     try:
         deadline = time.monotonic() + 240
         while first is None and time.monotonic() < deadline and proc.poll() is None:
-            done = sorted(sweep.glob("trials/*/final/metrics.json"))
-            first = done[0].parents[1] if done else None
+            first = _first_finished_trial(sweep, tiny_cfg.rounds)
             time.sleep(0.5)
-        time.sleep(2)  # let Tune record the finished trial
+        time.sleep(2)  # let Tune save its experiment state
         os.kill(proc.pid, signal.SIGKILL)
         log = proc.communicate(timeout=60)[0].decode(errors="replace")
     finally:
