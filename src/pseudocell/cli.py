@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -102,6 +103,10 @@ TrainOpt = Annotated[str, typer.Option(
 WorkersOpt = Annotated[int, typer.Option(help="Ray Train workers (data-parallel replicas).")]
 WarmOpt = Annotated[bool, typer.Option(
     "--warm-up/--no-warm-up", help="Ray: start every actor at the first stage.")]
+RayEnvOpt = Annotated[list[str] | None, typer.Option(
+    "--ray-env", help="Ray: forward this environment variable of your shell to every "
+                      "actor (repeat for more), e.g. --ray-env AWS_ENDPOINT_URL_S3 for a "
+                      "MinIO store the nodes do not know.")]
 GpuOpt = Annotated[bool | None, typer.Option(
     "--use-gpu/--no-gpu", help="Ray: request GPUs (default: when the cluster has any).")]
 TrackingUriOpt = Annotated[str | None, typer.Option(
@@ -183,16 +188,27 @@ def _summary(layout, metrics: dict, tracker, seconds: float) -> None:
     Console(width=max(Console().width, 100)).print(t)
 
 
+def _forwarded_env(names: list[str] | None) -> dict[str, str]:
+    """``--ray-env NAME``: the values of these variables in this shell."""
+    missing = [n for n in names or [] if n not in os.environ]
+    if missing:
+        raise InvalidInputError(f"--ray-env {' '.join(missing)}: not set in this shell; "
+                                "export it first or drop the option")
+    return {n: os.environ[n] for n in names or []}
+
+
 def _executor(executor: str, address: str | None, pool_size: int | None, train: str,
-              train_workers: int, use_gpu: bool | None, warm_up: bool = True):
+              train_workers: int, use_gpu: bool | None, warm_up: bool = True,
+              ray_env: list[str] | None = None):
     """The executor named on the command line (a context manager)."""
     import contextlib
 
     from pseudocell.orchestrator.executors import LocalExecutor
 
     if executor == "local":
-        if address is not None:
-            raise InvalidInputError("--address needs --executor ray")
+        for flag, value in (("--address", address), ("--ray-env", ray_env)):
+            if value:
+                raise InvalidInputError(f"{flag} needs --executor ray")
         return contextlib.nullcontext(LocalExecutor())
     if executor != "ray":
         raise InvalidInputError(f"--executor {executor!r}: use 'local' or 'ray'")
@@ -203,7 +219,7 @@ def _executor(executor: str, address: str | None, pool_size: int | None, train: 
                                 f"({e})") from e
     return RayExecutor(RayOptions(address=address, pool_size=pool_size, train=train,
                                   train_workers=train_workers, use_gpu=use_gpu,
-                                  warm_up=warm_up))
+                                  warm_up=warm_up, env_vars=_forwarded_env(ray_env)))
 
 
 def print_round_table(metrics: dict) -> None:
@@ -244,6 +260,7 @@ def run(
     train: TrainOpt = "auto",
     train_workers: WorkersOpt = 1,
     use_gpu: GpuOpt = None,
+    ray_env: RayEnvOpt = None,
     tracking_uri: TrackingUriOpt = None,
     experiment: ExperimentOpt = None,
     track: TrackOpt = True,
@@ -272,7 +289,8 @@ def run(
             raise InvalidInputError("--eval-gt needs --eval-images")
         # the executor (and Ray) starts before anything is written: a bad --executor
         # option leaves no run directory behind
-        with _executor(executor, address, pool_size, train, train_workers, use_gpu) as ex:
+        with _executor(executor, address, pool_size, train, train_workers, use_gpu,
+                       ray_env=ray_env) as ex:
             layout = prepare_run(out, cfg, RunInputs(imgs, pts, gt_t, ev_imgs, ev_gt),
                                  force=force)
             _execute(layout, cfg, ex, track=track, tracking_uri=tracking_uri,
@@ -292,6 +310,7 @@ def resume(
     train_workers: WorkersOpt = 1,
     use_gpu: GpuOpt = None,
     warm_up: WarmOpt = True,
+    ray_env: RayEnvOpt = None,
     tracking_uri: TrackingUriOpt = None,
     experiment: ExperimentOpt = None,
     track: TrackOpt = True,
@@ -307,7 +326,7 @@ def resume(
     try:
         layout, cfg = open_run(run_dir)
         with _executor(executor, address, pool_size, train, train_workers, use_gpu,
-                       warm_up) as ex:
+                       warm_up, ray_env) as ex:
             _execute(layout, cfg, ex, track=track, tracking_uri=tracking_uri,
                      experiment=experiment)
     except PseudocellError as e:

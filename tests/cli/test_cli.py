@@ -294,6 +294,9 @@ def test_evaluate_file_name_and_id_name_the_same_image(tmp_path):
     (["--address", "auto"], ["--address", "--executor ray"]),
     (["--executor", "ray", "--train", "fast"], ["train", "fast", "ray_train"]),
     (["--executor", "ray", "--train-workers", "0"], ["train_workers", ">= 1"]),
+    (["--ray-env", "HOME"], ["--ray-env", "--executor ray"]),
+    (["--executor", "ray", "--ray-env", "PSEUDOCELL_NOT_SET_ANYWHERE"],
+     ["--ray-env PSEUDOCELL_NOT_SET_ANYWHERE", "not set in this shell"]),
 ])
 def test_run_bad_executor_options_write_nothing(tmp_path, image_dir, points_csv, fake_loop,
                                                 args, words):

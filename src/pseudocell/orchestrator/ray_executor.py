@@ -69,6 +69,11 @@ class RayOptions:
         Custom Ray resources per actor class, e.g. ``{"DetectorTrainer": {"gpu_node":
         0.5}, "Predictor": {"cpu_node": 0.5}}``: the actors go only to nodes started
         with those resources (``ray start --resources '{"gpu_node": 1}'``).
+    env_vars : dict
+        Environment variables set in every actor (Ray ``runtime_env``), for what the
+        nodes lack, e.g. ``AWS_ENDPOINT_URL_S3`` of a MinIO store. When this executor
+        starts or attaches Ray itself they are the job's, so Ray Train's workers get
+        them too.
     """
 
     address: str | None = None
@@ -83,8 +88,14 @@ class RayOptions:
     warm_up: bool = True
     init_kwargs: dict = field(default_factory=dict)
     actor_resources: dict = field(default_factory=dict)
+    env_vars: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        bad = sorted(repr(k) for k, v in self.env_vars.items()
+                     if not (isinstance(k, str) and k and isinstance(v, str)))
+        if bad:
+            raise InvalidInputError(f"env_vars: {', '.join(bad)} must map a name to a "
+                                    "string value")
         kinds = {c.__name__ for c in ACTOR_OF_STAGE.values()}
         bad = sorted(set(self.actor_resources) - kinds)
         if bad:
@@ -97,6 +108,14 @@ class RayOptions:
                 raise InvalidInputError(f"{name}={getattr(self, name)!r} must be >= 1")
         if self.pool_size is not None and self.pool_size < 1:
             raise InvalidInputError(f"pool_size={self.pool_size!r} must be >= 1 or None")
+
+
+# botocore's errors when a node has no credentials or cannot reach the endpoint
+_STORE_ACCESS_ERRORS = {"NoCredentialsError", "EndpointConnectionError",
+                        "PartialCredentialsError"}
+_STORE_ACCESS_HINT = ("; an actor could not reach the object store: give the Ray nodes "
+                      "the credentials and endpoint (environment or instance role), or "
+                      "forward them from this shell with --ray-env NAME")
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: Any) -> bool:
@@ -126,8 +145,10 @@ class RayExecutor:
         import ray
 
         self.options = options or RayOptions()
-        self._owns_ray = init_ray(self.options.address, self.options.num_cpus,
-                                  **self.options.init_kwargs)
+        kwargs = dict(self.options.init_kwargs)
+        if self.options.env_vars:
+            kwargs["runtime_env"] = {"env_vars": dict(self.options.env_vars)}
+        self._owns_ray = init_ray(self.options.address, self.options.num_cpus, **kwargs)
         res = ray.cluster_resources()
         self._gpus = int(res.get("GPU", 0))
         self._cpus = max(1, int(res.get("CPU", 1)))
@@ -142,9 +163,14 @@ class RayExecutor:
     def _threads(self) -> int:
         return max(1, min(os.cpu_count() or 1, self._cpus))
 
-    def _resources(self, cls: type) -> dict:
+    def _actor_options(self, cls: type) -> dict:
+        """Per-actor options: its custom resources and the forwarded environment (per
+        actor too, since Ray may have been initialised by someone else)."""
         res = self.options.actor_resources.get(cls.__name__)
-        return {"resources": dict(res)} if res else {}
+        opts = {"resources": dict(res)} if res else {}
+        if self.options.env_vars:
+            opts["runtime_env"] = {"env_vars": dict(self.options.env_vars)}
+        return opts
 
     def _singleton(self, cls: type[StageActor]) -> Any:
         """Coordinating actors reserve no CPU (design.md: they must not starve Ray
@@ -155,7 +181,7 @@ class RayExecutor:
             gpu = self.use_gpu and cls.USES_GPU
             # a second concurrent call lets the driver poll progress() during a stage
             opts = {"num_cpus": 0, "num_gpus": 1 if gpu else 0, "max_restarts": 2,
-                    "max_concurrency": 2, **self._resources(cls)}
+                    "max_concurrency": 2, **self._actor_options(cls)}
             self._singletons[cls] = ray.remote(cls).options(**opts).remote(
                 threads=self._threads(), device="cuda" if gpu else None)
         return self._singletons[cls]
@@ -170,7 +196,7 @@ class RayExecutor:
             n = self.options.pool_size or (self._gpus if self.use_gpu
                                            else max(1, self._cpus // threads))
             opts = ({"num_cpus": 0, "num_gpus": 1} if self.use_gpu else {"num_cpus": threads})
-            opts.update(self._resources(Predictor))
+            opts.update(self._actor_options(Predictor))
             self._pool = [ray.remote(Predictor).options(max_restarts=2, **opts).remote(
                 threads=threads, device="cuda" if self.use_gpu else None)
                 for _ in range(max(1, n))]
@@ -230,7 +256,9 @@ class RayExecutor:
                 fs.makedirs(inp.out_dir)
             except RayTaskError as e:
                 cause = e.cause if getattr(e, "cause", None) is not None else e
-                raise StageError(f"{type(cause).__name__}: {cause}") from cause
+                hint = (_STORE_ACCESS_HINT
+                        if type(cause).__name__ in _STORE_ACCESS_ERRORS else "")
+                raise StageError(f"{type(cause).__name__}: {cause}{hint}") from cause
         raise StageError(f"round {inp.round} stage {name!r}: its actor died "
                          f"{self.options.max_attempts} times; see the Ray logs "
                          "(/tmp/ray/session_latest/logs) for why")
