@@ -106,3 +106,13 @@ def test_ray_actors_read_and_write_s3_stores(local_reference, s3_bucket, small_c
         metrics = run_loop(layout, tiny_cfg, ex)
     assert output_digests(layout, tiny_cfg) == output_digests(local, tiny_cfg)
     assert metrics["rounds"] == local_metrics["rounds"]
+
+
+def test_an_actor_without_store_access_is_told_how_to_get_it():
+    botocore = pytest.importorskip("botocore.exceptions")
+    from pseudocell.orchestrator.ray_executor import stage_error
+
+    msg = str(stage_error(botocore.NoCredentialsError()))
+    assert msg.startswith("NoCredentialsError: Unable to locate credentials; ")
+    assert "--ray-env" in msg
+    assert str(stage_error(ValueError("bad"))) == "ValueError: bad"  # others unchanged

@@ -118,6 +118,13 @@ _STORE_ACCESS_HINT = ("; an actor could not reach the object store: give the Ray
                       "forward them from this shell with --ray-env NAME")
 
 
+def stage_error(cause: BaseException) -> StageError:
+    """The error a stage's exception in an actor becomes; store-access errors say how to
+    give the actors access."""
+    hint = _STORE_ACCESS_HINT if type(cause).__name__ in _STORE_ACCESS_ERRORS else ""
+    return StageError(f"{type(cause).__name__}: {cause}{hint}")
+
+
 def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: Any) -> bool:
     """Attach to or start Ray unless already initialised. Returns True when this call
     started (or connected) Ray, i.e. when the caller should shut it down."""
@@ -256,9 +263,7 @@ class RayExecutor:
                 fs.makedirs(inp.out_dir)
             except RayTaskError as e:
                 cause = e.cause if getattr(e, "cause", None) is not None else e
-                hint = (_STORE_ACCESS_HINT
-                        if type(cause).__name__ in _STORE_ACCESS_ERRORS else "")
-                raise StageError(f"{type(cause).__name__}: {cause}{hint}") from cause
+                raise stage_error(cause) from cause
         raise StageError(f"round {inp.round} stage {name!r}: its actor died "
                          f"{self.options.max_attempts} times; see the Ray logs "
                          "(/tmp/ray/session_latest/logs) for why")
