@@ -27,7 +27,8 @@ def run_benchmark(out: Path, *, samples: int, space: str, quick: bool,
     from pseudocell.orchestrator.demo import DEMO_CONFIG, hide_points, load_brightfield
     from pseudocell.orchestrator.executors import LocalExecutor
     from pseudocell.orchestrator.run import RunInputs, prepare_run, run_loop
-    from pseudocell.orchestrator.sweep import OBJECTIVE, SweepOptions, prepare_sweep, run_sweep
+    from pseudocell.orchestrator.sweep import (OBJECTIVE, SweepOptions, base_point,
+                                               prepare_sweep, run_sweep)
     from pseudocell.tune_spaces import resolve
 
     folder = locate_brightfield()
@@ -53,12 +54,18 @@ def run_benchmark(out: Path, *, samples: int, space: str, quick: bool,
         result = run_sweep(sweep)
         tune_s = time.perf_counter() - t0
     tuned = load_config(sweep / "best.toml").replace(num_threads=2)
-    # the default config as one more "trial": its validation F1, to compare with the best
-    layout = prepare_run(out / "default_on_validation", base,
-                         RunInputs(tr_img, points, None, va_img, va_gt), force=True)
-    default_val = run_loop(layout, base, LocalExecutor())["rounds"][-1]["heldout@15/f1"]
+    # the default config's validation F1, to compare with the best: its own trial when
+    # the sweep evaluated it (base point first), else one more run
+    default_val = base_trial_f1(result["trials"], base_point(base, options.space))
+    if default_val is None:
+        layout = prepare_run(out / "default_on_validation", base,
+                             RunInputs(tr_img, points, None, va_img, va_gt), force=True)
+        default_val = run_loop(layout, base, LocalExecutor())["rounds"][-1]["heldout@15/f1"]
     finals = {}
     for name, cfg in (("default", base), ("tuned", tuned)):
+        if name == "tuned" and cfg == base:  # the sweep kept the default: same run
+            finals[name] = {**finals["default"], "same_as_default": True}
+            continue
         t0 = time.perf_counter()
         layout = prepare_run(out / name, cfg, RunInputs(tr_img, points, tr_gt, te_img, te_gt),
                              force=True)
@@ -80,6 +87,18 @@ def run_benchmark(out: Path, *, samples: int, space: str, quick: bool,
             "quick": quick}
 
 
+def base_trial_f1(trials: list[dict], point: dict | None) -> float | None:
+    """Validation F1 of the finished trial that ran exactly ``point`` (the base config's
+    values), or None."""
+    from pseudocell.orchestrator.sweep import OBJECTIVE
+
+    for t in trials:
+        if point is not None and t["status"] == "finished" and \
+                all(t.get(k) == v for k, v in point.items()):
+            return t[OBJECTIVE]
+    return None
+
+
 def table(res: dict) -> str:
     n = len(res["trials"])
     stopped = sum(r["status"] == "stopped early" for r in res["trials"])
@@ -91,7 +110,8 @@ def table(res: dict) -> str:
              "|---|" + "---:|" * (len(res["space"]) + 4)]
     for name, f in res["final"].items():
         vals = " | ".join(f"{f['config'][k]:.4g}" for k in res["space"])
-        lines.append(f"| {name} | {vals} | {f['test_precision']:.3f} | {f['test_recall']:.3f} "
+        label = f"{name} (= default)" if f.get("same_as_default") else name
+        lines.append(f"| {label} | {vals} | {f['test_precision']:.3f} | {f['test_recall']:.3f} "
                      f"| {f['test_f1']:.3f} | {f['seconds'] / 60:.1f} |")
     return "\n".join(lines)
 
