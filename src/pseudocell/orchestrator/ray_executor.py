@@ -153,8 +153,10 @@ class RayExecutor:
 
         self.options = options or RayOptions()
         kwargs = dict(self.options.init_kwargs)
-        if self.options.env_vars:
-            kwargs["runtime_env"] = {"env_vars": dict(self.options.env_vars)}
+        if self.options.env_vars:  # added to a runtime_env given in init_kwargs
+            rt = dict(kwargs.get("runtime_env") or {})
+            rt["env_vars"] = {**rt.get("env_vars", {}), **self.options.env_vars}
+            kwargs["runtime_env"] = rt
         self._owns_ray = init_ray(self.options.address, self.options.num_cpus, **kwargs)
         res = ray.cluster_resources()
         self._gpus = int(res.get("GPU", 0))
