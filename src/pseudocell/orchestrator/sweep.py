@@ -176,7 +176,7 @@ def _trial(params: dict, *, sweep_dir: str, parent_run_id: str | None) -> None:
             reported = json.loads((Path(d) / "round.json").read_text())["round"]
     key = f"heldout@{cfg.radius:g}"
 
-    last_row: dict = {}
+    final_row: dict | None = None  # the last round's row, reported after run_loop
 
     def report(rnd: int, row: dict) -> None:
         nonlocal reported
@@ -199,9 +199,10 @@ def _trial(params: dict, *, sweep_dir: str, parent_run_id: str | None) -> None:
             return super().round_recorded(rnd) and rnd <= reported
 
         def round_done(self, rnd: int, row: dict, artifacts: list) -> None:
+            nonlocal final_row
             super().round_done(rnd, row, artifacts)
             if rnd == cfg.rounds:
-                last_row["row"] = row
+                final_row = row
             elif rnd > reported:
                 report(rnd, row)
 
@@ -209,8 +210,8 @@ def _trial(params: dict, *, sweep_dir: str, parent_run_id: str | None) -> None:
                           experiment=_experiment(options), nest_under=parent_run_id,
                           light=True)
     run_loop(layout, cfg, LocalExecutor(), tracker=tracker)
-    if "row" in last_row and cfg.rounds > reported:
-        report(cfg.rounds, last_row["row"])
+    if final_row is not None and cfg.rounds > reported:
+        report(cfg.rounds, final_row)
 
 
 def _tracking_uri(root: Path, options: SweepOptions) -> str:
