@@ -48,19 +48,18 @@ def brightfield_dir() -> Path:
     return BRIGHTFIELD
 
 
-@pytest.fixture(scope="session")
-def small_crops(brightfield_dir):
+def load_small_crops(folder: Path):
     """Three 128x160 crops of real bright-field images with their full ground truth.
 
-    Returns (ImageSet, gt table) ready for :class:`pseudocell.orchestrator.run.RunInputs`.
+    Returns (ImageSet, gt table) ready for the run inputs.
     """
     from pseudocell.data.images import points_from_dots, read_raw
     from pseudocell.validation import ImageSet, check_image
 
     ids, imgs, rows = [], [], []
     for n in (1, 3, 5):
-        raw = read_raw(brightfield_dir / f"{n:03d}cells.png")[100:228, 150:310]
-        dots = read_raw(brightfield_dir / f"{n:03d}dots.png")[100:228, 150:310]
+        raw = read_raw(folder / f"{n:03d}cells.png")[100:228, 150:310]
+        dots = read_raw(folder / f"{n:03d}dots.png")[100:228, 150:310]
         i = f"{n:03d}crop"
         ids.append(i)
         imgs.append(check_image(raw, name=i))
@@ -68,6 +67,12 @@ def small_crops(brightfield_dir):
     gt = {"image_id": np.array([r[0] for r in rows], object),
           "y": np.array([r[1] for r in rows], float), "x": np.array([r[2] for r in rows], float)}
     return ImageSet(ids, imgs, [f"crop-{i}" for i in ids]), gt
+
+
+@pytest.fixture(scope="session")
+def small_crops(brightfield_dir):
+    """:func:`load_small_crops` of the shared bright-field images."""
+    return load_small_crops(brightfield_dir)
 
 
 def tiny_config():
