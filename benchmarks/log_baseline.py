@@ -19,8 +19,8 @@ import numpy as np
 from pseudocell.core.classical import log_detect
 from pseudocell.core.metrics import match_points, pooled
 from pseudocell.data.fetch import locate_brightfield
-from pseudocell.orchestrator.demo import load_brightfield
-from pseudocell.stages.loop import points_by_image
+from pseudocell.data.points import points_by_image
+from pseudocell.demo import load_brightfield
 
 
 def _score(images, gt, radius, **kw):

@@ -93,22 +93,32 @@ def tiny_cfg():
 
 def _descendants(pid: int) -> set[int]:
     """PIDs of every live descendant of ``pid`` (from /proc)."""
-    from pseudocell.bench.executor_overhead import tree_pids
-
-    return tree_pids(pid) - {pid}
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process ended while we looked
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = set(), [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            if c not in out:
+                out.add(c)
+                todo.append(c)
+    return out
 
 
 def output_digests(layout, cfg) -> dict[str, str]:
     """(round/stage/output) → content sha256 of every stage of a finished run."""
-    from pseudocell.storage.layout import RunLayout
+    from pseudocell.orchestrator.run import planned_stages
     from pseudocell.storage.manifest import read_manifest
 
     out = {}
-    for rnd in range(cfg.rounds + 1):
-        for stage in RunLayout.stages_of(rnd, cfg.rounds):
-            m = read_manifest(layout.manifest(rnd, stage))
-            assert m is not None, f"round {rnd} stage {stage} has no manifest"
-            out.update({f"{rnd}/{stage}/{k}": r["sha256"] for k, r in m["outputs"].items()})
+    for rnd, spec in planned_stages(layout, cfg):
+        m = read_manifest(layout.manifest(rnd, spec.name))
+        assert m is not None, f"round {rnd} stage {spec.name} has no manifest"
+        out.update({f"{rnd}/{spec.name}/{k}": r["sha256"] for k, r in m["outputs"].items()})
     return out
 
 
@@ -169,9 +179,9 @@ class FailOnce:
 
         self.at, self.fired, self.inner = at, False, LocalExecutor()
 
-    def run_stage(self, name, inp, cfg, progress=None):
-        out = self.inner.run_stage(name, inp, cfg, progress)
-        if (inp.round, name) == self.at and not self.fired:
+    def run_stage(self, spec, inp, cfg, progress=None):
+        out = self.inner.run_stage(spec, inp, cfg, progress)
+        if (inp.round, spec.name) == self.at and not self.fired:
             self.fired = True
             raise RuntimeError("simulated crash after outputs, before manifest")
         return out
@@ -212,8 +222,8 @@ def s3_bucket():
 def crop_inputs(small_crops, with_eval: bool = True):
     """RunInputs of the crops: 30 % of the points kept (seed 0), full ground truth, and
     the same crops as held-out images (``with_eval``)."""
-    from pseudocell.orchestrator.demo import hide_points
-    from pseudocell.orchestrator.run import RunInputs
+    from pseudocell.data.points import hide_points
+    from pseudocell.validation import RunInputs
 
     images, gt = small_crops
     return RunInputs(images, hide_points(gt, 0.3, seed=0), gt,

@@ -24,6 +24,9 @@ from pseudocell.errors import InvalidConfigError
 
 __all__ = ["Config", "load_config", "read_config_dict", "dump_toml", "NON_ALGORITHMIC_FIELDS"]
 
+#: The mode of a config that names none.
+DEFAULT_MODE = "partial"
+
 #: Fields that change where or how fast a run executes, never its numbers on CPU.
 NON_ALGORITHMIC_FIELDS = frozenset({"device", "num_threads"})
 
@@ -38,6 +41,10 @@ class Config:
 
     Parameters
     ----------
+    mode : str, default="partial"
+        The pipeline (:data:`pseudocell.stages.modes.MODES`): ``partial`` is the loop from
+        clicked points. Left out of the config hash while it is the default, so runs made
+        before modes existed resume unchanged.
     seed : int, default=0
         Run seed; every stage derives its own seed from (seed, round, stage name).
     rounds : int, default=2
@@ -102,6 +109,7 @@ class Config:
         torch CPU threads; None leaves torch's default. Not part of the config hash.
     """
 
+    mode: str = DEFAULT_MODE
     seed: int = 0
     rounds: int = 2
     # targets / masks
@@ -212,6 +220,7 @@ class Config:
         need(self.device == "auto" or self.device.startswith(("cpu", "cuda")), "device",
              "'auto', 'cpu' or 'cuda[:N]'")
         need(self.num_threads is None or self.num_threads > 0, "num_threads", "None or > 0")
+        need(bool(self.mode.strip()), "mode", "a mode name such as 'partial'")
         return bad
 
     def _type_errors(self) -> list[str]:
@@ -267,6 +276,8 @@ class Config:
     def config_hash(self) -> str:
         """sha256 of the algorithmic fields; equal hashes mean equal results on CPU."""
         d = {k: v for k, v in self.to_dict().items() if k not in NON_ALGORITHMIC_FIELDS}
+        if d["mode"] == DEFAULT_MODE:
+            del d["mode"]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 

@@ -13,7 +13,6 @@ __all__ = [
     "StoreError",
     "StageError",
     "DataUnavailableError",
-    "NotFittedError",
 ]
 
 
@@ -49,7 +48,3 @@ class StageError(PseudocellError):
 
 class DataUnavailableError(PseudocellError):
     """Demo data is neither on disk nor downloadable (offline, or checksum mismatch)."""
-
-
-class NotFittedError(PseudocellError, AttributeError):
-    """A model was used before it was trained or loaded."""

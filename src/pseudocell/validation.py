@@ -17,8 +17,8 @@ from pseudocell.data.images import image_id, list_images, normalize, read_raw, t
 from pseudocell.data.points import read_points_csv
 from pseudocell.errors import InvalidInputError, RunDirectoryError
 
-__all__ = ["ImageSet", "check_image", "load_image_folder", "check_points", "load_points",
-           "check_run_dir", "check_disjoint_images"]
+__all__ = ["ImageSet", "RunInputs", "check_image", "load_image_folder", "check_points",
+           "load_points", "load_run_inputs", "check_run_dir", "check_disjoint_images"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,22 @@ class ImageSet:
     @property
     def shapes(self) -> dict[str, tuple[int, int]]:
         return {i: im.shape for i, im in zip(self.ids, self.images)}
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """Validated inputs of a run.
+
+    ``points`` are the annotated points; ``gt`` (full ground truth of the training
+    images) and ``eval_images`` + ``eval_gt`` (held-out images) are optional and are only
+    used by evaluation stages, never by the loop.
+    """
+
+    images: ImageSet
+    points: dict[str, np.ndarray]
+    gt: dict[str, np.ndarray] | None = None
+    eval_images: ImageSet | None = None
+    eval_gt: dict[str, np.ndarray] | None = None
 
 
 def check_image(arr: np.ndarray, *, name: str) -> np.ndarray:
@@ -147,6 +163,24 @@ def load_points(path: str | Path, images: ImageSet, *, name: str = "points") -> 
     """Read a points CSV and check it against ``images``."""
     layout, refs, yx = read_points_csv(path)
     return check_points(refs, yx, images, layout=layout, name=f"{name} ({str(path)!r})")
+
+
+def load_run_inputs(images: str | Path, points: str | Path, *, gt: str | Path | None = None,
+                    eval_images: str | Path | None = None, eval_gt: str | Path | None = None,
+                    pattern: str = "*") -> RunInputs:
+    """Read and check every input of a run, named as on the command line (``--images``,
+    ``--points``, ``--gt``, ``--eval-images``, ``--eval-gt``); nothing is written."""
+    if eval_gt is not None and eval_images is None:
+        raise InvalidInputError("--eval-gt needs --eval-images")
+    imgs = load_image_folder(images, pattern=pattern, name="--images")
+    pts = load_points(points, imgs, name="--points")
+    gt_t = load_points(gt, imgs, name="--gt") if gt is not None else None
+    ev_imgs = ev_gt = None
+    if eval_images is not None:
+        ev_imgs = load_image_folder(eval_images, name="--eval-images")
+        if eval_gt is not None:
+            ev_gt = load_points(eval_gt, ev_imgs, name="--eval-gt")
+    return RunInputs(imgs, pts, gt_t, ev_imgs, ev_gt)
 
 
 def check_run_dir(run_dir: str | Path, cfg: Config, *, force: bool) -> str:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from pseudocell.actors.stage_actors import (ACTOR_OF_STAGE, LabelSelector, Predictor,
-                                            StageActor)
-from pseudocell.orchestrator.demo import hide_points
+from pseudocell.actors.stage_actors import actor_class
+from pseudocell.data.points import hide_points
 from pseudocell.orchestrator.executors import LocalExecutor
-from pseudocell.orchestrator.run import RunInputs, prepare_run, run_loop
-from pseudocell.stages.base import StageInputs
-from pseudocell.stages.loop import SHARDED_STAGES, STAGE_FUNCTIONS
+from pseudocell.orchestrator.run import prepare_run, run_loop
+from pseudocell.stages.base import SHARDED, StageInputs
+from pseudocell.stages.loop import PARTIAL
+from pseudocell.validation import RunInputs
 from pseudocell.storage import fs
 from pseudocell.storage.manifest import checksum, read_manifest
 
@@ -24,29 +24,37 @@ def finished_run(tmp_path_factory, small_crops, tiny_cfg):
     return layout
 
 
-def test_every_stage_has_exactly_one_actor_kind():
-    assert set(ACTOR_OF_STAGE) == set(STAGE_FUNCTIONS)
-    assert set(SHARDED_STAGES) <= set(Predictor.STAGES)
+SPECS = {s.name: s for s in PARTIAL.round_stages}
+
+
+def test_actor_kinds_are_named_classes_one_per_kind():
+    assert actor_class("Predictor").__name__ == "Predictor"
+    assert actor_class("Predictor") is actor_class("Predictor")
+    assert actor_class("Predictor") is not actor_class("PRanker")
+    assert [s.name for s in PARTIAL.round_stages if s.kind == SHARDED] == \
+        ["predict", "extract_patches"]
 
 
 def test_an_actor_refuses_a_stage_of_another_kind(tiny_cfg, tmp_path):
     with pytest.raises(ValueError, match="LabelSelector does not run stage 'predict'"):
-        LabelSelector().run("predict", StageInputs(str(tmp_path), 0, 0), tiny_cfg)
-    assert issubclass(Predictor, StageActor)
+        actor_class("LabelSelector")().run(SPECS["predict"], StageInputs(str(tmp_path), 0, 0),
+                                           tiny_cfg)
 
 
-@pytest.mark.parametrize("stage", sorted(SHARDED_STAGES))
-def test_shards_in_any_number_and_order_give_the_stage_bytes(stage, finished_run, tiny_cfg,
-                                                             tmp_path):
+@pytest.mark.parametrize("stage,n_items", [("predict", 6), ("extract_patches", 1)])
+def test_shards_in_any_number_and_order_give_the_stage_bytes(stage, n_items, finished_run,
+                                                             tiny_cfg, tmp_path):
     m = read_manifest(finished_run.manifest(0, stage))
     inp = StageInputs(out_dir=str(tmp_path / stage), round=0, seed=m["seed"],
                       uris={k: v["uri"] for k, v in m["inputs"].items()})
     fs.makedirs(inp.out_dir)
-    actor = Predictor(threads=1)
-    items = actor.plan(stage, inp, tiny_cfg, 3)
-    assert len(items) >= 2 or stage == "extract_patches"  # 3 images → 3 predict shards
-    results = [actor.shard(stage, inp, tiny_cfg, it) for it in reversed(items)]
-    out = actor.merge(stage, inp, tiny_cfg, results)
+    spec = SPECS[stage]
+    actor = actor_class(spec.actor)(threads=1)
+    items = actor.plan(spec, inp, tiny_cfg, 3)
+    # 3 training + 3 held-out images → 6 predict shards; the few patches fill one chunk
+    assert len(items) == n_items
+    results = [actor.shard(spec, inp, tiny_cfg, it) for it in reversed(items)]
+    out = actor.merge(spec, inp, tiny_cfg, results)
     assert out.metrics == m["metrics"]
     for name, rec in m["outputs"].items():
         assert checksum(out.uris[name]) == rec["sha256"], name
@@ -76,14 +84,12 @@ def test_patch_shards_of_many_chunks_write_the_same_array(finished_run, tiny_cfg
 
 def test_training_actor_exposes_its_progress(finished_run, tiny_cfg, tmp_path):
     """What the Ray executor polls: the last (epoch, epochs, risk) of the running stage."""
-    from pseudocell.actors.stage_actors import PUFeatureLearner
-
     m = read_manifest(finished_run.manifest(0, "train_pu"))
     inp = StageInputs(out_dir=str(tmp_path / "pu"), round=0, seed=m["seed"],
                       uris={k: v["uri"] for k, v in m["inputs"].items()})
     fs.makedirs(inp.out_dir)
-    actor = PUFeatureLearner(threads=1)
+    actor = actor_class("PUFeatureLearner")(threads=1)
     assert actor.progress() is None
-    out = actor.run("train_pu", inp, tiny_cfg)
+    out = actor.run(SPECS["train_pu"], inp, tiny_cfg)
     assert actor.progress() == (tiny_cfg.pu_epochs, tiny_cfg.pu_epochs, out.metrics["pu_risk"][-1])
     assert out.metrics == m["metrics"]

@@ -7,7 +7,7 @@ from pathlib import Path
 def case_config(name: str):
     """``full``: the demo config (two rounds, default budgets). ``fast``: the demo config
     with small training budgets, so that both executors run it within the fast tier."""
-    from pseudocell.orchestrator.demo import DEMO_CONFIG
+    from pseudocell.demo import DEMO_CONFIG
 
     cfg = DEMO_CONFIG.replace(device="cpu", num_threads=1)
     if name == "full":

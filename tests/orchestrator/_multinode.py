@@ -32,17 +32,17 @@ def _holding_predictor(markers: str):
     running on their node, until ``markers/removed`` exists (at most 120 s)."""
     from pseudocell.actors import stage_actors
 
-    class Predictor(stage_actors.Predictor):  # same name: actor_resources finds it
-        def shard(self, name, inp, cfg, item, die=False):
+    class Predictor(stage_actors.actor_class("Predictor")):  # same kind name
+        def shard(self, spec, inp, cfg, item, die=False):
             m = Path(markers)
-            if (name, inp.round) == ("predict", 0) and not (m / "removed").exists():
+            if (spec.name, inp.round) == ("predict", 0) and not (m / "removed").exists():
                 (m / f"running-{self.node_id()}").touch()
                 deadline = time.monotonic() + 120
                 while not (m / "removed").exists():
                     if time.monotonic() > deadline:
                         raise TimeoutError("no node was removed within 120 s")
                     time.sleep(0.05)
-            return super().shard(name, inp, cfg, item, die)
+            return super().shard(spec, inp, cfg, item, die)
 
     return Predictor
 
@@ -51,7 +51,7 @@ def main(run_dir: str) -> None:
     from ray.cluster_utils import Cluster
 
     from conftest import output_digests, tiny_config
-    from pseudocell.actors.stage_actors import DetectorTrainer, PUFeatureLearner
+    from pseudocell.actors.stage_actors import actor_class
     from pseudocell.orchestrator import ray_executor
     from pseudocell.orchestrator.ray_executor import RayExecutor, RayOptions
     from pseudocell.orchestrator.run import resume
@@ -59,7 +59,8 @@ def main(run_dir: str) -> None:
     cfg = tiny_config()
     markers = Path(run_dir).parent / "multinode-markers"
     markers.mkdir()
-    ray_executor.Predictor = _holding_predictor(str(markers))
+    holding = _holding_predictor(str(markers))
+    ray_executor.actor_class = lambda kind: holding if kind == "Predictor" else actor_class(kind)
     retries: list[str] = []
 
     class Retries(logging.Handler):
@@ -123,9 +124,9 @@ def main(run_dir: str) -> None:
                 if e.status == "start" and e.stage == "train_pu":
                     out["placement"]["Predictor"] = sorted(where(a) for a in ex._pool)
                 if e.status == "done" and e.stage in ("train_detector", "train_pu"):
-                    cls = DetectorTrainer if e.stage == "train_detector" else PUFeatureLearner
-                    out["placement"].setdefault(cls.__name__, set()).add(
-                        where(ex._singletons[cls]))
+                    kind = "DetectorTrainer" if e.stage == "train_detector" \
+                        else "PUFeatureLearner"
+                    out["placement"].setdefault(kind, set()).add(where(ex._singletons[kind]))
 
             watcher = threading.Thread(target=remove_a_busy_node, daemon=True)
             watcher.start()

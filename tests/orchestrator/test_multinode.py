@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from conftest import output_digests
-from pseudocell.orchestrator.demo import hide_points
+from pseudocell.data.points import hide_points
 from pseudocell.orchestrator.executors import LocalExecutor
-from pseudocell.orchestrator.run import RunInputs, prepare_run, run_loop
+from pseudocell.validation import RunInputs
+from pseudocell.orchestrator.run import prepare_run, run_loop
 
 pytestmark = pytest.mark.ray
 pytest.importorskip("ray")

@@ -14,7 +14,7 @@ from conftest import _descendants, crop_inputs, kill_pids
 from conftest import output_digests as _digests
 from pseudocell.orchestrator.executors import LocalExecutor
 from pseudocell.orchestrator.run import prepare_run, resume, run_loop
-from pseudocell.storage.layout import LOOP_STAGES
+from pseudocell.stages.loop import PARTIAL
 from pseudocell.storage.manifest import read_manifest
 
 pytestmark = pytest.mark.ray
@@ -80,7 +80,9 @@ def test_ray_train_detector_equals_in_process_training(local_run, tiny_cfg, ray_
     os.makedirs(out_dir)
     inp = StageInputs(out_dir=out_dir, round=0, seed=stage_seed(tiny_cfg.seed, 0, "train_detector"),
                       uris=uris)
-    res = train_with_ray_train("train_detector", inp, tiny_cfg, num_workers=1,
+    spec = PARTIAL.round_stages[0]
+    assert spec.name == "train_detector"
+    res = train_with_ray_train(spec, inp, tiny_cfg, num_workers=1,
                                resources_per_worker={"CPU": 1})
     ref = Path(m["outputs"]["model"]["uri"]).read_bytes()
     assert Path(res.uris["model"]).read_bytes() == ref
@@ -107,7 +109,8 @@ def test_driver_sigkill_in_every_stage_of_round_0_then_resume(local_run, small_c
     cmd = [sys.executable, "-m", "pseudocell", "--quiet", "resume", layout.root,
            "--executor", "ray", "--address", ray_address, "--pool-size", "1",
            "--train", "actor", "--no-warm-up"]
-    for stage in LOOP_STAGES:
+    stages = [s.name for s in PARTIAL.round_stages]
+    for stage in stages:
         env = {**os.environ, "PSEUDOCELL_FAULT": f"kill_driver:0/{stage}"}
         proc = subprocess.Popen(cmd, env=env, start_new_session=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -117,8 +120,8 @@ def test_driver_sigkill_in_every_stage_of_round_0_then_resume(local_run, small_c
             kill_pids(_descendants(proc.pid) | {proc.pid})
         assert proc.returncode == -signal.SIGKILL, f"{stage}: rc={proc.returncode}\n{log}"
         assert read_manifest(layout.manifest(0, stage)) is None, stage  # killed inside it
-        if stage != LOOP_STAGES[0]:
-            prev = LOOP_STAGES[LOOP_STAGES.index(stage) - 1]
+        if stage != stages[0]:
+            prev = stages[stages.index(stage) - 1]
             assert read_manifest(layout.manifest(0, prev)) is not None
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr

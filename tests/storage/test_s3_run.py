@@ -8,7 +8,7 @@ import pytest
 
 from conftest import FailOnce, crop_inputs, output_digests, save_png, write_points_file
 from pseudocell.errors import StageError
-from pseudocell.orchestrator.demo import hide_points
+from pseudocell.data.points import hide_points
 from pseudocell.orchestrator.executors import LocalExecutor
 from pseudocell.orchestrator.run import prepare_run, resume, run_loop
 from pseudocell.storage import fs
@@ -112,7 +112,12 @@ def test_an_actor_without_store_access_is_told_how_to_get_it():
     botocore = pytest.importorskip("botocore.exceptions")
     from pseudocell.orchestrator.ray_executor import stage_error
 
-    msg = str(stage_error(botocore.NoCredentialsError()))
-    assert msg.startswith("NoCredentialsError: Unable to locate credentials; ")
-    assert "--ray-env" in msg
-    assert str(stage_error(ValueError("bad"))) == "ValueError: bad"  # others unchanged
+    from pseudocell.errors import InvalidInputError, StoreError
+
+    err = stage_error(botocore.NoCredentialsError())
+    assert isinstance(err, StoreError)  # expected: a one-line error with the fix
+    assert str(err).startswith("NoCredentialsError: Unable to locate credentials; ")
+    assert "--ray-env" in str(err)
+    bug, ours = ValueError("bad"), InvalidInputError("no")
+    assert stage_error(bug) is bug  # a bug stays itself: the engine logs its traceback
+    assert stage_error(ours) is ours

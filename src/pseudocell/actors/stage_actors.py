@@ -1,11 +1,16 @@
-"""One actor class per stage kind. Each receives store URIs and small metadata, calls the
-stage function of :mod:`pseudocell.stages.loop`, and returns URIs and metrics.
+"""The actor that runs stages on Ray, and one named class per actor kind.
+
+A stage spec names the actor kind that runs it (``StageSpec.actor``); :func:`actor_class`
+gives that kind's class, a :class:`StageActor` subclass named after it (so ``ray status``
+and the logs show ``DetectorTrainer``, ``Predictor`` ...). Each receives a stage spec,
+store URIs and small metadata, calls the stage function, and returns URIs and metrics.
 
 The classes import no Ray: :class:`pseudocell.orchestrator.ray_executor.RayExecutor`
 makes them actors with ``ray.remote(cls).options(...)``.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -13,19 +18,17 @@ import signal
 import torch
 
 from pseudocell.config import Config
-from pseudocell.stages.base import StageInputs, StageOutputs
-from pseudocell.stages.loop import SHARDED_STAGES, STAGE_FUNCTIONS, TRAINING_STAGES
+from pseudocell.stages.base import StageInputs, StageOutputs, StageSpec
 from pseudocell.storage import fs
 from pseudocell.storage.layout import join
 
-__all__ = ["StageActor", "DetectorTrainer", "Predictor", "PUFeatureLearner", "PRanker",
-           "LabelSelector", "ACTOR_OF_STAGE"]
+__all__ = ["StageActor", "actor_class"]
 
 logger = logging.getLogger(__name__)
 
 
 class StageActor:
-    """Base class: runs the stages named in ``STAGES``.
+    """Runs the stages whose spec names this actor's kind (its class name).
 
     Parameters
     ----------
@@ -36,19 +39,15 @@ class StageActor:
         torch device override (e.g. ``"cuda"`` on a GPU actor); None keeps the config's.
     """
 
-    STAGES: tuple[str, ...] = ()
-    #: whether the executor gives this actor a GPU when the cluster has them
-    USES_GPU = True
-
     def __init__(self, threads: int | None = None, device: str | None = None) -> None:
         self._threads = threads
         self._device = device
         self._progress: tuple[int, int, float] | None = None
 
-    def _check(self, name: str) -> None:
-        if name not in self.STAGES:
-            raise ValueError(f"{type(self).__name__} does not run stage {name!r}; it runs "
-                             f"{', '.join(self.STAGES)}")
+    def _check(self, spec: StageSpec) -> None:
+        if spec.actor != type(self).__name__:
+            raise ValueError(f"{type(self).__name__} does not run stage {spec.name!r}; its "
+                             f"spec names actor kind {spec.actor!r}")
 
     def _setup(self, cfg: Config) -> Config:
         n = cfg.num_threads or self._threads
@@ -56,16 +55,14 @@ class StageActor:
             torch.set_num_threads(int(n))
         return cfg.replace(device=self._device) if self._device else cfg
 
-    def run(self, name: str, inp: StageInputs, cfg: Config, die: bool = False) -> StageOutputs:
+    def run(self, spec: StageSpec, inp: StageInputs, cfg: Config,
+            die: bool = False) -> StageOutputs:
         """Run a whole stage. ``die`` (fault injection for tests) writes a stray file into
         the stage folder and kills this worker before it can return."""
-        self._check(name)
+        self._check(spec)
         cfg = self._setup(cfg)
         self._progress = None
-        if name in TRAINING_STAGES:
-            out = STAGE_FUNCTIONS[name](inp, cfg, progress=self._record)
-        else:
-            out = STAGE_FUNCTIONS[name](inp, cfg)
+        out = spec.call(inp, cfg, self._record)
         if die:
             _die(inp.out_dir)
         return out
@@ -77,6 +74,25 @@ class StageActor:
         """``(done, total, value)`` of the training stage running now (the driver polls
         it; actors that train run with ``max_concurrency=2``)."""
         return self._progress
+
+    # -- the pieces of a sharded stage (an ActorPool of one kind shares them) -----------
+    def plan(self, spec: StageSpec, inp: StageInputs, cfg: Config,
+             n_shards: int) -> list[dict]:
+        self._check(spec)
+        return spec.shards.plan(inp, self._setup(cfg), n_shards)
+
+    def shard(self, spec: StageSpec, inp: StageInputs, cfg: Config, item: dict,
+              die: bool = False) -> dict:
+        self._check(spec)
+        res = spec.shards.shard(inp, self._setup(cfg), item)
+        if die:
+            _die(inp.out_dir)
+        return res
+
+    def merge(self, spec: StageSpec, inp: StageInputs, cfg: Config,
+              results: list[dict]) -> StageOutputs:
+        self._check(spec)
+        return spec.shards.merge(inp, self._setup(cfg), results)
 
     def pid(self) -> int:
         return os.getpid()
@@ -93,57 +109,11 @@ def _die(out_dir: str) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-class DetectorTrainer(StageActor):
-    """Trains the heatmap detector in-process (the Ray Train path is in
-    :mod:`pseudocell.actors.train`)."""
-
-    STAGES = ("train_detector",)
-
-
-class Predictor(StageActor):
-    """Predicts heatmaps and crops patches; runs plan/shard/merge pieces so an
-    ``ActorPool`` of predictors shares one stage."""
-
-    STAGES = ("predict", "extract_patches")
-
-    def plan(self, name: str, inp: StageInputs, cfg: Config, n_shards: int) -> list[dict]:
-        self._check(name)
-        return SHARDED_STAGES[name].plan(inp, self._setup(cfg), n_shards)
-
-    def shard(self, name: str, inp: StageInputs, cfg: Config, item: dict,
-              die: bool = False) -> dict:
-        self._check(name)
-        res = SHARDED_STAGES[name].shard(inp, self._setup(cfg), item)
-        if die:
-            _die(inp.out_dir)
-        return res
-
-    def merge(self, name: str, inp: StageInputs, cfg: Config,
-              results: list[dict]) -> StageOutputs:
-        self._check(name)
-        return SHARDED_STAGES[name].merge(inp, self._setup(cfg), results)
-
-
-class PUFeatureLearner(StageActor):
-    """Trains the nnPU CNN and writes penultimate-layer features."""
-
-    STAGES = ("train_pu",)
-
-
-class PRanker(StageActor):
-    """Fits the P-classification rankers and scores the unlabeled patches."""
-
-    STAGES = ("rank",)
-    USES_GPU = False
-
-
-class LabelSelector(StageActor):
-    """Selects pseudo-labels, updates the labels table, evaluates a round."""
-
-    STAGES = ("select", "update_labels", "evaluate")
-    USES_GPU = False
-
-
-#: stage name → actor class that runs it.
-ACTOR_OF_STAGE = {s: cls for cls in (DetectorTrainer, Predictor, PUFeatureLearner, PRanker,
-                                     LabelSelector) for s in cls.STAGES}
+@functools.cache
+def actor_class(kind: str) -> type[StageActor]:
+    """The :class:`StageActor` subclass of actor kind ``kind`` (one class per kind)."""
+    if not kind.isidentifier():
+        raise ValueError(f"actor kind {kind!r} must be a Python identifier")
+    # not a module attribute: Ray (cloudpickle) sends the class by value to the workers
+    return type(kind, (StageActor,), {"__module__": __name__,
+                                      "__doc__": f"Runs the stages of actor kind {kind!r}."})

@@ -13,8 +13,7 @@ import tempfile
 from dataclasses import asdict
 
 from pseudocell.config import Config
-from pseudocell.stages.base import StageInputs, StageOutputs
-from pseudocell.stages.loop import STAGE_FUNCTIONS, TRAINING_STAGES
+from pseudocell.stages.base import TRAINING, StageInputs, StageOutputs, StageSpec
 from pseudocell.storage import fs
 from pseudocell.storage.layout import join
 
@@ -34,7 +33,8 @@ def _worker_loop(config: dict) -> None:
 
     from pseudocell.core.parallel import DataParallel
 
-    name, inp, cfg = config["name"], StageInputs(**config["inp"]), Config.from_dict(config["cfg"])
+    spec, inp = config["spec"], StageInputs(**config["inp"])
+    cfg = Config.from_dict(config["cfg"])
     ctx = ray.train.get_context()
     world, rank = ctx.get_world_size(), ctx.get_world_rank()
     device = ray.train.torch.get_device()
@@ -48,16 +48,16 @@ def _worker_loop(config: dict) -> None:
         return DistributedDataParallel(model, device_ids=ids)
 
     par = DataParallel(rank=rank, world_size=world, wrap=wrap, device=str(device))
-    out = STAGE_FUNCTIONS[name](inp, cfg, parallel=par)
+    out = spec.fn(inp, cfg, parallel=par)
     if par.is_main:
         fs.write_bytes(join(inp.out_dir, RESULT_FILE),
                        json.dumps({"uris": out.uris, "metrics": out.metrics}).encode())
 
 
-def train_with_ray_train(name: str, inp: StageInputs, cfg: Config, *, num_workers: int = 1,
+def train_with_ray_train(spec: StageSpec, inp: StageInputs, cfg: Config, *, num_workers: int = 1,
                          use_gpu: bool = False, resources_per_worker: dict | None = None,
                          max_failures: int = 1) -> StageOutputs:
-    """Run training stage ``name`` with ``num_workers`` Ray Train workers.
+    """Run training stage ``spec`` with ``num_workers`` Ray Train workers.
 
     ``resources_per_worker`` defaults to one CPU (or one GPU with ``use_gpu``); on a
     2-CPU machine inside Tune use ``{"CPU": 0.5}`` (design.md).
@@ -65,16 +65,16 @@ def train_with_ray_train(name: str, inp: StageInputs, cfg: Config, *, num_worker
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    if name not in TRAINING_STAGES:
-        raise ValueError(f"stage {name!r} is not a training stage ({', '.join(TRAINING_STAGES)})")
+    if spec.kind != TRAINING:
+        raise ValueError(f"stage {spec.name!r} is a {spec.kind} stage, not a training stage")
     with tempfile.TemporaryDirectory(prefix="pseudocell-train-") as storage:
         trainer = TorchTrainer(
             _worker_loop,
-            train_loop_config={"name": name, "inp": asdict(inp), "cfg": cfg.to_dict()},
+            train_loop_config={"spec": spec, "inp": asdict(inp), "cfg": cfg.to_dict()},
             scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
                                          resources_per_worker=resources_per_worker),
             torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-            run_config=RunConfig(storage_path=storage, name=f"{name}-r{inp.round}",
+            run_config=RunConfig(storage_path=storage, name=f"{spec.name}-r{inp.round}",
                                  failure_config=FailureConfig(max_failures=max_failures)),
         )
         trainer.fit()

@@ -18,7 +18,7 @@ from pseudocell.core.patches import crop_patches
 from pseudocell.core.peaks import find_peaks
 from pseudocell.core.pu import pu_features, train_pu
 from pseudocell.core.targets import make_target
-from pseudocell.stages.loop import points_by_image
+from pseudocell.data.points import points_by_image
 from pseudocell.validation import ImageSet
 
 __all__ = ["detect_supervised", "tune_log_on_points", "detect_log", "estimate_prior_elkan_noto",

@@ -31,12 +31,11 @@ from pseudocell.bench.methods import (detect_log, detect_supervised, pu_direct,
                                       tune_log_on_points)
 from pseudocell.config import Config
 from pseudocell.core.metrics import match_points, pooled
-from pseudocell.orchestrator.demo import hide_points
+from pseudocell.data.points import hide_points, points_by_image
 from pseudocell.orchestrator.executors import LocalExecutor
-from pseudocell.orchestrator.run import RunInputs, prepare_run, run_loop
-from pseudocell.stages.loop import points_by_image
-from pseudocell.storage import tables
-from pseudocell.storage.manifest import read_manifest
+from pseudocell.orchestrator.run import prepare_run, run_loop
+from pseudocell.results.reader import RunResults
+from pseudocell.validation import RunInputs
 
 __all__ = ["METHODS", "run_quality", "summarize", "markdown_report", "write_result",
            "QUICK_CONFIG"]
@@ -54,8 +53,8 @@ def _score(pred: dict[str, np.ndarray], gt: dict, ids: list[str], radius: float)
     return pooled([match_points(pred[i], g[i], radius) for i in ids])
 
 
-def _peaks(uri: str, ids: list[str]) -> dict[str, np.ndarray]:
-    return points_by_image(tables.read_table(uri), ids)
+def _peaks(table: dict[str, np.ndarray], ids: list[str]) -> dict[str, np.ndarray]:
+    return points_by_image(table, ids)
 
 
 def _one_seed(ds: Dataset, cfg: Config, seed: int, keep: float, out: Path,
@@ -73,11 +72,10 @@ def _one_seed(ds: Dataset, cfg: Config, seed: int, keep: float, out: Path,
     metrics = run_loop(layout, cfg, LocalExecutor())
     timings["pseudocell"] = time.perf_counter() - t0
     rows = metrics["rounds"]
-    pred0 = read_manifest(layout.manifest(0, "predict"))["outputs"]
-    predN = read_manifest(layout.manifest(cfg.rounds, "predict"))["outputs"]
-    score["masked_round0"] = _score(_peaks(pred0["eval_peaks"]["uri"], ds.test.ids),
+    run = RunResults(layout, cfg)
+    score["masked_round0"] = _score(_peaks(run.detections(0, heldout=True), ds.test.ids),
                                     ds.test_gt, ds.test.ids, spec.radius)
-    score["pseudocell"] = _score(_peaks(predN["eval_peaks"]["uri"], ds.test.ids),
+    score["pseudocell"] = _score(_peaks(run.detections(cfg.rounds, heldout=True), ds.test.ids),
                                  ds.test_gt, ds.test.ids, spec.radius)
     res["rounds"] = rows
 
@@ -100,9 +98,9 @@ def _one_seed(ds: Dataset, cfg: Config, seed: int, keep: float, out: Path,
         timings["log"] = time.perf_counter() - t0
     if "pu_direct" in methods:
         t0 = time.perf_counter()
-        det, prior = pu_direct(ds.train, points, _peaks(pred0["peaks"]["uri"], ds.train.ids),
-                               ds.test, _peaks(pred0["eval_peaks"]["uri"], ds.test.ids), cfg,
-                               seed)
+        det, prior = pu_direct(ds.train, points, _peaks(run.detections(0), ds.train.ids),
+                               ds.test, _peaks(run.detections(0, heldout=True), ds.test.ids),
+                               cfg, seed)
         score["pu_direct"] = _score(det, ds.test_gt, ds.test.ids, spec.radius)
         res["pu_direct_prior"] = prior
         timings["pu_direct"] = time.perf_counter() - t0
@@ -205,7 +203,7 @@ def markdown_report(result: dict) -> str:
         if "ratio_pseudocell_over_full" in summ[n]:
             lines.append(f"\n{n}: pseudocell F1 / fully supervised F1 = "
                          f"{summ[n]['ratio_pseudocell_over_full']:.3f}")
-    from pseudocell.orchestrator.report import round_table_markdown
+    from pseudocell.results.report import round_table_markdown
 
     for n, d in result["datasets"].items():
         first = next(iter(d["seeds"]))

@@ -1,4 +1,5 @@
-"""Point files: napari points CSV and plain ``image,y,x`` CSV (read and write).
+"""Point files (napari points CSV and plain ``image,y,x`` CSV, read and write) and points
+tables (``{"image_id", "y", "x", ...}`` column dicts).
 
 Reading returns raw rows (image reference as written, y, x); mapping image references to
 image ids and checking them against the images is done in :mod:`pseudocell.validation`.
@@ -12,7 +13,8 @@ import numpy as np
 
 from pseudocell.errors import InvalidInputError
 
-__all__ = ["read_points_csv", "write_napari_csv", "write_points_csv"]
+__all__ = ["read_points_csv", "write_napari_csv", "write_points_csv", "points_by_image",
+           "hide_points"]
 
 
 def _float(v: str, path: Path, line: int, col: str) -> float:
@@ -126,3 +128,39 @@ def _cell(v) -> str:
     if isinstance(v, (float, np.floating)):
         return f"{float(v):.6g}"
     return str(v)
+
+
+def points_by_image(table: dict[str, np.ndarray], ids: list[str],
+                    kinds: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """Split a points table into ``{image_id: (n, 2) float64 (y, x)}`` (every id present),
+    keeping only rows whose ``kind`` is in ``kinds`` when given."""
+    keep = np.ones(len(table["y"]), bool)
+    if kinds is not None and "kind" in table:
+        keep &= np.isin(table["kind"].astype(str), kinds)
+    img = table["image_id"].astype(str)
+    out = {}
+    for i in ids:
+        m = keep & (img == i)
+        out[i] = np.stack([table["y"][m], table["x"][m]], axis=1).astype(np.float64).reshape(-1, 2)
+    return out
+
+
+def hide_points(gt: dict[str, np.ndarray], keep: float, seed: int) -> dict[str, np.ndarray]:
+    """Keep a seeded random ``keep`` fraction of each image's points (at least one point
+    per image that has any; ``round(keep * n)`` otherwise).
+
+    Returns a points table ``{"image_id", "y", "x"}``.
+
+    >>> gt = {"image_id": np.array(["a"] * 20, object), "y": np.arange(20.), "x": np.zeros(20)}
+    >>> len(hide_points(gt, 0.1, 0)["y"])
+    2
+    """
+    rng = np.random.default_rng(seed)
+    ids = gt["image_id"].astype(str)
+    keep_idx = []
+    for i in sorted(set(ids)):
+        idx = np.flatnonzero(ids == i)
+        k = max(1, int(np.floor(keep * len(idx) + 0.5)))
+        keep_idx.append(np.sort(rng.choice(idx, size=k, replace=False)))
+    sel = np.sort(np.concatenate(keep_idx)) if keep_idx else np.zeros(0, int)
+    return {k: np.asarray(v)[sel] for k, v in gt.items()}

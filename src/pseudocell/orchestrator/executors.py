@@ -1,4 +1,4 @@
-"""Executors run one stage function; the orchestrator owns ordering, manifests and resume."""
+"""Executors run one stage; the engine owns ordering, manifests and resume."""
 from __future__ import annotations
 
 import logging
@@ -7,8 +7,7 @@ from typing import Protocol
 import torch
 
 from pseudocell.config import Config
-from pseudocell.stages.base import ProgressFn, StageInputs, StageOutputs
-from pseudocell.stages.loop import STAGE_FUNCTIONS, TRAINING_STAGES
+from pseudocell.stages.base import ProgressFn, StageInputs, StageOutputs, StageSpec
 
 __all__ = ["Executor", "LocalExecutor"]
 
@@ -16,10 +15,10 @@ logger = logging.getLogger(__name__)
 
 
 class Executor(Protocol):
-    """Runs a named stage. Implementations: :class:`LocalExecutor` (in-process, the
-    reference); a Ray executor plugs in with the same method."""
+    """Runs one stage. Implementations: :class:`LocalExecutor` (in-process, the
+    reference) and :class:`~pseudocell.orchestrator.ray_executor.RayExecutor`."""
 
-    def run_stage(self, name: str, inp: StageInputs, cfg: Config,
+    def run_stage(self, spec: StageSpec, inp: StageInputs, cfg: Config,
                   progress: ProgressFn | None = None) -> StageOutputs: ...
 
 
@@ -31,15 +30,12 @@ class LocalExecutor:
     ``(done, total, value)`` reports.
     """
 
-    def run_stage(self, name: str, inp: StageInputs, cfg: Config,
+    def run_stage(self, spec: StageSpec, inp: StageInputs, cfg: Config,
                   progress: ProgressFn | None = None) -> StageOutputs:
-        fn = STAGE_FUNCTIONS[name]
         prev = torch.get_num_threads()
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         try:
-            if name in TRAINING_STAGES and progress is not None:
-                return fn(inp, cfg, progress=progress)
-            return fn(inp, cfg)
+            return spec.call(inp, cfg, progress)
         finally:
             torch.set_num_threads(prev)

@@ -7,6 +7,9 @@ variable ``PSEUDOCELL_FAULT`` is set in the driver's environment).
 ``PSEUDOCELL_FAULT=kill_actor:0/train_pu``
     the actor running round 0's ``train_pu`` writes a stray file into the stage folder
     and SIGKILLs itself before returning, on the first attempt only.
+``PSEUDOCELL_FAULT=kill_sweep:trial/2``
+    a sweep's driver SIGKILLs itself when Tune starts its second trial (with
+    ``--max-concurrent 1``: right after the first trial finished).
 """
 from __future__ import annotations
 
@@ -14,23 +17,33 @@ import logging
 import os
 import signal
 
-__all__ = ["FAULT_ENV", "fault_at", "kill_driver_if_asked"]
+__all__ = ["FAULT_ENV", "fault_at", "fault_requested", "kill_driver_if_asked", "kill_self"]
 
 logger = logging.getLogger(__name__)
 
 FAULT_ENV = "PSEUDOCELL_FAULT"
 
 
+def fault_requested(kind: str, where: str) -> bool:
+    """True when ``PSEUDOCELL_FAULT`` asks for fault ``kind`` at ``where``."""
+    spec = os.environ.get(FAULT_ENV, "")
+    return any(s.strip() == f"{kind}:{where}" for s in spec.split(",") if s.strip())
+
+
 def fault_at(kind: str, rnd: int, stage: str) -> bool:
     """True when ``PSEUDOCELL_FAULT`` asks for fault ``kind`` at (round, stage)."""
-    spec = os.environ.get(FAULT_ENV, "")
-    return any(s.strip() == f"{kind}:{rnd}/{stage}" for s in spec.split(",") if s.strip())
+    return fault_requested(kind, f"{rnd}/{stage}")
+
+
+def kill_self(why: str) -> None:
+    """SIGKILL this process (after flushing the log handlers)."""
+    logger.warning("fault injection: killing this process (%s)", why)
+    for h in logging.getLogger().handlers:
+        h.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def kill_driver_if_asked(rnd: int, stage: str) -> None:
     """SIGKILL this process when ``kill_driver`` is asked for at (round, stage)."""
     if fault_at("kill_driver", rnd, stage):
-        logger.warning("fault injection: killing the driver in round %d stage %s", rnd, stage)
-        for h in logging.getLogger().handlers:
-            h.flush()
-        os.kill(os.getpid(), signal.SIGKILL)
+        kill_self(f"the driver in round {rnd} stage {stage}")

@@ -1,5 +1,6 @@
-"""Run the loop's stages on a Ray cluster: one actor per stage kind, an ``ActorPool`` of
-predictors for the data-parallel stages, Ray Train for training when asked.
+"""Run a mode's stages on a Ray cluster: one actor per actor kind that the stage specs
+name, an ``ActorPool`` of that kind for sharded stages, Ray Train for training stages when
+asked.
 
 Actors receive store URIs and small metadata and return URIs and metrics; pixels never
 travel through Ray. A stage whose actor dies is re-run from its inputs after its folder
@@ -13,12 +14,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from pseudocell.actors.stage_actors import ACTOR_OF_STAGE, Predictor, StageActor
+from pseudocell.actors.stage_actors import actor_class
 from pseudocell.config import Config
-from pseudocell.errors import InvalidInputError, StageError
+from pseudocell.errors import InvalidInputError, PseudocellError, StageError, StoreError
 from pseudocell.orchestrator.faults import fault_at, kill_driver_if_asked
-from pseudocell.stages.base import ProgressFn, StageInputs, StageOutputs
-from pseudocell.stages.loop import SHARDED_STAGES, TRAINING_STAGES
+from pseudocell.stages.base import SHARDED, TRAINING, ProgressFn, StageInputs, StageOutputs, StageSpec
+from pseudocell.stages.modes import actor_kinds, get_mode
 from pseudocell.storage import fs
 from pseudocell.storage.manifest import remove_tree
 
@@ -45,7 +46,7 @@ class RayOptions:
     num_cpus : int or None
         CPUs of a local cluster (None: all of this machine's).
     pool_size : int or None
-        Predictor actors of the data-parallel stages (None: one per free CPU, or one per
+        Actors of the pool that runs sharded stages (None: one per free CPU, or one per
         GPU when ``use_gpu``).
     shards_per_actor : int
         Work items per pool actor (more items balance uneven images better).
@@ -66,7 +67,7 @@ class RayOptions:
         Start every actor at the first stage (their imports overlap with it) instead of
         at each kind's first use; off when a driver runs only a stage or two.
     actor_resources : dict
-        Custom Ray resources per actor class, e.g. ``{"DetectorTrainer": {"gpu_node":
+        Custom Ray resources per actor kind, e.g. ``{"DetectorTrainer": {"gpu_node":
         0.5}, "Predictor": {"cpu_node": 0.5}}``: the actors go only to nodes started
         with those resources (``ray start --resources '{"gpu_node": 1}'``).
     env_vars : dict
@@ -96,10 +97,10 @@ class RayOptions:
         if bad:
             raise InvalidInputError(f"env_vars: {', '.join(bad)} must map a name to a "
                                     "string value")
-        kinds = {c.__name__ for c in ACTOR_OF_STAGE.values()}
+        kinds = set(actor_kinds())
         bad = sorted(set(self.actor_resources) - kinds)
         if bad:
-            raise InvalidInputError(f"actor_resources: {bad} are not actor classes; use "
+            raise InvalidInputError(f"actor_resources: {bad} are not actor kinds; use "
                                     f"{sorted(kinds)}")
         if self.train not in TRAIN_MODES:
             raise InvalidInputError(f"train={self.train!r} is not one of {TRAIN_MODES}")
@@ -118,11 +119,16 @@ _STORE_ACCESS_HINT = ("; an actor could not reach the object store: give the Ray
                       "forward them from this shell with --ray-env NAME")
 
 
-def stage_error(cause: BaseException) -> StageError:
-    """The error a stage's exception in an actor becomes; store-access errors say how to
-    give the actors access."""
-    hint = _STORE_ACCESS_HINT if type(cause).__name__ in _STORE_ACCESS_ERRORS else ""
-    return StageError(f"{type(cause).__name__}: {cause}{hint}")
+def stage_error(cause: BaseException) -> BaseException:
+    """The error a stage's exception in an actor becomes: pseudocell's own errors stay as
+    they are, store-access errors become a :class:`StoreError` that says how to give the
+    actors access, anything else (a bug) is returned unchanged so that the engine logs its
+    traceback."""
+    if isinstance(cause, PseudocellError):
+        return cause
+    if type(cause).__name__ in _STORE_ACCESS_ERRORS:
+        return StoreError(f"{type(cause).__name__}: {cause}{_STORE_ACCESS_HINT}")
+    return cause
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: Any) -> bool:
@@ -165,50 +171,59 @@ class RayExecutor:
         if self.use_gpu and self._gpus == 0:
             raise InvalidInputError("use_gpu=True but the Ray cluster has no GPU; drop "
                                     "--use-gpu or attach to a cluster with GPU nodes")
-        self._singletons: dict[type, Any] = {}
+        self._singletons: dict[str, Any] = {}
         self._pool: list[Any] = []
+        self._pool_kind: str | None = None
 
     # -- actors -------------------------------------------------------------------------
     def _threads(self) -> int:
         return max(1, min(os.cpu_count() or 1, self._cpus))
 
-    def _actor_options(self, cls: type) -> dict:
+    def _actor_options(self, kind: str) -> dict:
         """Per-actor options: its custom resources and the forwarded environment (per
         actor too, since Ray may have been initialised by someone else)."""
-        res = self.options.actor_resources.get(cls.__name__)
+        res = self.options.actor_resources.get(kind)
         opts = {"resources": dict(res)} if res else {}
         if self.options.env_vars:
             opts["runtime_env"] = {"env_vars": dict(self.options.env_vars)}
         return opts
 
-    def _singleton(self, cls: type[StageActor]) -> Any:
-        """Coordinating actors reserve no CPU (design.md: they must not starve Ray
-        Train's workers); they use the node's cores through torch threads."""
+    def _singleton(self, kind: str, gpu: bool) -> Any:
+        """The one actor of ``kind``. Coordinating actors reserve no CPU (design.md: they
+        must not starve Ray Train's workers); they use the node's cores through torch
+        threads."""
         import ray
 
-        if cls not in self._singletons:
-            gpu = self.use_gpu and cls.USES_GPU
+        if kind not in self._singletons:
+            gpu = self.use_gpu and gpu
             # a second concurrent call lets the driver poll progress() during a stage
             opts = {"num_cpus": 0, "num_gpus": 1 if gpu else 0, "max_restarts": 2,
-                    "max_concurrency": 2, **self._actor_options(cls)}
-            self._singletons[cls] = ray.remote(cls).options(**opts).remote(
+                    "max_concurrency": 2, **self._actor_options(kind)}
+            self._singletons[kind] = ray.remote(actor_class(kind)).options(**opts).remote(
                 threads=self._threads(), device="cuda" if gpu else None)
-        return self._singletons[cls]
+        return self._singletons[kind]
 
-    def _pool_actors(self, cfg: Config) -> list[Any]:
-        """Predictor actors: one per GPU, or one per ``num_threads`` CPUs (each reserving
-        the CPUs its torch threads use), unless ``pool_size`` says otherwise."""
+    def _pool_actors(self, kind: str, cfg: Config) -> list[Any]:
+        """The pool of ``kind`` (sharded stages): one actor per GPU, or one per
+        ``num_threads`` CPUs (each reserving the CPUs its torch threads use), unless
+        ``pool_size`` says otherwise. One pool at a time: another kind replaces it."""
         import ray
 
+        if self._pool and self._pool_kind != kind:
+            for a in self._pool:
+                ray.kill(a, no_restart=True)
+            self._pool = []
         if not self._pool:
             threads = min(cfg.num_threads or 1, self._cpus)
             n = self.options.pool_size or (self._gpus if self.use_gpu
                                            else max(1, self._cpus // threads))
             opts = ({"num_cpus": 0, "num_gpus": 1} if self.use_gpu else {"num_cpus": threads})
-            opts.update(self._actor_options(Predictor))
-            self._pool = [ray.remote(Predictor).options(max_restarts=2, **opts).remote(
+            opts.update(self._actor_options(kind))
+            cls = ray.remote(actor_class(kind))
+            self._pool = [cls.options(max_restarts=2, **opts).remote(
                 threads=threads, device="cuda" if self.use_gpu else None)
                 for _ in range(max(1, n))]
+            self._pool_kind = kind
         return self._pool
 
     def release(self) -> None:
@@ -218,7 +233,7 @@ class RayExecutor:
         for a in [*self._singletons.values(), *self._pool]:
             ray.kill(a, no_restart=True)
         self._singletons.clear()
-        self._pool.clear()
+        self._pool = []
 
     def close(self) -> None:
         """Release the actors; shut Ray down if this executor started it."""
@@ -237,13 +252,13 @@ class RayExecutor:
         self.close()
 
     # -- stages -------------------------------------------------------------------------
-    def _use_ray_train(self, name: str) -> bool:
-        if name not in TRAINING_STAGES:
+    def _use_ray_train(self, spec: StageSpec) -> bool:
+        if spec.kind != TRAINING:
             return False
         mode = self.options.train
         return mode == "ray_train" or (mode == "auto" and self.options.train_workers > 1)
 
-    def run_stage(self, name: str, inp: StageInputs, cfg: Config,
+    def run_stage(self, spec: StageSpec, inp: StageInputs, cfg: Config,
                   progress: ProgressFn | None = None) -> StageOutputs:
         """Run one stage; re-run it (after deleting its partial outputs) when an actor
         dies, up to ``max_attempts`` times. ``progress(done, total, value)`` gets training
@@ -252,10 +267,11 @@ class RayExecutor:
                                     RayTaskError, WorkerCrashedError)
 
         lost = (RayActorError, ActorDiedError, ActorUnavailableError, WorkerCrashedError)
+        name = spec.name
         for attempt in range(1, self.options.max_attempts + 1):
             die = attempt == 1 and fault_at("kill_actor", inp.round, name)
             try:
-                return self._run_once(name, inp, cfg, die, progress)
+                return self._run_once(spec, inp, cfg, die, progress)
             except lost as e:
                 logger.warning("round %d stage %s: actor lost on attempt %d/%d (%s); "
                                "discarding its partial outputs and re-running", inp.round,
@@ -264,52 +280,57 @@ class RayExecutor:
                 remove_tree(inp.out_dir)
                 fs.makedirs(inp.out_dir)
             except RayTaskError as e:
-                cause = e.cause if getattr(e, "cause", None) is not None else e
-                raise stage_error(cause) from cause
+                cause = getattr(e, "cause", None)
+                if cause is None:
+                    raise
+                raise stage_error(cause) from e  # e carries the actor's traceback
         raise StageError(f"round {inp.round} stage {name!r}: its actor died "
                          f"{self.options.max_attempts} times; see the Ray logs "
                          "(/tmp/ray/session_latest/logs) for why")
 
     def warm_up(self, cfg: Config) -> None:
-        """Start every actor now (their processes import torch in the background while
-        the first stage runs) instead of at each stage kind's first call. Skipped with
-        GPUs, where actors are released after every stage."""
+        """Start every actor of the config's mode now (their processes import torch in
+        the background while the first stage runs) instead of at each kind's first call.
+        Skipped with GPUs, where actors are released after every stage."""
         if self.use_gpu:
             return
-        for cls in dict.fromkeys(ACTOR_OF_STAGE.values()):
-            if cls is not Predictor:
-                self._singleton(cls)
-        self._pool_actors(cfg)
+        stages = get_mode(cfg.mode).all_stages
+        pools = [s.actor for s in stages if s.kind == SHARDED]
+        for s in stages:
+            if s.actor not in pools:
+                self._singleton(s.actor, s.uses_gpu)
+        if pools:
+            self._pool_actors(pools[0], cfg)
 
-    def _run_once(self, name: str, inp: StageInputs, cfg: Config, die: bool,
+    def _run_once(self, spec: StageSpec, inp: StageInputs, cfg: Config, die: bool,
                   progress: ProgressFn | None) -> StageOutputs:
         if (self.options.warm_up and not self._singletons and not self._pool
-                and not self._use_ray_train(name)):
+                and not self._use_ray_train(spec)):
             self.warm_up(cfg)
         try:
-            return self._dispatch(name, inp, cfg, die, progress)
+            return self._dispatch(spec, inp, cfg, die, progress)
         finally:
             if self.use_gpu:  # GPU actors hold whole GPUs: free them for the next stage
                 self.release()
 
-    def _dispatch(self, name: str, inp: StageInputs, cfg: Config, die: bool,
+    def _dispatch(self, spec: StageSpec, inp: StageInputs, cfg: Config, die: bool,
                   progress: ProgressFn | None) -> StageOutputs:
         import ray
 
-        if self._use_ray_train(name):
+        if self._use_ray_train(spec):
             from pseudocell.actors.train import train_with_ray_train
 
             self.release()  # free CPUs/GPUs for the trainer's workers (design.md)
-            kill_driver_if_asked(inp.round, name)
-            return train_with_ray_train(name, inp, cfg, num_workers=self.options.train_workers,
+            kill_driver_if_asked(inp.round, spec.name)
+            return train_with_ray_train(spec, inp, cfg, num_workers=self.options.train_workers,
                                         use_gpu=self.use_gpu,
                                         resources_per_worker=self.options.train_resources)
-        if name in SHARDED_STAGES:
-            return self._run_sharded(name, inp, cfg, die, progress)
-        actor = self._singleton(ACTOR_OF_STAGE[name])
-        ref = actor.run.remote(name, inp, cfg, die)
-        kill_driver_if_asked(inp.round, name)
-        if progress is not None and name in TRAINING_STAGES:
+        if spec.kind == SHARDED:
+            return self._run_sharded(spec, inp, cfg, die, progress)
+        actor = self._singleton(spec.actor, spec.uses_gpu)
+        ref = actor.run.remote(spec, inp, cfg, die)
+        kill_driver_if_asked(inp.round, spec.name)
+        if progress is not None and spec.kind == TRAINING:
             last = None
             while not ray.wait([ref], timeout=1.0)[0]:
                 now = ray.get(actor.progress.remote())
@@ -318,23 +339,23 @@ class RayExecutor:
                     last = now
         return ray.get(ref)
 
-    def _run_sharded(self, name: str, inp: StageInputs, cfg: Config, die: bool,
+    def _run_sharded(self, spec: StageSpec, inp: StageInputs, cfg: Config, die: bool,
                      progress: ProgressFn | None) -> StageOutputs:
         import ray
         from ray.util import ActorPool
 
-        actors = self._pool_actors(cfg)
-        items = ray.get(actors[0].plan.remote(name, inp, cfg,
+        actors = self._pool_actors(spec.actor, cfg)
+        items = ray.get(actors[0].plan.remote(spec, inp, cfg,
                                               len(actors) * self.options.shards_per_actor))
         pool = ActorPool(actors)
         for k, item in enumerate(items):
-            pool.submit(lambda a, it, d=(die and k == 0): a.shard.remote(name, inp, cfg, it, d),
+            pool.submit(lambda a, it, d=(die and k == 0): a.shard.remote(spec, inp, cfg, it, d),
                         item)
-        kill_driver_if_asked(inp.round, name)
+        kill_driver_if_asked(inp.round, spec.name)
         results = []
         while pool.has_next():
             results.append(pool.get_next_unordered())
             if progress is not None:
                 progress(len(results), len(items), float("nan"))
-        logger.debug("%s: %d shards on %d actors", name, len(items), len(actors))
-        return ray.get(actors[0].merge.remote(name, inp, cfg, results))
+        logger.debug("%s: %d shards on %d actors", spec.name, len(items), len(actors))
+        return ray.get(actors[0].merge.remote(spec, inp, cfg, results))

@@ -1,9 +1,12 @@
-"""The round loop: prepare a run directory, run or resume its stages, write the results.
+"""The run engine: prepare a run directory, run or resume the stages of its mode round
+by round, write ``final/``.
 
-A stage is skipped iff its manifest exists, was made with the same config hash and the
-same input manifests, and its outputs still match their checksums; otherwise its
-directory is deleted and it runs again. Everything downstream of a re-run stage re-runs
-too, because its inputs' manifest hashes change.
+What runs, in which order, with which inputs, comes from the mode's declaration
+(:mod:`pseudocell.stages.base`); nothing here knows a stage by name. A stage is skipped
+iff its manifest exists, was made with the same config hash and the same input
+manifests, and its outputs still match their checksums; otherwise its directory is
+deleted and it runs again. Everything downstream of a re-run stage re-runs too, because
+its inputs' manifest hashes change.
 """
 from __future__ import annotations
 
@@ -21,42 +24,30 @@ from typing import Any
 import numpy as np
 
 from pseudocell.config import Config, dump_toml, load_config
-from pseudocell.errors import RunDirectoryError, StageError
-from pseudocell.stages.base import StageInputs, StageOutputs, stage_seed
+from pseudocell.errors import InvalidInputError, PseudocellError, RunDirectoryError, StageError
+from pseudocell.results.finalize import finalize
+from pseudocell.results.reader import RunResults
+from pseudocell.stages.base import Mode, StageInputs, StageOutputs, StageSpec, stage_seed
+from pseudocell.stages.modes import get_mode
+from pseudocell.stages.plan import given_inputs, runs, stage_plan
 from pseudocell.storage import arrays, fs, tables
 from pseudocell.storage.layout import SCHEMA_VERSION, RunLayout
 from pseudocell.storage.manifest import (checksum, manifest_hash, read_manifest, remove_tree,
                                          verify_outputs, write_manifest)
-from pseudocell.validation import ImageSet, check_run_dir
+from pseudocell.validation import ImageSet, RunInputs, check_run_dir
 
-__all__ = ["RunInputs", "inputs_fingerprint", "prepare_run", "prepare_run_from", "write_inputs",
-           "run_loop", "resume", "open_run",
-           "StageEvent", "stage_plan"]
+__all__ = ["inputs_fingerprint", "prepare_run", "prepare_run_from", "write_inputs",
+           "run_loop", "resume", "open_run", "planned_stages", "StageEvent"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RunInputs:
-    """Validated inputs of a run (see :mod:`pseudocell.validation`).
-
-    ``points`` are the annotated points; ``gt`` (full ground truth of the training
-    images) and ``eval_images`` + ``eval_gt`` (held-out images) are optional and are only
-    used by the ``evaluate`` stage, never by the loop.
-    """
-
-    images: ImageSet
-    points: dict[str, np.ndarray]
-    gt: dict[str, np.ndarray] | None = None
-    eval_images: ImageSet | None = None
-    eval_gt: dict[str, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
 class StageEvent:
     """Reported to the progress callback before (``status="start"``) and after each stage
     (``"done"`` or ``"skipped"``), and during training stages (``"progress"``: ``done``
-    of ``total`` steps or epochs, ``value`` = loss or risk)."""
+    of ``total`` steps or epochs, ``value`` = loss or risk). ``n_stages`` is the number
+    of stages this round runs; ``unit`` what a training stage's progress counts."""
 
     round: int
     stage: str
@@ -66,6 +57,8 @@ class StageEvent:
     done: int = 0
     total: int = 0
     value: float = float("nan")
+    n_stages: int = 0
+    unit: str = ""
 
 
 def _versions() -> dict[str, str]:
@@ -108,6 +101,7 @@ def prepare_run(run_dir: str | Path, cfg: Config, inputs: RunInputs, *, force: b
     A directory holding a run with the same config continues only if its inputs are
     the same too; otherwise it is refused unless ``force``.
     """
+    check_mode_inputs(get_mode(cfg.mode), inputs)
     run_dir = fs.resolve_root(run_dir)
     action = check_run_dir(run_dir, cfg, force=force)
     layout = RunLayout(run_dir)
@@ -132,17 +126,26 @@ def prepare_run(run_dir: str | Path, cfg: Config, inputs: RunInputs, *, force: b
     return layout
 
 
+def check_mode_inputs(mode: Mode, inputs: RunInputs) -> None:
+    """Refuse inputs that lack a store the mode needs (before anything is written)."""
+    missing = [k for k in mode.required_inputs if getattr(inputs, k, None) is None]
+    if missing:
+        raise InvalidInputError(f"mode {mode.name!r} needs {', '.join(missing)}; give "
+                                + " and ".join(f"--{k.replace('_', '-')}" for k in missing))
+
+
 def write_inputs(layout: RunLayout, inputs: RunInputs, fingerprint: str | None = None) -> None:
     """Write the input stores of ``inputs`` under ``layout.inputs``, then their manifest."""
     fs.makedirs(layout.inputs)
     outputs = {}
     arrays.write_stack(layout.images, inputs.images.ids, inputs.images.images)
     outputs["images"] = layout.images
-    ann = {**inputs.points, "kind": np.array(["annotated"] * len(inputs.points["y"]), object),
-           "round": np.full(len(inputs.points["y"]), -1, np.int64),
-           "score": np.full(len(inputs.points["y"]), np.nan)}
-    tables.write_table(layout.points, ann)
-    outputs["points"] = layout.points
+    if inputs.points is not None:
+        n = len(inputs.points["y"])
+        ann = {**inputs.points, "kind": np.array(["annotated"] * n, object),
+               "round": np.full(n, -1, np.int64), "score": np.full(n, np.nan)}
+        tables.write_table(layout.points, ann)
+        outputs["points"] = layout.points
     if inputs.gt is not None:
         tables.write_table(layout.gt, inputs.gt)
         outputs["gt"] = layout.gt
@@ -198,64 +201,6 @@ def prepare_run_from(run_dir: str | Path, cfg: Config, source: RunLayout) -> Run
     return layout
 
 
-def _out(layout: RunLayout, rnd: int, stage: str, name: str) -> tuple[str, str]:
-    """(URI of output ``name`` of a finished stage, that stage's manifest path)."""
-    m = read_manifest(layout.manifest(rnd, stage))
-    if m is None:
-        raise StageError(f"round {rnd} stage {stage!r} has no manifest but a later stage needs it")
-    return m["outputs"][name]["uri"], layout.manifest(rnd, stage)
-
-
-def stage_plan(layout: RunLayout, rnd: int, stage: str) -> dict[str, tuple[str, str]]:
-    """Inputs of a stage: name → (URI, manifest path of the producer)."""
-    inp_manifest = read_manifest(layout.inputs_manifest)
-    if inp_manifest is None:
-        raise RunDirectoryError(f"{layout.root!r} has no inputs manifest; start it with "
-                                "`pseudocell run`")
-    given = inp_manifest["outputs"]
-
-    def inp(name: str) -> tuple[str, str]:
-        return given[name]["uri"], layout.inputs_manifest
-
-    points = inp("points") if rnd == 0 else _out(layout, rnd - 1, "update_labels", "points")
-    plan: dict[str, tuple[str, str]] = {"images": inp("images")}
-    if stage == "train_detector":
-        plan["points"] = points
-    elif stage == "predict":
-        plan["model"] = _out(layout, rnd, "train_detector", "model")
-        if "eval_images" in given:
-            plan["eval_images"] = inp("eval_images")
-    elif stage == "extract_patches":
-        plan["points"] = points
-        plan["peaks"] = _out(layout, rnd, "predict", "peaks")
-    elif stage == "train_pu":
-        plan["patches"] = _out(layout, rnd, "extract_patches", "patches")
-        plan["table"] = _out(layout, rnd, "extract_patches", "table")
-    elif stage == "rank":
-        plan["features"] = _out(layout, rnd, "train_pu", "features")
-        plan["table"] = _out(layout, rnd, "extract_patches", "table")
-    elif stage == "select":
-        plan["scores"] = _out(layout, rnd, "rank", "scores")
-    elif stage == "update_labels":
-        plan["points"] = points
-        plan["selected"] = _out(layout, rnd, "select", "selected")
-        plan["table"] = _out(layout, rnd, "extract_patches", "table")
-    elif stage == "evaluate":
-        plan["peaks"] = _out(layout, rnd, "predict", "peaks")
-        for name in ("gt", "eval_images", "eval_gt"):
-            if name in given:
-                plan[name] = inp(name)
-        if "eval_images" in given:
-            plan["eval_peaks"] = _out(layout, rnd, "predict", "eval_peaks")
-        if read_manifest(layout.manifest(rnd, "select")) is not None:
-            plan["points"] = points
-            plan["selected"] = _out(layout, rnd, "select", "selected")
-            plan["table"] = _out(layout, rnd, "extract_patches", "table")
-    else:
-        raise StageError(f"unknown stage {stage!r}")
-    return plan
-
-
 def _is_done(manifest: dict | None, cfg: Config, inputs_rec: dict) -> bool:
     if manifest is None:
         return False
@@ -269,6 +214,14 @@ def _is_done(manifest: dict | None, cfg: Config, inputs_rec: dict) -> bool:
     return True
 
 
+def planned_stages(layout: RunLayout, cfg: Config) -> list[tuple[int, StageSpec]]:
+    """``(round, spec)`` of every stage the run executes, in order (a stage whose
+    ``run_if_any`` inputs the run lacks is left out)."""
+    mode, given = get_mode(cfg.mode), given_inputs(layout)
+    return [(rnd, spec) for rnd in range(cfg.rounds + 1)
+            for spec in mode.stages_of(rnd, cfg.rounds) if runs(spec, given)]
+
+
 def run_loop(layout: RunLayout, cfg: Config, executor: Any, *,
              progress: Callable[[StageEvent], None] | None = None,
              tracker: Any = None) -> dict:
@@ -276,36 +229,32 @@ def run_loop(layout: RunLayout, cfg: Config, executor: Any, *,
 
     ``progress`` gets a :class:`StageEvent` before and after each stage and, during
     training stages, ``status="progress"`` events (``done``/``total`` steps or epochs).
-    ``tracker`` (a :class:`~pseudocell.orchestrator.tracking.Tracker`) journals and
-    logs every stage, round and the final artefacts, resumed stages included, and marks
-    the run FAILED if anything raises.
+    ``tracker`` (a :class:`~pseudocell.tracking.Tracker`) journals and logs every stage,
+    round and the final artefacts, resumed stages included, and marks the run FAILED if
+    anything raises.
 
     Returns the per-round metrics (list under ``"rounds"``) as written to
     ``final/metrics.json``.
     """
-    from pseudocell.orchestrator.finalize import (final_artifacts, finalize, round_artifacts,
-                                                  round_rows)
-    from pseudocell.orchestrator.tracking import ROUND_OVERLAYS
-
     report = progress or (lambda e: None)
+    mode = get_mode(cfg.mode)
+    results = RunResults(layout, cfg)
+    plan = planned_stages(layout, cfg)
     rnd = None
     if tracker is not None:
         tracker.start(cfg)
     try:
         for rnd in range(cfg.rounds + 1):
-            for stage in RunLayout.stages_of(rnd, cfg.rounds):
-                if stage == "evaluate" and not _has_ground_truth(layout):
-                    continue
-                ev = _run_stage(layout, cfg, executor, rnd, stage, report)
+            specs = [s for r, s in plan if r == rnd]
+            for spec in specs:
+                ev = _run_stage(layout, mode, cfg, executor, rnd, spec, report, len(specs))
                 if tracker is not None:
-                    tracker.stage_done(rnd, stage, ev.metrics, ev.seconds)
-            if tracker is not None and not tracker.round_recorded(rnd):
-                files = round_artifacts(layout, rnd, ROUND_OVERLAYS) \
-                    if tracker.wants_round_artifacts else []
-                tracker.round_done(rnd, round_rows(layout, cfg)[rnd], files)
-        metrics = finalize(layout, cfg)
+                    tracker.stage_done(rnd, spec, ev.metrics, ev.seconds)
+            if tracker is not None:
+                tracker.round_done(results, rnd)
+        metrics = finalize(results)
         if tracker is not None:
-            tracker.finish(final_artifacts(layout, metrics))
+            tracker.run_done(results, metrics)
     except BaseException as e:
         if tracker is not None:
             tracker.fail(e, rnd)
@@ -313,16 +262,24 @@ def run_loop(layout: RunLayout, cfg: Config, executor: Any, *,
     return metrics
 
 
-def _run_stage(layout: RunLayout, cfg: Config, executor: Any, rnd: int, stage: str,
-               report: Callable[[StageEvent], None]) -> StageEvent:
-    """Run one stage unless its manifest says it is done; returns the done/skipped event."""
-    plan = stage_plan(layout, rnd, stage)
+def _run_stage(layout: RunLayout, mode: Mode, cfg: Config, executor: Any, rnd: int,
+               spec: StageSpec, report: Callable[[StageEvent], None],
+               n_stages: int) -> StageEvent:
+    """Run one stage unless its manifest says it is done; returns the done/skipped event.
+
+    An expected failure (a :class:`~pseudocell.errors.PseudocellError`: bad input, store
+    access) becomes a one-line :class:`StageError`; anything else is a bug, logged with
+    its full traceback (the run's log file; the console with ``--log-level DEBUG``)."""
+    stage = spec.name
+    plan = stage_plan(layout, mode, rnd, spec)
     inputs_rec = {k: {"uri": u, "manifest_sha256": manifest_hash(m)}
                   for k, (u, m) in sorted(plan.items())}
     mpath = layout.manifest(rnd, stage)
     old = read_manifest(mpath)
+    unit = spec.progress_unit
     if _is_done(old, cfg, inputs_rec):
-        ev = StageEvent(rnd, stage, "skipped", old.get("seconds", 0.0), old.get("metrics"))
+        ev = StageEvent(rnd, stage, "skipped", old.get("seconds", 0.0), old.get("metrics"),
+                        n_stages=n_stages, unit=unit)
         report(ev)
         return ev
     out_dir = layout.stage_dir(rnd, stage)
@@ -331,16 +288,23 @@ def _run_stage(layout: RunLayout, cfg: Config, executor: Any, rnd: int, stage: s
     seed = stage_seed(cfg.seed, rnd, stage)
     inp = StageInputs(out_dir=out_dir, round=rnd, seed=seed,
                       uris={k: u for k, (u, _) in plan.items()})
-    report(StageEvent(rnd, stage, "start"))
+    report(StageEvent(rnd, stage, "start", n_stages=n_stages, unit=unit))
 
     def step(done: int, total: int, value: float) -> None:
-        report(StageEvent(rnd, stage, "progress", done=done, total=total, value=value))
+        report(StageEvent(rnd, stage, "progress", done=done, total=total, value=value,
+                          n_stages=n_stages, unit=unit))
 
     t0 = time.perf_counter()
     try:
-        out: StageOutputs = executor.run_stage(stage, inp, cfg, progress=step)
-    except Exception as e:
+        out: StageOutputs = executor.run_stage(spec, inp, cfg, progress=step)
+    except PseudocellError as e:
         raise StageError(f"round {rnd} stage {stage!r} failed: {e}") from e
+    except Exception as e:
+        logger.error("round %d stage %s failed with an unexpected %s", rnd, stage,
+                     type(e).__name__, exc_info=True)
+        raise StageError(f"round {rnd} stage {stage!r} failed with an unexpected "
+                         f"{type(e).__name__}: {e} (a bug: the traceback is in the run's "
+                         "pseudocell.log, and on the console with --log-level DEBUG)") from e
     seconds = time.perf_counter() - t0
     write_manifest(mpath, {
         "stage": stage, "round": rnd, "seed": seed, "schema_version": SCHEMA_VERSION,
@@ -349,14 +313,9 @@ def _run_stage(layout: RunLayout, cfg: Config, executor: Any, rnd: int, stage: s
         "metrics": out.metrics, "seconds": seconds, "versions": _versions(),
     })
     logger.info("round=%d stage=%s seconds=%.1f", rnd, stage, seconds)
-    ev = StageEvent(rnd, stage, "done", seconds, out.metrics)
+    ev = StageEvent(rnd, stage, "done", seconds, out.metrics, n_stages=n_stages, unit=unit)
     report(ev)
     return ev
-
-
-def _has_ground_truth(layout: RunLayout) -> bool:
-    m = read_manifest(layout.inputs_manifest) or {}
-    return any(k in m.get("outputs", {}) for k in ("gt", "eval_gt"))
 
 
 def open_run(run_dir: str | Path) -> tuple[RunLayout, Config]:

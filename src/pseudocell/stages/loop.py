@@ -1,15 +1,14 @@
-"""The stages of one round of the partial-annotation pseudo-label loop.
+"""The partial-annotation pseudo-label loop (Fujii et al. 2021): its stages and its mode.
 
 Every function has the signature ``(StageInputs, Config) -> StageOutputs``; it reads its
 inputs through :mod:`pseudocell.storage` and writes only inside ``inp.out_dir``.
+:data:`PARTIAL` declares the pipeline (see :mod:`pseudocell.stages.base`).
 """
 from __future__ import annotations
 
 import json
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -24,29 +23,16 @@ from pseudocell.core.peaks import find_peaks
 from pseudocell.core.pu import pu_features, train_pu as _train_pu
 from pseudocell.core.select import choose, rank_unlabeled
 from pseudocell.core.targets import make_target
-from pseudocell.stages.base import ProgressFn, StageInputs, StageOutputs
+from pseudocell.data.points import points_by_image
+from pseudocell.stages.base import (SHARDED, TRAINING, Input, Labels, Mode, Output, ProgressFn,
+                                    ShardedStage, StageInputs, StageOutputs, StageSpec)
 from pseudocell.storage import arrays, fs, tables
 from pseudocell.storage.layout import join
 
 __all__ = ["train_detector", "predict", "extract_patches", "train_pu", "rank", "select",
-           "update_labels", "evaluate", "STAGE_FUNCTIONS", "SHARDED_STAGES", "TRAINING_STAGES",
-           "ShardedStage", "points_by_image"]
+           "update_labels", "evaluate", "PARTIAL"]
 
 logger = logging.getLogger(__name__)
-
-
-def points_by_image(table: dict[str, np.ndarray], ids: list[str],
-                    kinds: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
-    """Split a points table into ``{image_id: (n, 2) float64 (y, x)}`` (every id present)."""
-    keep = np.ones(len(table["y"]), bool)
-    if kinds is not None and "kind" in table:
-        keep &= np.isin(table["kind"].astype(str), kinds)
-    img = table["image_id"].astype(str)
-    out = {}
-    for i in ids:
-        m = keep & (img == i)
-        out[i] = np.stack([table["y"][m], table["x"][m]], axis=1).astype(np.float64).reshape(-1, 2)
-    return out
 
 
 def _log_every(every: int, stage: str, rnd: int, total: int,
@@ -467,30 +453,63 @@ def _pseudo_label_quality(inp: StageInputs, ids: list[str], gt: dict[str, np.nda
             "n_pseudo_pos": n_pos, "n_pseudo_neg": n_neg}
 
 
-@dataclass(frozen=True)
-class ShardedStage:
-    """A stage split into plan (pre-size stores, list work items), shards (each writes
-    whole chunks) and merge (small tables, outputs). Work items and shard results are
-    small JSON-safe dicts."""
+# -- the mode ---------------------------------------------------------------------------
 
-    plan: Callable[[StageInputs, Config, int], list[dict]]
-    shard: Callable[..., dict]
-    merge: Callable[[StageInputs, Config, list[dict]], StageOutputs]
+_IMAGES = Input("images")
+_TABLE = Output("extract_patches", "table")
+_TRAIN_DETECTOR = StageSpec(
+    "train_detector", train_detector, "DetectorTrainer", TRAINING,
+    inputs={"images": _IMAGES, "points": Labels()},
+    series={"detector_loss": ("detector/loss", "detector_loss_steps")},
+    row={"n_pos": "labels_pos", "n_neg": "labels_neg"})
+_PREDICT = StageSpec(
+    "predict", predict, "Predictor", SHARDED,
+    inputs={"images": _IMAGES, "model": Output("train_detector", "model"),
+            "eval_images": Input("eval_images")},
+    optional=frozenset({"eval_images"}),
+    shards=ShardedStage(predict_plan, predict_shard, predict_merge))
+_EVAL_INPUTS = {"images": _IMAGES, "peaks": Output("predict", "peaks"), "gt": Input("gt"),
+                "eval_images": Input("eval_images"), "eval_gt": Input("eval_gt"),
+                "eval_peaks": Output("predict", "eval_peaks")}
+_EVAL = dict(actor="LabelSelector", run_if_any=("gt", "eval_gt"), uses_gpu=False,
+             optional=frozenset({"gt", "eval_images", "eval_gt", "eval_peaks"}),
+             journal_scalars=False, row="*")
 
-
-#: Stages an executor may run as parallel shards.
-SHARDED_STAGES = {
-    "predict": ShardedStage(predict_plan, predict_shard, predict_merge),
-    "extract_patches": ShardedStage(extract_patches_plan, extract_patches_shard,
-                                    extract_patches_merge),
-}
-
-#: Stages that train a network and accept ``parallel=DataParallel(...)``.
-TRAINING_STAGES = ("train_detector", "train_pu")
-
-#: name → function, in loop order.
-STAGE_FUNCTIONS = {
-    "train_detector": train_detector, "predict": predict, "extract_patches": extract_patches,
-    "train_pu": train_pu, "rank": rank, "select": select, "update_labels": update_labels,
-    "evaluate": evaluate,
-}
+#: The partial-annotation loop: clicked points → rounds of detector, PU features, ranker
+#: and pseudo-labels → the final detector.
+PARTIAL = Mode(
+    name="partial",
+    round_stages=(
+        _TRAIN_DETECTOR,
+        _PREDICT,
+        StageSpec("extract_patches", extract_patches, "Predictor", SHARDED,
+                  inputs={"images": _IMAGES, "points": Labels(),
+                          "peaks": Output("predict", "peaks")},
+                  shards=ShardedStage(extract_patches_plan, extract_patches_shard,
+                                      extract_patches_merge)),
+        StageSpec("train_pu", train_pu, "PUFeatureLearner", TRAINING,
+                  inputs={"images": _IMAGES, "patches": Output("extract_patches", "patches"),
+                          "table": _TABLE},
+                  progress_unit="epochs", series={"pu_risk": ("pu/risk", None)}),
+        StageSpec("rank", rank, "PRanker", uses_gpu=False,
+                  inputs={"images": _IMAGES, "features": Output("train_pu", "features"),
+                          "table": _TABLE}),
+        StageSpec("select", select, "LabelSelector", uses_gpu=False,
+                  inputs={"images": _IMAGES, "scores": Output("rank", "scores")},
+                  row={"n_pseudo_pos": "n_pseudo_pos", "n_pseudo_neg": "n_pseudo_neg"}),
+        StageSpec("update_labels", update_labels, "LabelSelector", uses_gpu=False,
+                  inputs={"images": _IMAGES, "points": Labels(),
+                          "selected": Output("select", "selected"), "table": _TABLE}),
+        StageSpec("evaluate", evaluate, **_EVAL,
+                  inputs={**_EVAL_INPUTS, "points": Labels(),
+                          "selected": Output("select", "selected"), "table": _TABLE}),
+    ),
+    final_stages=(_TRAIN_DETECTOR, _PREDICT,
+                  StageSpec("evaluate", evaluate, **_EVAL, inputs=_EVAL_INPUTS)),
+    initial_labels=Input("points"),
+    labels=Output("update_labels", "points"),
+    products={"model": Output("train_detector", "model"),
+              "detections": Output("predict", "peaks"),
+              "heldout_detections": Output("predict", "eval_peaks")},
+    required_inputs=("images", "points"),
+)

@@ -11,16 +11,9 @@ import hashlib
 import os
 from dataclasses import dataclass
 
-__all__ = ["SCHEMA_VERSION", "LOOP_STAGES", "FINAL_STAGES", "RunLayout", "join"]
+__all__ = ["SCHEMA_VERSION", "RunLayout", "join"]
 
 SCHEMA_VERSION = 1
-
-#: Stages of one pseudo-labelling round, in order.
-LOOP_STAGES = ("train_detector", "predict", "extract_patches", "train_pu", "rank", "select",
-               "update_labels", "evaluate")
-#: Stages of the last round (the final detector).
-FINAL_STAGES = ("train_detector", "predict", "evaluate")
-
 
 def join(*parts: str) -> str:
     """Join URI parts with '/' (works for local paths and s3://)."""
@@ -96,8 +89,3 @@ class RunLayout:
     @property
     def final(self) -> str:
         return join(self.root, "final")
-
-    @staticmethod
-    def stages_of(rnd: int, rounds: int) -> tuple[str, ...]:
-        """Stage names of round ``rnd`` in a run of ``rounds`` rounds."""
-        return LOOP_STAGES if rnd < rounds else FINAL_STAGES

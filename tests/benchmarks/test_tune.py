@@ -2,7 +2,10 @@
 trial when the sweep ran it, and a tuned config equal to the default is not run twice."""
 from __future__ import annotations
 
-from pseudocell.bench.tune_bench import base_trial_f1, table
+from _scripts import load_script
+
+_tune = load_script("tune")
+base_trial_f1, table = _tune.base_trial_f1, _tune.table
 
 TRIALS = [{"trial_id": "a", "alpha": 0.05, "p": 4.0, "val_f1": 0.95, "status": "finished"},
           {"trial_id": "b", "alpha": 0.05, "p": 4.5, "val_f1": 0.97, "status": "finished"},

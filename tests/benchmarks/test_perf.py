@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from pseudocell.bench import perf
+import _scripts  # noqa: F401 (puts benchmarks/ on the path)
+import perf_lib as perf
 from pseudocell.config import Config
 
 THROUGHPUT_KEYS = {"ours_mpx_s", "bare_mpx_s", "ratio", "ratio_median", "overhead_pct", "ours_s", "bare_s",

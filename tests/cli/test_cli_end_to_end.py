@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from pseudocell.cli import app
 from pseudocell.config import dump_toml
-from pseudocell.orchestrator.demo import hide_points
+from pseudocell.data.points import hide_points
 
 runner = CliRunner()
 

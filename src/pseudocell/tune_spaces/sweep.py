@@ -32,10 +32,10 @@ from typing import Any
 
 from pseudocell.config import Config, dump_toml
 from pseudocell.errors import InvalidInputError, RunDirectoryError
-from pseudocell.orchestrator.run import RunInputs, inputs_fingerprint, write_inputs
+from pseudocell.orchestrator.run import inputs_fingerprint, write_inputs
 from pseudocell.storage.layout import RunLayout
-from pseudocell.tune_spaces import check_space
-from pseudocell.validation import ImageSet, check_disjoint_images
+from pseudocell.tune_spaces.spaces import check_space
+from pseudocell.validation import ImageSet, RunInputs, check_disjoint_images
 
 __all__ = ["SweepOptions", "prepare_sweep", "run_sweep", "OBJECTIVE", "trial_table",
            "base_point"]
@@ -162,7 +162,7 @@ def _trial(params: dict, *, sweep_dir: str, parent_run_id: str | None) -> None:
 
     from pseudocell.orchestrator.executors import LocalExecutor
     from pseudocell.orchestrator.run import prepare_run_from, run_loop
-    from pseudocell.orchestrator.tracking import Tracker
+    from pseudocell.tracking import Tracker
 
     root = Path(sweep_dir)
     base, options = read_sweep(root)
@@ -198,9 +198,10 @@ def _trial(params: dict, *, sweep_dir: str, parent_run_id: str | None) -> None:
         def round_recorded(self, rnd: int) -> bool:  # journalled *and* reported
             return super().round_recorded(rnd) and rnd <= reported
 
-        def round_done(self, rnd: int, row: dict, artifacts: list) -> None:
+        def round_done(self, results, rnd: int) -> None:
             nonlocal final_row
-            super().round_done(rnd, row, artifacts)
+            super().round_done(results, rnd)
+            row = results.round_row(rnd)
             if rnd == cfg.rounds:
                 final_row = row
             elif rnd > reported:
@@ -215,7 +216,7 @@ def _trial(params: dict, *, sweep_dir: str, parent_run_id: str | None) -> None:
 
 
 def _tracking_uri(root: Path, options: SweepOptions) -> str:
-    from pseudocell.orchestrator.tracking import default_tracking_uri
+    from pseudocell.tracking import default_tracking_uri
 
     return options.tracking_uri or default_tracking_uri(root)
 
@@ -238,7 +239,7 @@ def run_sweep(sweep_dir: str | Path, *, resume: bool = False, address: str | Non
     from ray.tune.search import BasicVariantGenerator
 
     from pseudocell.orchestrator.ray_executor import init_ray
-    from pseudocell.orchestrator.tracking import Tracker
+    from pseudocell.tracking import Tracker
     from pseudocell.tune_spaces import to_tune
 
     root = Path(sweep_dir).resolve()
@@ -286,7 +287,8 @@ def run_sweep(sweep_dir: str | Path, *, resume: bool = False, address: str | Non
                                             if p is not None])),
                 run_config=tune.RunConfig(
                     name="tune", storage_path=str(root), verbose=0,
-                    failure_config=tune.FailureConfig(max_failures=1)))
+                    failure_config=tune.FailureConfig(max_failures=1),
+                    callbacks=_fault_callbacks(tune)))
         grid = tuner.fit()
     except BaseException as e:
         tracker.fail(e)
@@ -302,6 +304,25 @@ def run_sweep(sweep_dir: str | Path, *, resume: bool = False, address: str | Non
     tracker.finish([(str(root / "trials.csv"), "")] +
                    ([(str(root / "best.toml"), "")] if (root / "best.toml").exists() else []))
     return result
+
+
+def _fault_callbacks(tune) -> list:
+    """With ``PSEUDOCELL_FAULT=kill_sweep:trial/N``, a Tune callback that SIGKILLs this
+    driver when the N-th trial starts (the resume tests' deterministic kill point)."""
+    from pseudocell.orchestrator.faults import FAULT_ENV, fault_requested, kill_self
+
+    if "kill_sweep:" not in os.environ.get(FAULT_ENV, ""):
+        return []
+
+    class KillAtTrialStart(tune.Callback):
+        started = 0
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.started += 1
+            if fault_requested("kill_sweep", f"trial/{self.started}"):
+                kill_self(f"the sweep at the start of trial {self.started}")
+
+    return [KillAtTrialStart()]
 
 
 def base_point(base: Config, space: dict) -> dict | None:
@@ -353,7 +374,7 @@ def trial_table(root: Path, base: Config, options: SweepOptions, grid) -> list[d
 def _end_trials(root: Path, rows: list[dict]) -> None:
     """Push what trials journalled and end runs the scheduler stopped (KILLED): a stopped
     trial's process is gone before it can end its own MLflow run."""
-    from pseudocell.orchestrator.tracking import Tracker
+    from pseudocell.tracking import Tracker
 
     for r in rows:
         tdir = root / "trials" / r["trial_id"]

@@ -13,9 +13,9 @@ from pseudocell.core.metrics import match_points, pooled
 from pseudocell.core.peaks import find_peaks
 from pseudocell.data.images import image_id
 from pseudocell.data.overlay import draw_overlay
-from pseudocell.data.points import read_points_csv, write_napari_csv, write_points_csv
+from pseudocell.data.points import (points_by_image, read_points_csv, write_napari_csv,
+                                    write_points_csv)
 from pseudocell.errors import InvalidInputError
-from pseudocell.stages.loop import points_by_image
 from pseudocell.validation import check_points, load_image_folder
 
 __all__ = ["detect_folder", "evaluate_files", "resolve_model"]

@@ -13,7 +13,7 @@ from conftest import FailOnce, crop_inputs
 from pseudocell.errors import StageError
 from pseudocell.orchestrator.executors import LocalExecutor
 from pseudocell.orchestrator.run import prepare_run, resume, run_loop
-from pseudocell.orchestrator.tracking import (Tracker, default_tracking_uri, metric_name,
+from pseudocell.tracking import (Tracker, default_tracking_uri, metric_name,
                                               stage_metrics, sync)
 
 mlflow = pytest.importorskip("mlflow")
@@ -195,16 +195,22 @@ def test_metric_names_and_stage_series():
     assert metric_name("train@15/f1") == "train_15px/f1"
     assert metric_name("heldout@7.5/precision") == "heldout_7.5px/precision"
     assert metric_name("n_pseudo_pos") == "n_pseudo_pos"
-    got = stage_metrics(2, "train_detector", {"detector_loss": [0.5, 0.25],
+    from pseudocell.stages.loop import PARTIAL
+
+    spec = {s.name: s for s in PARTIAL.all_stages}
+    got = stage_metrics(2, spec["train_detector"], {"detector_loss": [0.5, 0.25],
                                               "detector_loss_steps": [50, 70],
                                               "n_pos": 3, "n_neg": 0}, 1.5)
     assert got == [("time/train_detector", 1.5, 2), ("detector/loss", 0.5, 50),
                    ("detector/loss", 0.25, 70), ("train_detector/n_pos", 3.0, 2),
                    ("train_detector/n_neg", 0.0, 2)]
-    got = stage_metrics(0, "train_pu", {"pu_risk": [0.3, 0.2], "pu_prior": 0.4,
+    got = stage_metrics(0, spec["train_pu"], {"pu_risk": [0.3, 0.2], "pu_prior": 0.4,
                                         "pu_skipped": False}, 2.0)
     assert got == [("time/train_pu", 2.0, 0), ("pu/risk", 0.3, 1), ("pu/risk", 0.2, 2),
                    ("train_pu/pu_prior", 0.4, 0), ("train_pu/pu_skipped", 0.0, 0)]
+    # evaluation metrics belong to the round's row, not to the stage's scalars
+    assert stage_metrics(1, spec["evaluate"], {"n_pseudo_pos": 4, "round": 1}, 0.5) == \
+        [("time/evaluate", 0.5, 1)]
 
 
 @pytest.mark.parametrize("error, status", [(RuntimeError("boom"), "FAILED"),

@@ -10,7 +10,6 @@ import logging
 import math
 
 from pseudocell.orchestrator.run import StageEvent
-from pseudocell.storage.layout import RunLayout
 
 __all__ = ["RunProgress"]
 
@@ -71,12 +70,12 @@ class RunProgress:
         if e.round != self._round:  # a new round: earlier ones are complete
             self._round = e.round
             p.update(self._rounds, completed=e.round, description=f"round {e.round}/{self.rounds}")
-            p.reset(self._stages, total=len(RunLayout.stages_of(e.round, self.rounds)))
+            p.reset(self._stages, total=e.n_stages)
         if e.status == "start":
             p.update(self._stages, description=f"  {e.stage}")
             p.update(self._steps, visible=False)
         elif e.status == "progress":
-            what = "epochs" if e.stage == "train_pu" else "steps"
+            what = e.unit or "steps"
             info = "" if math.isnan(e.value) else f"loss {e.value:.4f}"
             p.update(self._steps, total=e.total, completed=e.done, visible=True,
                      description=f"    {what}", info=info)

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,8 +16,8 @@ from typer.testing import CliRunner
 from conftest import _descendants, kill_pids, save_png, write_points_file
 from pseudocell.cli import app
 from pseudocell.config import dump_toml, load_config
-from pseudocell.orchestrator.demo import hide_points
-from pseudocell.orchestrator.sweep import OBJECTIVE, SweepOptions, prepare_sweep, run_sweep
+from pseudocell.data.points import hide_points
+from pseudocell.tune_spaces.sweep import OBJECTIVE, SweepOptions, prepare_sweep, run_sweep
 from pseudocell.storage.layout import RunLayout
 from pseudocell.storage.manifest import read_manifest
 
@@ -55,7 +54,7 @@ def _tune_args(files, out, cfg_file, samples=2):
 
 def test_the_base_config_is_the_first_trial_when_the_space_holds_it():
     from pseudocell.config import Config
-    from pseudocell.orchestrator.sweep import base_point
+    from pseudocell.tune_spaces.sweep import base_point
     from pseudocell.tune_spaces import describe
 
     base = Config()
@@ -86,7 +85,7 @@ def test_two_trial_sweep_writes_a_best_config_that_run_accepts(tmp_path, small_c
                                                                tiny_cfg, ray_address):
     from mlflow.tracking import MlflowClient
 
-    from pseudocell.orchestrator.run import RunInputs
+    from pseudocell.validation import RunInputs
     from pseudocell.validation import load_image_folder, load_points
 
     files = _write(tmp_path, small_crops)
@@ -146,7 +145,7 @@ def test_a_trial_stopped_at_its_last_report_has_finished(tmp_path, small_crops, 
     import ray.tune.schedulers as schedulers
     from mlflow.tracking import MlflowClient
 
-    from pseudocell.orchestrator.run import RunInputs
+    from pseudocell.validation import RunInputs
     from pseudocell.validation import load_image_folder, load_points
 
     class StopAtLastRound(schedulers.FIFOScheduler):
@@ -176,20 +175,6 @@ def test_a_trial_stopped_at_its_last_report_has_finished(tmp_path, small_crops, 
     assert steps == list(range(tiny_cfg.rounds + 1))
 
 
-def _first_finished_trial(sweep: Path, rounds: int) -> Path | None:
-    """The run directory of a trial whose last round Tune has received (it reports that
-    round after writing final/), or None."""
-    for res in sorted(sweep.glob("tune/*/result.json")):
-        for line in res.read_text().splitlines():
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:  # being written
-                continue
-            if r.get("round") == rounds:
-                return sweep / "trials" / r["trial_id"]
-    return None
-
-
 @pytest.mark.ray
 def test_sweep_killed_after_its_first_trial_resumes_without_rerunning_it(
         tmp_path, small_crops, tiny_cfg, ray_address):
@@ -199,21 +184,19 @@ def test_sweep_killed_after_its_first_trial_resumes_without_rerunning_it(
     cmd = [sys.executable, "-m", "pseudocell", "--quiet",
            *_tune_args(files, sweep, tmp_path / "cfg.toml"), "--max-concurrent", "1",
            "--scheduler", "fifo", "--address", ray_address]
+    # the driver kills itself when Tune starts the second trial: the first has finished
+    # (one trial at a time), the second has not begun; Tune saves its state every step
+    env = {**os.environ, "PSEUDOCELL_FAULT": "kill_sweep:trial/2", "TUNE_GLOBAL_CHECKPOINT_S": "0"}
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    first = None
+                            stderr=subprocess.STDOUT, env=env)
     try:
-        deadline = time.monotonic() + 240
-        while first is None and time.monotonic() < deadline and proc.poll() is None:
-            first = _first_finished_trial(sweep, tiny_cfg.rounds)
-            time.sleep(0.5)
-        time.sleep(2)  # let Tune save its experiment state
-        os.kill(proc.pid, signal.SIGKILL)
-        log = proc.communicate(timeout=60)[0].decode(errors="replace")
+        log = proc.communicate(timeout=300)[0].decode(errors="replace")
     finally:
         kill_pids(_descendants(proc.pid) | {proc.pid})
-    assert first is not None, log
     assert proc.returncode == -signal.SIGKILL, log
+    done = [p.parents[1] for p in sweep.glob("trials/*/final/metrics.json")]
+    assert len(done) == 1, log  # exactly the first trial finished
+    first = done[0]
     stamps = {p: p.stat().st_mtime_ns for p in first.rglob("_manifest.json")}
 
     res = subprocess.run([sys.executable, "-m", "pseudocell", "--quiet", "tune", "--resume",

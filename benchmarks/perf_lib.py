@@ -9,7 +9,7 @@ Two measurements (driven by ``benchmarks/perf.py``):
 * :func:`round_memory` / :func:`memory_scaling` — peak resident memory and wall time of
   one round of the loop (``rounds=1``: round 0's stages, the final detector and
   ``final/``) as the image set is repeated 1×, 2×, 4×. Every measurement runs in a fresh
-  child process (``python -m pseudocell.bench.perf --round-child ...``) so that each
+  child process (``python benchmarks/perf_lib.py --round-child ...``) so that each
   scale has its own peak.
 
 Peak memory is read from ``VmHWM`` in ``/proc/self/status`` (the high-water mark of the
@@ -286,8 +286,8 @@ def _child_env() -> dict[str, str]:
 
 
 def _run_child(args: list[str], timeout: float | None) -> dict[str, Any]:
-    """Run ``python -m pseudocell.bench.perf --round-child ...``; its JSON result."""
-    cmd = [sys.executable, "-m", "pseudocell.bench.perf", "--round-child", *args]
+    """Run ``python benchmarks/perf_lib.py --round-child ...``; its JSON result."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--round-child", *args]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_child_env(),
                           timeout=timeout, check=False)
@@ -327,7 +327,7 @@ def round_memory(scale: int, out_dir: str | Path, cfg, data_dir: str | Path | No
 
     1. ``prepare``: load the images (bright-field ``001cells`` .. from ``data_dir``, with
        a seeded ``keep`` fraction of their points as
-       :func:`~pseudocell.orchestrator.demo.hide_points` keeps them; or the ``images``
+       :func:`~pseudocell.data.points.hide_points` keeps them; or the ``images``
        override), repeat them (:func:`repeat_images`) and write the run directory with
        :func:`~pseudocell.orchestrator.run.prepare_run`. No ground truth and no held-out
        images, so there is no ``evaluate`` stage.
@@ -485,8 +485,8 @@ def memory_scaling(scales: Sequence[int] = (1, 2, 4), *, cfg, data_dir: str | Pa
 # -- child process entry point ------------------------------------------------------------
 def _child_prepare(ns: argparse.Namespace) -> dict[str, Any]:
     from pseudocell.config import load_config
-    from pseudocell.orchestrator.run import RunInputs, prepare_run
-    from pseudocell.validation import ImageSet
+    from pseudocell.orchestrator.run import prepare_run
+    from pseudocell.validation import ImageSet, RunInputs
 
     cfg = load_config(ns.config)
     t0 = time.perf_counter()
@@ -498,7 +498,8 @@ def _child_prepare(ns: argparse.Namespace) -> dict[str, Any]:
                    "x": z["points_x"]}
         paths = [f"{ns.inputs}#{i}" for i in ids]
     else:
-        from pseudocell.orchestrator.demo import hide_points, load_brightfield
+        from pseudocell.data.points import hide_points
+        from pseudocell.demo import load_brightfield
 
         images, gt = load_brightfield(ns.data_dir, range(1, ns.n_images + 1))
         ids, imgs, paths = images.ids, images.images, images.paths
@@ -539,18 +540,18 @@ def _child_baseline(ns: argparse.Namespace) -> dict[str, Any]:
     import torch  # noqa: F401
 
     import pseudocell.orchestrator.executors  # noqa: F401
-    import pseudocell.orchestrator.finalize  # noqa: F401
+    import pseudocell.results.finalize  # noqa: F401
     import pseudocell.orchestrator.run  # noqa: F401
 
     return {"n_images": 0, "wall_s": time.perf_counter() - t0}
 
 
 def _child_main(argv: Sequence[str] | None = None) -> int:
-    """``python -m pseudocell.bench.perf --round-child {prepare,loop,baseline} ...``.
+    """``python benchmarks/perf_lib.py --round-child {prepare,loop,baseline} ...``.
 
     Logs go to stderr; the result is one stdout line ``RESULT_MARKER + json``.
     """
-    ap = argparse.ArgumentParser(prog="python -m pseudocell.bench.perf",
+    ap = argparse.ArgumentParser(prog="python benchmarks/perf_lib.py",
                                  description="child process of the memory benchmark")
     ap.add_argument("--round-child", required=True, choices=("prepare", "loop", "baseline"))
     ap.add_argument("--run-dir", type=Path)

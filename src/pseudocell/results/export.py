@@ -1,7 +1,7 @@
 """Export any round's labels and detections of a run (napari CSV, QuPath GeoJSON, CSV).
 
 *Labels of round R* are the annotated points plus every pseudo-label selected in rounds
-0..R (the output of round R's ``update_labels``); the last round selects none, so its
+0..R (see :meth:`~pseudocell.results.reader.RunResults.labels`); the last round selects none, so its
 labels are those its detector was trained on. *Detections of round R* are the peaks of
 round R's detector on the training images.
 """
@@ -12,46 +12,18 @@ from pathlib import Path
 
 import numpy as np
 
-from pseudocell.config import load_config
 from pseudocell.data.geojson import points_to_geojson, write_geojson
 from pseudocell.data.overlay import COLORS
 from pseudocell.data.points import write_napari_csv, write_points_csv
 from pseudocell.errors import InvalidInputError, RunDirectoryError
-from pseudocell.storage import arrays, fs, tables
-from pseudocell.storage.layout import RunLayout
-from pseudocell.storage.manifest import read_manifest
+from pseudocell.results.reader import RunResults
 
-__all__ = ["FORMATS", "WHAT", "round_labels", "round_detections", "export_round",
-           "write_points"]
+__all__ = ["FORMATS", "WHAT", "export_round", "write_points"]
 
 logger = logging.getLogger(__name__)
 
 FORMATS = ("napari", "geojson", "csv")
 WHAT = ("labels", "detections")
-
-
-def _stage_output(layout: RunLayout, rnd: int, stage: str, name: str) -> str | None:
-    m = read_manifest(layout.manifest(rnd, stage))
-    return None if m is None else m["outputs"][name]["uri"]
-
-
-def round_labels(layout: RunLayout, rnd: int) -> dict[str, np.ndarray] | None:
-    """Labels table (image_id, y, x, kind, round, score) of round ``rnd``; None when the
-    round has not got that far."""
-    uri = _stage_output(layout, rnd, "update_labels", "points")
-    if uri is None:
-        if read_manifest(layout.manifest(rnd, "train_detector")) is None:
-            return None
-        uri = layout.points if rnd == 0 else _stage_output(layout, rnd - 1, "update_labels",
-                                                           "points")
-    return tables.read_table(uri)
-
-
-def round_detections(layout: RunLayout, rnd: int) -> dict[str, np.ndarray] | None:
-    """Peaks table (image_id, y, x, value) of round ``rnd``'s detector; None when that
-    round's ``predict`` has not finished."""
-    uri = _stage_output(layout, rnd, "predict", "peaks")
-    return None if uri is None else tables.read_table(uri)
 
 
 def write_points(out_dir: Path, stem: str, table: dict[str, np.ndarray], ids: list[str],
@@ -97,22 +69,20 @@ def export_round(run_dir: str | Path, out_dir: str | Path, *, rnd: int | None = 
     Labels are written as QuPath *annotations* classified by kind (annotated,
     pseudo_pos, pseudo_neg), detections as *detections* with their peak value.
     """
-    layout = RunLayout(fs.resolve_root(run_dir))
-    if not fs.exists(layout.config):
-        raise RunDirectoryError(f"{str(run_dir)!r} is not a pseudocell run (no config.toml)")
+    res = RunResults.open(run_dir)
     if fmt not in FORMATS:
         raise InvalidInputError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
     bad = [w for w in what if w not in WHAT]
     if bad or not what:
         raise InvalidInputError(f"--what {','.join(what)!r}: use labels, detections or both")
-    rounds = load_config(layout.config).rounds
+    rounds = res.rounds
     rnd = rounds if rnd is None else rnd
     if not 0 <= rnd <= rounds:
         raise InvalidInputError(f"--round {rnd}: this run has rounds 0..{rounds}")
-    ids = arrays.stack_ids(layout.images)
+    ids = res.image_ids
     files: list[Path] = []
     for w in what:
-        table = round_labels(layout, rnd) if w == "labels" else round_detections(layout, rnd)
+        table = res.labels(rnd) if w == "labels" else res.detections(rnd)
         if table is None:
             raise RunDirectoryError(f"round {rnd} of {str(run_dir)!r} has no {w} yet; finish "
                                     f"the run with `pseudocell resume {run_dir}`")

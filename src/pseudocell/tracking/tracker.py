@@ -33,6 +33,9 @@ from typing import Any
 
 from pseudocell.config import Config
 from pseudocell.errors import InvalidInputError, RunDirectoryError
+from pseudocell.results.finalize import final_artifacts, round_artifacts
+from pseudocell.results.reader import RunResults
+from pseudocell.stages.base import StageSpec
 from pseudocell.storage import fs
 from pseudocell.storage.layout import RunLayout
 
@@ -69,24 +72,26 @@ def _number(v: Any) -> float | None:
     return None
 
 
-def stage_metrics(rnd: int, stage: str, metrics: dict, seconds: float) -> list[tuple[str, float, int]]:
+def stage_metrics(rnd: int, spec: StageSpec, metrics: dict,
+                  seconds: float) -> list[tuple[str, float, int]]:
     """``(name, value, step)`` of one finished stage: its wall time, the scalar metrics
-    it returned (step = round) and its per-window losses / per-epoch risks."""
+    it returned (step = round, unless its spec says they belong to the round's row) and
+    the per-step series its spec declares (losses per window, risks per epoch)."""
+    stage = spec.name
     out = [(f"time/{stage}", float(seconds), rnd)]
     for k, v in (metrics or {}).items():
-        if k == "detector_loss":
-            steps = metrics.get("detector_loss_steps") or range(1, len(v) + 1)
-            out += [("detector/loss", float(x), int(s)) for x, s in zip(v, steps)]
-        elif k == "pu_risk":
-            out += [("pu/risk", float(x), e) for e, x in enumerate(v, start=1)]
-        elif stage != "evaluate" and k != "round" and _number(v) is not None:
+        if k in spec.series:
+            name, steps_key = spec.series[k]
+            steps = (metrics.get(steps_key) if steps_key else None) or range(1, len(v) + 1)
+            out += [(name, float(x), int(s)) for x, s in zip(v, steps)]
+        elif spec.journal_scalars and k != "round" and _number(v) is not None:
             out.append((f"{stage}/{k}", _number(v), rnd))
     return out
 
 
 def round_metrics(row: dict) -> list[tuple[str, float, int]]:
-    """``(name, value, step=round)`` of one row of :func:`~pseudocell.orchestrator.
-    finalize.round_rows`` (NaN and missing values are left out)."""
+    """``(name, value, step=round)`` of one row of :meth:`~pseudocell.results.reader.
+    RunResults.round_row` (NaN and missing values are left out)."""
     rnd = int(row["round"])
     return [(metric_name(k), _number(v), rnd) for k, v in row.items()
             if k != "round" and _number(v) is not None]
@@ -200,10 +205,6 @@ class Tracker:
         """MLflow id of the parent run at this tracking URI (None until pushed)."""
         return self._target().get("runs", {}).get("parent")
 
-    @property
-    def wants_round_artifacts(self) -> bool:
-        return not self.light
-
     def start(self, cfg: Config) -> None:
         """Journal the params (once) and mark the parent run RUNNING."""
         self.params("params", cfg.to_dict())
@@ -222,23 +223,29 @@ class Tracker:
         rows = [(k, _number(v), step) for k, v in values.items() if _number(v) is not None]
         self._metrics(key, "parent", rows)
 
-    def stage_done(self, rnd: int, stage: str, metrics: dict | None, seconds: float) -> None:
+    def stage_done(self, rnd: int, spec: StageSpec, metrics: dict | None,
+                   seconds: float) -> None:
         """Journal one finished (or resumed) stage's metrics in the round's run (in a
         light tracker: only its wall time, on the one run)."""
+        stage = spec.name
         if self.light:
             self._metrics(f"stage/{rnd}/{stage}", "parent", [(f"time/{stage}", seconds, rnd)])
             return
-        rows = stage_metrics(rnd, stage, metrics or {}, seconds)
+        rows = stage_metrics(rnd, spec, metrics or {}, seconds)
         self._metrics(f"stage/{rnd}/{stage}", f"round/{rnd}", rows)
 
     def round_recorded(self, rnd: int) -> bool:
         """Whether round ``rnd`` was journalled already (by this or an earlier driver)."""
         return f"round/{rnd}/end" in self.journal.keys
 
-    def round_done(self, rnd: int, row: dict, artifacts: list[tuple[str, str]]) -> None:
-        """Journal a finished round: its metrics (parent and round run, step = round),
-        its artefacts (``(path, artifact_dir)`` pairs) and the end of its run."""
-        rows = round_metrics(row)
+    def round_done(self, results: RunResults, rnd: int) -> None:
+        """Journal a finished round once (a resume does not repeat it): its metrics
+        (parent and round run, step = round), its artefacts (overlays, labels,
+        detections, detector) and the end of its run."""
+        if self.round_recorded(rnd):
+            return
+        artifacts = [] if self.light else round_artifacts(results, rnd, ROUND_OVERLAYS)
+        rows = round_metrics(results.round_row(rnd))
         self._metrics(f"round/{rnd}/parent", "parent", rows, push=False)
         if self.light:
             self.journal.append({"key": f"round/{rnd}/end", "run": "parent", "type": "tags",
@@ -250,8 +257,13 @@ class Tracker:
                                  "type": "status", "status": "FINISHED"})
         self.push()
 
+    def run_done(self, results: RunResults, metrics: dict) -> None:
+        """Journal a finished run's final artefacts (config, metrics, plot, model,
+        detections, overlays, log) and mark its parent run FINISHED."""
+        self.finish(final_artifacts(results, metrics))
+
     def finish(self, artifacts: list[tuple[str, str]]) -> None:
-        """Journal the final artefacts and mark the parent run FINISHED."""
+        """Journal ``(path, artifact folder)`` pairs and mark the parent run FINISHED."""
         if self.light:
             artifacts = [(p, d) for p, d in artifacts if d in ("", "plots")]
         self._artifacts("final/artifacts", "parent", artifacts)

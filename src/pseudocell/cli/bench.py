@@ -1,0 +1,58 @@
+"""``pseudocell bench``: the quality protocol on your own data (developer speed and memory
+measurements live in the repository's ``benchmarks/``)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pseudocell.cli.app import command
+from pseudocell.errors import InvalidInputError
+
+__all__ = ["bench"]
+
+
+@command()
+def bench(
+    out: Annotated[Path, typer.Option(help="Folder for the runs, the report and the JSON.")] = Path("runs/bench"),
+    quick: Annotated[bool, typer.Option("--quick", help="1 seed, 10 training and 5 test images, "
+                                                        "small budgets: a few minutes.")] = False,
+    datasets: Annotated[Path | None, typer.Option(help="TOML file with \\[\\[dataset]] tables "
+                                                       "(default: the shared bright-field set).")] = None,
+    dataset: Annotated[list[str] | None, typer.Option(help="A dataset as key=value pairs, e.g. "
+                                                           "name=x,images=DIR,gt=dots,gt_replace=cells:dots,radius=15 "
+                                                           "(repeatable).")] = None,
+    seeds: Annotated[int, typer.Option(help="Number of seeds (0..n-1).")] = 3,
+    keep: Annotated[float, typer.Option(help="Fraction of training points kept.")] = 0.1,
+    config: Annotated[Path | None, typer.Option(help="TOML config of the detector and loop.")] = None,
+) -> None:
+    """Compare pseudocell with every baseline on held-out images.
+
+    Writes OUT/quality.json and OUT/quality.md.
+
+    Example: pseudocell bench --quick
+    """
+    from pseudocell.bench.datasets import default_datasets, parse_dataset_arg, read_dataset_toml
+    from pseudocell.bench.quality import QUICK_CONFIG, markdown_report, run_quality, write_result
+    from pseudocell.config import Config, load_config
+
+    specs = []
+    if datasets is not None:
+        specs += read_dataset_toml(datasets)
+    specs += [parse_dataset_arg(d) for d in dataset or []]
+    specs = specs or default_datasets()
+    if config is not None:
+        cfg = load_config(config)
+    else:
+        cfg = QUICK_CONFIG if quick else Config()
+    if not 0.0 < keep <= 1.0:
+        raise InvalidInputError(f"--keep must be in (0, 1], got {keep}")
+    result = run_quality(specs, cfg=cfg, seeds=range(1 if quick else seeds), keep=keep,
+                         out_dir=out, max_train=10 if quick else None,
+                         max_test=5 if quick else None)
+    write_result(result, out / "quality.json")
+    report = markdown_report(result)
+    (out / "quality.md").write_text(report + "\n")
+    typer.echo(report)
+    typer.echo(f"wrote {out / 'quality.json'}")

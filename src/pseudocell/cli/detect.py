@@ -1,0 +1,56 @@
+"""``pseudocell detect`` and ``evaluate``: use a trained model, score point files."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pseudocell.cli.app import command
+
+__all__ = ["detect", "evaluate"]
+
+
+@command()
+def detect(
+    model: Annotated[Path, typer.Option(help="model.pt of a run (e.g. RUN/final/model.pt) "
+                                             "or a run directory.")],
+    images: Annotated[Path, typer.Option(help="Folder of images to detect cells in.")],
+    out: Annotated[Path, typer.Option(help="Output folder for detections and overlays.")],
+    pattern: Annotated[str, typer.Option(help="Glob selecting images.")] = "*",
+    threshold: Annotated[float | None, typer.Option(help="Peak threshold (default: the "
+                                                         "run's 'peak_threshold').")] = None,
+    overlays: Annotated[bool, typer.Option(help="Write overlay PNGs.")] = True,
+) -> None:
+    """Detect cells with a trained model; writes napari and plain CSVs.
+
+    Example: pseudocell detect --model runs/exp1 --images new_imgs/ --out det/
+    """
+    from pseudocell.inference import detect_folder
+
+    n = detect_folder(model, images, out, pattern=pattern, threshold=threshold,
+                      overlays=overlays)
+    typer.echo(f"{n} cells detected; see {out / 'detections.csv'}")
+
+
+@command()
+def evaluate(
+    pred: Annotated[Path, typer.Option(help="Predicted points CSV ('image,y,x' or napari).")],
+    gt: Annotated[Path, typer.Option(help="Ground-truth points CSV (same layout rules).")],
+    radius: Annotated[float, typer.Option(help="Matching radius in px.")] = 15.0,
+    images: Annotated[Path | None, typer.Option(help="Image folder; needed to map napari "
+                                                     "frames to images and to check bounds.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the numbers here.")] = None,
+) -> None:
+    """Precision / recall / F1 with optimal one-to-one matching within --radius.
+
+    Example: pseudocell evaluate --pred det/detections_table.csv --gt gt.csv --radius 15
+    """
+    from pseudocell.inference import evaluate_files
+
+    res = evaluate_files(pred, gt, radius=radius, images=images)
+    typer.echo(f"radius={radius:g}px  TP={res['tp']} FP={res['fp']} FN={res['fn']}  "
+               f"P={res['precision']:.3f} R={res['recall']:.3f} F1={res['f1']:.3f}")
+    if json_out is not None:
+        json_out.write_text(json.dumps(res, indent=1))

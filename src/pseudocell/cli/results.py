@@ -1,0 +1,93 @@
+"""``pseudocell export``, ``ui`` and ``sync``: look at and hand over a run's results."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pseudocell.cli.app import command
+from pseudocell.cli.options import ExperimentOpt, TrackingUriOpt
+from pseudocell.errors import InvalidInputError
+
+__all__ = ["export", "ui", "sync"]
+
+
+def _tracked_run(run_dir: str):
+    from pseudocell.storage.fs import resolve_root
+    from pseudocell.storage.layout import RunLayout
+    from pseudocell.tracking import Tracker
+
+    layout = RunLayout(resolve_root(run_dir))
+    if not (Path(layout.local_dir) / "tracking" / "state.json").exists():
+        raise InvalidInputError(f"{str(run_dir)!r} has no MLflow record (tracking/state.json);"
+                                " was it run with --no-track, or is it not a run directory?")
+    return Tracker(layout)
+
+
+@command()
+def ui(
+    run_dir: Annotated[str, typer.Argument(help="Run directory (path or s3:// URI).")],
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
+) -> None:
+    """Open the MLflow UI of a run (its embedded sqlite store), bound to 127.0.0.1.
+
+    Example: pseudocell ui runs/exp1 --port 5000   then browse http://127.0.0.1:5000
+    """
+    import os
+    import subprocess
+    import sys
+
+    tr = _tracked_run(run_dir)
+    if not tr.uri.startswith("sqlite:"):
+        typer.echo(f"this run is tracked on the server {tr.uri}: open it there "
+                   f"(experiment {tr.experiment!r}, run {tr.run_id})")
+        return
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tr.uri,
+           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    typer.echo(f"MLflow UI of {run_dir} at http://127.0.0.1:{port} (Ctrl-C to stop)")
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    try:
+        raise typer.Exit(subprocess.call(cmd, env=env))
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+@command()
+def sync(
+    run_dir: Annotated[str, typer.Argument(help="Run directory (path or s3:// URI).")],
+    tracking_uri: TrackingUriOpt = None,
+    experiment: ExperimentOpt = None,
+) -> None:
+    """Push a run's MLflow records that could not be sent (server down, no MLflow).
+
+    With --tracking-uri, copies the whole record of the run to that tracking store.
+
+    Example: pseudocell sync runs/exp1 --tracking-uri http://mlflow:5000
+    """
+    from pseudocell.tracking import sync as _sync
+
+    _tracked_run(run_dir)
+    run_id, n = _sync(run_dir, tracking_uri, experiment)
+    typer.echo(f"pushed {n} record(s); MLflow run {run_id}")
+
+
+@command()
+def export(
+    run_dir: Annotated[str, typer.Argument(help="Run directory (path or s3:// URI).")],
+    out: Annotated[Path, typer.Option(help="Output folder.")],
+    fmt: Annotated[str, typer.Option("--format", help="napari | geojson (QuPath, one file "
+                                                      "per image) | csv.")] = "napari",
+    rnd: Annotated[int | None, typer.Option("--round", help="Round (default: the last).")] = None,
+    what: Annotated[str, typer.Option(help="labels, detections or labels,detections.")] =
+        "labels,detections",
+) -> None:
+    """Export a round's labels (annotated + pseudo-labels) and detections.
+
+    Example: pseudocell export runs/exp1 --format geojson --round 1 --out qupath/
+    """
+    from pseudocell.results.export import export_round
+
+    files = export_round(run_dir, out, rnd=rnd, fmt=fmt,
+                         what=tuple(w.strip() for w in what.split(",") if w.strip()))
+    typer.echo(f"wrote {len(files)} file(s) to {out}")

@@ -1,0 +1,201 @@
+"""``pseudocell run``, ``resume`` and ``demo``: run a mode's pipeline with progress bars,
+the run's log file, MLflow tracking and a summary."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pseudocell.cli.app import command, console, state, with_options
+from pseudocell.cli.options import ExecutorOptions, TrackingOptions
+
+__all__ = ["run", "resume", "demo", "execute", "print_round_table"]
+
+logger = logging.getLogger("pseudocell")
+
+
+def execute(layout, cfg, executor, tracking: TrackingOptions) -> dict:
+    """Run (or resume) the pipeline with the run's log file, MLflow tracking and progress
+    bars; print the summary."""
+    from pseudocell.cli.progress import RunProgress
+    from pseudocell.orchestrator.run import run_loop
+
+    st = state()
+    Path(layout.local_dir).mkdir(parents=True, exist_ok=True)
+    log = logging.FileHandler(Path(layout.local_dir) / "pseudocell.log")
+    log.setLevel(min(st.level, logging.INFO))
+    log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(log)
+    t0 = time.perf_counter()
+    try:
+        tracker = tracking.build(layout)
+        con = console()
+        bars = not st.quiet and con.is_terminal
+        with RunProgress(cfg.rounds, con, enabled=bars) as progress:
+            metrics = run_loop(layout, cfg, executor, progress=progress, tracker=tracker)
+            progress.finish()
+    finally:
+        logger.removeHandler(log)
+        log.close()
+    if metrics["rounds"]:
+        _summary(layout, cfg, metrics, tracker, time.perf_counter() - t0)
+    typer.echo(f"done: detections in {layout.final}/detections.csv")
+    return metrics
+
+
+def _summary(layout, cfg, metrics: dict, tracker, seconds: float) -> None:
+    """Final table: rounds, labels, detections, time, where the record is."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from pseudocell.results.reader import RunResults
+
+    root = layout.root
+    if any(len(r) > 3 for r in metrics["rounds"]):
+        print_round_table(metrics)
+    t = Table(title="run summary", show_header=False)
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("run directory", str(root))
+    last = metrics["rounds"][-1]
+    t.add_row("rounds", f"{last['round']} pseudo-labelling + the final detector")
+    if "labels_pos" in last:
+        t.add_row("final detector trained on",
+                  f"{last['labels_pos']} positive and {last['labels_neg']} negative points")
+    det = RunResults(layout, cfg).detections(last["round"])
+    n = "?" if det is None else len(det["y"])
+    t.add_row("detections", f"{n} cells: {layout.final}/detections.csv (napari), "
+                            "detections_geojson/ (QuPath)")
+    t.add_row("wall time", f"{seconds / 60:.1f} min")
+    if tracker is not None:
+        where = f"{tracker.uri}\nexperiment {tracker.experiment!r}, run {tracker.run_id}"
+        if tracker.pending():
+            where += (f"\n{tracker.pending()} records NOT pushed: "
+                      f"pseudocell sync {root}")
+        t.add_row("MLflow", where)
+        if tracker.uri.startswith("sqlite:"):
+            t.add_row("look at it", f"pseudocell ui {root}")
+    t.add_row("log", str(Path(layout.local_dir) / "pseudocell.log"))
+    Console(width=max(Console().width, 100)).print(t)
+
+
+def print_round_table(metrics: dict) -> None:
+    """The per-round table (like Table 2 of Fujii et al. 2021) on stdout."""
+    from rich.console import Console
+
+    from pseudocell.results.report import round_table
+
+    Console(width=max(Console().width, 130)).print(round_table(metrics))
+
+
+def _config(config: str | None, overrides: dict):
+    """Config file (or defaults) with the CLI flags applied, validated once."""
+    from pseudocell.config import Config, load_config
+
+    if config is not None:
+        return load_config(config, overrides)
+    return Config.from_dict({k: v for k, v in overrides.items() if v is not None})
+
+
+@command()
+@with_options(ex=ExecutorOptions, tracking=TrackingOptions)
+def run(
+    images: Annotated[str, typer.Option(help="Folder of 2-D grayscale or RGB PNG/TIFF images "
+                                             "(a path or e.g. s3://bucket/images).")],
+    points: Annotated[str, typer.Option(help="Annotated cell centres: napari points CSV or "
+                                              "'image,y,x' CSV.")],
+    out: Annotated[str, typer.Option(help="Run directory (created): a path or an object-store "
+                                          "URI such as s3://bucket/runs/exp1.")],
+    ex: ExecutorOptions,
+    tracking: TrackingOptions,
+    config: Annotated[str | None, typer.Option(help="TOML config file.")] = None,
+    gt: Annotated[str | None, typer.Option(help="Optional full ground truth of the training "
+                                                 "images (CSV), for evaluation only.")] = None,
+    eval_images: Annotated[str | None, typer.Option(help="Optional held-out images (evaluation "
+                                                          "only; never used for training).")] = None,
+    eval_gt: Annotated[str | None, typer.Option(help="Ground truth of --eval-images (CSV).")] = None,
+    pattern: Annotated[str, typer.Option(help="Glob selecting images in --images.")] = "*",
+    mode: Annotated[str | None, typer.Option(help="Override config 'mode' (default "
+                                                  "'partial': the loop from your clicks).")] = None,
+    rounds: Annotated[int | None, typer.Option(help="Override config 'rounds'.")] = None,
+    alpha: Annotated[float | None, typer.Option(help="Override config 'alpha'.")] = None,
+    beta: Annotated[float | None, typer.Option(help="Override config 'beta'.")] = None,
+    p: Annotated[float | None, typer.Option(help="Override config 'p'.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override config 'seed'.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda[:N].")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Delete an existing run directory "
+                                                        "that has a different config.")] = False,
+) -> None:
+    """Run the pseudo-label loop on your images and points.
+
+    Example: pseudocell run --images imgs/ --points clicks.csv --out runs/exp1 --rounds 2
+
+    On a Ray cluster: pseudocell run ... --executor ray --address auto
+    """
+    from pseudocell.orchestrator.run import prepare_run
+    from pseudocell.validation import load_run_inputs
+
+    cfg = _config(config, {"mode": mode, "rounds": rounds, "alpha": alpha, "beta": beta,
+                           "p": p, "seed": seed, "device": device})
+    inputs = load_run_inputs(images, points, gt=gt, eval_images=eval_images, eval_gt=eval_gt,
+                             pattern=pattern)
+    # the executor (and Ray) starts before anything is written: a bad --executor option
+    # leaves no run directory behind
+    with ex.build() as executor:
+        layout = prepare_run(out, cfg, inputs, force=force)
+        execute(layout, cfg, executor, tracking)
+
+
+@command()
+@with_options(ex=ExecutorOptions, tracking=TrackingOptions)
+def resume(
+    run_dir: Annotated[str, typer.Argument(help="Run directory of a stopped run (path or "
+                                                "s3:// URI).")],
+    ex: ExecutorOptions,
+    tracking: TrackingOptions,
+) -> None:
+    """Finish a stopped run from its last finished stage (same config, same result).
+
+    The MLflow record continues in the same parent run.
+
+    Example: pseudocell resume runs/exp1 [--executor ray --address auto]
+    """
+    from pseudocell.orchestrator.run import open_run
+
+    layout, cfg = open_run(run_dir)
+    with ex.build() as executor:
+        execute(layout, cfg, executor, tracking)
+
+
+@command()
+@with_options(ex=ExecutorOptions, tracking=TrackingOptions)
+def demo(
+    ex: ExecutorOptions,
+    tracking: TrackingOptions,
+    out: Annotated[Path, typer.Option(help="Run directory of the demo.")] = Path("runs/demo"),
+    data_dir: Annotated[Path | None, typer.Option(help="Folder with NNNcells.png/NNNdots.png "
+                                                       "(default: ../shared/data or the "
+                                                       "download cache).")] = None,
+    rounds: Annotated[int | None, typer.Option(help="Override 'rounds' (default 2).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Start again even if OUT holds a "
+                                                        "run with another config.")] = False,
+) -> None:
+    """Run the loop on real bright-field images with 90 % of the points hidden.
+
+    Images 001-040 train (10 % of their points kept, seed 0), 041-050 are held out.
+    Prints the per-round table and writes OUT/metrics.json.
+
+    Example: pseudocell demo --out runs/demo   (on Ray: add --executor ray)
+    """
+    from pseudocell.demo import DEMO_CONFIG, demo_inputs
+    from pseudocell.orchestrator.run import prepare_run
+
+    cfg = DEMO_CONFIG if rounds is None else DEMO_CONFIG.replace(rounds=rounds)
+    inputs = demo_inputs(cfg, data_dir=data_dir)
+    with ex.build() as executor:
+        layout = prepare_run(out, cfg, inputs, force=force)
+        execute(layout, cfg, executor, tracking)
+    typer.echo(f"metrics: {out / 'metrics.json'}   overlays: {out / 'final' / 'overlays'}")

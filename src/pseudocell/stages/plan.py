@@ -1,0 +1,70 @@
+"""Resolve a stage's declared inputs (:mod:`pseudocell.stages.base`) to store URIs of a run
+directory: the one reading of "which store is input X of stage S in round r", shared by
+the engine and the run reader."""
+from __future__ import annotations
+
+from pseudocell.errors import RunDirectoryError, StageError
+from pseudocell.stages.base import Input, Labels, Mode, Output, Ref, StageSpec
+from pseudocell.storage.layout import RunLayout
+from pseudocell.storage.manifest import read_manifest
+
+__all__ = ["resolve", "stage_plan", "given_inputs", "runs"]
+
+#: (URI, manifest path of its producer)
+Source = tuple[str, str]
+
+
+def given_inputs(layout: RunLayout) -> dict:
+    """The run's input stores (name → manifest record)."""
+    m = read_manifest(layout.inputs_manifest)
+    if m is None:
+        raise RunDirectoryError(f"{layout.root!r} has no inputs manifest; start it with "
+                                "`pseudocell run`")
+    return m["outputs"]
+
+
+def resolve(layout: RunLayout, mode: Mode, rnd: int, ref: Ref, given: dict, *,
+            required: bool = True) -> Source | None:
+    """Where ``ref`` points in round ``rnd``; None when it is absent and not
+    ``required`` (a missing required one raises :class:`StageError`)."""
+    if isinstance(ref, Labels):
+        if rnd == 0:
+            return resolve(layout, mode, 0, mode.initial_labels, given, required=required)
+        ref = Output(mode.labels.stage, mode.labels.name, -1)
+    if isinstance(ref, Input):
+        if ref.store in given:
+            return given[ref.store]["uri"], layout.inputs_manifest
+        if required:
+            raise StageError(f"the run has no input {ref.store!r}")
+        return None
+    r = rnd + ref.offset
+    path = layout.manifest(r, ref.stage)
+    m = read_manifest(path) if r >= 0 else None
+    if m is None:
+        if required:
+            raise StageError(f"round {r} stage {ref.stage!r} has no manifest but a later "
+                             "stage needs it")
+        return None
+    if ref.name not in m["outputs"]:
+        if required:
+            raise StageError(f"round {r} stage {ref.stage!r} has no output {ref.name!r}")
+        return None
+    return m["outputs"][ref.name]["uri"], path
+
+
+def stage_plan(layout: RunLayout, mode: Mode, rnd: int, spec: StageSpec,
+               given: dict | None = None) -> dict[str, Source]:
+    """Inputs of ``spec`` in round ``rnd``: name → (URI, manifest path of the producer).
+    Optional inputs that are absent are left out."""
+    given = given_inputs(layout) if given is None else given
+    plan = {}
+    for key, ref in spec.inputs.items():
+        src = resolve(layout, mode, rnd, ref, given, required=key not in spec.optional)
+        if src is not None:
+            plan[key] = src
+    return plan
+
+
+def runs(spec: StageSpec, given: dict) -> bool:
+    """Whether ``spec`` runs in a run with input stores ``given`` (its ``run_if_any``)."""
+    return not spec.run_if_any or any(k in given for k in spec.run_if_any)
