@@ -228,3 +228,48 @@ def crop_inputs(small_crops, with_eval: bool = True):
     images, gt = small_crops
     return RunInputs(images, hide_points(gt, 0.3, seed=0), gt,
                      images if with_eval else None, gt if with_eval else None)
+
+
+def module_name(path: Path) -> str:
+    """Dotted module name of a file of the pseudocell package (its stem elsewhere)."""
+    import pseudocell
+
+    PKG_ROOT = Path(pseudocell.__file__).resolve().parent
+    try:
+        rel = path.relative_to(PKG_ROOT.parent).with_suffix("")
+    except ValueError:  # a file outside the package (parser self-test)
+        return path.stem
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def module_imports(path: Path) -> set[str]:
+    """Absolute dotted names imported anywhere in the file (incl. inside functions)."""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    this = module_name(path)
+    package = this if path.name == "__init__.py" else this.rpartition(".")[0]
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            names.add(mod)
+            names.update(f"{mod}.{a.name}" for a in node.names if a.name != "*")
+        elif isinstance(node, ast.Call):
+            # importlib.import_module("x") / __import__("x") with a literal name
+            f = node.func
+            fname = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+            if fname in {"import_module", "__import__"} and node.args and \
+                    isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+                names.add(node.args[0].value)
+    return names

@@ -6,56 +6,17 @@ through a helper module either.
 """
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
 
 import pseudocell
+from conftest import module_imports as _imports
 
 FORBIDDEN = {"ray", "zarr", "mlflow", "typer", "fsspec", "pyarrow"}
 PKG_ROOT = Path(pseudocell.__file__).resolve().parent
 CORE = PKG_ROOT / "core"
 CORE_MODULES = sorted(CORE.glob("*.py"))
-
-
-def _module_name(path: Path) -> str:
-    try:
-        rel = path.relative_to(PKG_ROOT.parent).with_suffix("")
-    except ValueError:  # a file outside the package (parser self-test)
-        return path.stem
-    parts = list(rel.parts)
-    if parts[-1] == "__init__":
-        parts = parts[:-1]
-    return ".".join(parts)
-
-
-def _imports(path: Path) -> set[str]:
-    """Absolute dotted names imported anywhere in the file (incl. inside functions)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    this = _module_name(path)
-    package = this if path.name == "__init__.py" else this.rpartition(".")[0]
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - (node.level - 1)]
-                mod = ".".join(base + ([node.module] if node.module else []))
-            else:
-                mod = node.module or ""
-            names.add(mod)
-            names.update(f"{mod}.{a.name}" for a in node.names if a.name != "*")
-        elif isinstance(node, ast.Call):
-            # importlib.import_module("x") / __import__("x") with a literal name
-            f = node.func
-            fname = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
-            if fname in {"import_module", "__import__"} and node.args and \
-                    isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
-                names.add(node.args[0].value)
-    return names
 
 
 def _resolve(name: str) -> Path | None:
