@@ -41,10 +41,21 @@ def _one_torch_thread():
     torch.set_num_threads(n)
 
 
+def require_data(path: Path) -> Path:
+    """``path`` under the shared data folder; a missing file fails the test (never a
+    silent skip) and says where the data comes from."""
+    if not path.exists():
+        pytest.fail(f"test data {path} is missing. The data sets live in ../shared/data "
+                    "beside the checkout (each folder's README names its source and "
+                    "licence), or in the folder $PSEUDOCELL_DATA_DIR names; the bright-field "
+                    "demo set is also downloaded into the cache by `pseudocell demo`.",
+                    pytrace=False)
+    return path
+
+
 @pytest.fixture(scope="session")
 def brightfield_dir() -> Path:
-    if not (BRIGHTFIELD / "001cells.png").exists():
-        pytest.skip(f"real data not found at {BRIGHTFIELD}")
+    require_data(BRIGHTFIELD / "001cells.png")
     return BRIGHTFIELD
 
 
@@ -138,7 +149,6 @@ def ray_address(tmp_path_factory):
     """ONE local Ray cluster for the whole test session (design.md: init costs seconds and
     ~760 MB). Yields its GCS address, which subprocess drivers attach to. At the end Ray is
     shut down and every process it started is killed by PID."""
-    pytest.importorskip("ray")
     import ray
 
     from pseudocell.orchestrator.ray_executor import LOCAL_RAY_INIT
@@ -192,9 +202,9 @@ def s3_bucket():
     """A real S3 API on loopback: moto's server on 127.0.0.1 and a free port, with the
     standard AWS environment (credentials, region, ``AWS_ENDPOINT_URL_S3``) pointing at
     it for this session. Yields ``s3://<bucket>``."""
-    pytest.importorskip("s3fs")
-    server_mod = pytest.importorskip("moto.server")
     import socket
+
+    import moto.server as server_mod
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

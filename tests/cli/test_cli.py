@@ -15,11 +15,10 @@ from typer.testing import CliRunner
 
 import pseudocell
 import pseudocell.orchestrator.run as orun
+from conftest import BRIGHTFIELD, require_data
 from pseudocell.cli import app
 from pseudocell.config import Config, dump_toml, load_config
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-BRIGHTFIELD = SHARED / "dwaithe-brightfield-cells"
 CROP = (slice(100, 196), slice(150, 278))  # 96 x 128 px
 
 runner = CliRunner()
@@ -30,8 +29,7 @@ COMMANDS = ("run", "resume", "detect", "evaluate", "demo", "ui", "sync", "export
 @pytest.fixture
 def image_dir(tmp_path) -> Path:
     """96x128 crops of two real bright-field images, saved as PNGs in tmp_path."""
-    if not (BRIGHTFIELD / "001cells.png").exists():
-        pytest.skip(f"real images not found at {BRIGHTFIELD.resolve()} (../shared/data absent)")
+    require_data(BRIGHTFIELD / "001cells.png")
     d = tmp_path / "images"
     d.mkdir()
     for name in ("001cells.png", "002cells.png"):

@@ -11,22 +11,19 @@ import tifffile
 from PIL import Image
 from scipy import ndimage
 
+from conftest import BRIGHTFIELD, SHARED, require_data
 from pseudocell.data.images import (normalize, points_from_dots, points_from_labels,
                                     read_image, read_raw)
 from pseudocell.data.overlay import COLORS, draw_overlay
 from pseudocell.data.points import read_points_csv, write_napari_csv, write_points_csv
 from pseudocell.validation import ImageSet, check_points, load_image_folder
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-BRIGHTFIELD = SHARED / "dwaithe-brightfield-cells"
 STARDIST = SHARED / "stardist-dsb2018-2d"
 CROP = (slice(100, 196), slice(150, 278))  # 96 x 128 px, holds many dots in 001/003
 
 
 def _need(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"real data not found at {path.resolve()} (../shared/data absent)")
-    return path
+    return require_data(path)
 
 
 @pytest.fixture(scope="module")

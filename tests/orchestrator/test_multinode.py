@@ -17,7 +17,7 @@ from pseudocell.validation import RunInputs
 from pseudocell.orchestrator.run import prepare_run, run_loop
 
 pytestmark = pytest.mark.ray
-pytest.importorskip("ray")
+import ray  # noqa: E402,F401 (part of `make test`: missing means a broken install)
 
 SCRIPT = Path(__file__).with_name("_multinode.py")
 

@@ -109,7 +109,7 @@ def test_ray_actors_read_and_write_s3_stores(local_reference, s3_bucket, small_c
 
 
 def test_an_actor_without_store_access_is_told_how_to_get_it():
-    botocore = pytest.importorskip("botocore.exceptions")
+    import botocore.exceptions as botocore
     from pseudocell.orchestrator.ray_executor import stage_error
 
     from pseudocell.errors import InvalidInputError, StoreError

@@ -54,7 +54,7 @@ def test_values_outside_the_config_range_are_refused():
 
 
 def test_to_tune_builds_tune_domains():
-    tune = pytest.importorskip("ray.tune")
+    from ray import tune
     from pseudocell.tune_spaces import to_tune
 
     space = to_tune({**describe("default"), "rounds": {"type": "choice", "values": [1, 2]}})

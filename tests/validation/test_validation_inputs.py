@@ -16,14 +16,13 @@ import tifffile
 from PIL import Image
 from typer.testing import CliRunner
 
+from conftest import BRIGHTFIELD, require_data
 from pseudocell.cli import app
 from pseudocell.config import Config, dump_toml, load_config
 from pseudocell.errors import (InvalidConfigError, InvalidInputError, PseudocellError,
                                RunDirectoryError)
 from pseudocell.validation import check_image, check_run_dir, load_image_folder, load_points
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-BRIGHTFIELD = SHARED / "dwaithe-brightfield-cells"
 CROP = (slice(100, 196), slice(150, 278))  # 96 x 128 px
 H, W = 96, 128
 
@@ -34,8 +33,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def crops() -> dict[str, np.ndarray]:
     """Two 96x128 RGB crops of real bright-field images, by file name."""
-    if not (BRIGHTFIELD / "001cells.png").exists():
-        pytest.skip(f"real images not found at {BRIGHTFIELD.resolve()} (../shared/data absent)")
+    require_data(BRIGHTFIELD / "001cells.png")
     out = {}
     for name in ("001cells.png", "002cells.png"):
         with Image.open(BRIGHTFIELD / name) as im:

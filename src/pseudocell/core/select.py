@@ -1,13 +1,11 @@
 """Choose positive and negative pseudo-labels among the unlabeled detections."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from pseudocell.core.ranker import fit_ranker
 
-__all__ = ["top_fraction", "Selection", "rank_unlabeled", "choose", "select_pseudo_labels"]
+__all__ = ["top_fraction", "rank_unlabeled", "choose"]
 
 
 def top_fraction(scores: np.ndarray, fraction: float) -> np.ndarray:
@@ -20,16 +18,6 @@ def top_fraction(scores: np.ndarray, fraction: float) -> np.ndarray:
     k = int(np.floor(fraction * len(scores) + 0.5))
     order = np.lexsort((np.arange(len(scores)), -scores))
     return order[:k]
-
-
-@dataclass(frozen=True)
-class Selection:
-    """Indices into U of the chosen pseudo-labels, and both rankers' scores on U."""
-
-    pos_idx: np.ndarray
-    neg_idx: np.ndarray
-    pos_scores: np.ndarray
-    neg_scores: np.ndarray
 
 
 def rank_unlabeled(feat_p: np.ndarray, feat_u: np.ndarray, *, p: float, lam: float,
@@ -96,13 +84,3 @@ def choose(pos_scores: np.ndarray, neg_scores: np.ndarray, *, alpha: float,
         neg = order[np.asarray(neg_eligible)[order]][:k]
     both = np.intersect1d(pos, neg)
     return pos[~np.isin(pos, both)], neg[~np.isin(neg, both)]
-
-
-def select_pseudo_labels(feat_p: np.ndarray, feat_u: np.ndarray, *, alpha: float, beta: float,
-                         p: float, lam: float, neg_ranker: str = "flip",
-                         provisional_top: float = 0.2) -> Selection:
-    """:func:`rank_unlabeled` then :func:`choose`; indices into ``feat_u``."""
-    s_pos, s_neg = rank_unlabeled(feat_p, feat_u, p=p, lam=lam, neg_ranker=neg_ranker,
-                                  provisional_top=provisional_top)
-    pos, neg = choose(s_pos, s_neg, alpha=alpha, beta=beta)
-    return Selection(pos, neg, s_pos, s_neg)

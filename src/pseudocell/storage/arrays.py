@@ -14,7 +14,7 @@ from zarr.codecs import BloscCodec
 
 __all__ = ["create_stack", "write_stack_item", "write_stack", "read_stack_item", "stack_ids",
            "stack_shapes",
-           "write_array", "create_array", "write_rows", "read_array", "read_rows"]
+           "write_array", "create_array", "write_rows", "read_array"]
 
 _COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
 
@@ -99,16 +99,3 @@ def write_rows(uri: str, start: int, block: np.ndarray) -> None:
 def read_array(uri: str) -> np.ndarray:
     """The whole array."""
     return np.asarray(zarr.open_array(uri, mode="r")[...])
-
-
-def read_rows(uri: str, rows: np.ndarray) -> np.ndarray:
-    """Selected rows (sorted for locality internally, returned in the given order)."""
-    arr = zarr.open_array(uri, mode="r")
-    rows = np.asarray(rows, dtype=int)
-    if len(rows) == 0:
-        return np.zeros((0,) + arr.shape[1:], dtype=arr.dtype)
-    order = np.argsort(rows)
-    out = np.asarray(arr.get_orthogonal_selection((rows[order],)))
-    res = np.empty_like(out)
-    res[order] = out
-    return res

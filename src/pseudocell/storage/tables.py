@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 
 from pseudocell.storage import fs
 
-__all__ = ["write_table", "read_table", "POINT_COLUMNS", "empty_points", "concat_tables",
+__all__ = ["write_table", "read_table", "POINT_COLUMNS", "concat_tables",
            "take"]
 
 #: Columns of a labels table (annotated and pseudo points).
@@ -34,13 +34,6 @@ def read_table(uri: str) -> dict[str, np.ndarray]:
         col = t.column(name).to_numpy(zero_copy_only=False)
         out[name] = np.asarray(col, dtype=object) if col.dtype.kind in "OU" else col
     return out
-
-
-def empty_points() -> dict[str, np.ndarray]:
-    """A labels table with no rows."""
-    return {"image_id": np.zeros(0, object), "y": np.zeros(0), "x": np.zeros(0),
-            "kind": np.zeros(0, object), "round": np.zeros(0, np.int64),
-            "score": np.zeros(0)}
 
 
 def concat_tables(*tables: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
