@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 TORCH_INDEX ?=
 
-.PHONY: demo test test-slow test-all bench bench-quick bench-executor bench-tune clean
+.PHONY: demo test test-slow test-all bench bench-quick bench-perf bench-executor bench-tune clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null 2>&1 || { echo "error: $(PY) not found; install Python 3.11 or run 'make PY=/path/to/python3.11 ...'"; exit 1; }
@@ -22,8 +22,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/pseudocell demo --out $(DEMO_OUT) --force
 
+# the fast tier (CI): everything not marked slow, including the Ray executor's proofs
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# sweeps, the full per-stage fault chain, multi-node, S3 server runs, the MLflow UI, the
+# full golden run
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
@@ -36,6 +40,9 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/pseudocell bench --quick --out runs/bench-quick
+
+bench-perf: $(STAMP)
+	$(BIN)/python benchmarks/perf.py --out runs/bench_perf.json
 
 bench-executor: $(STAMP)
 	$(BIN)/python benchmarks/executor_overhead.py --out runs/bench_executor.json

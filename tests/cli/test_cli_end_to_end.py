@@ -91,6 +91,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_ui_serves_the_run(tmp_path, small_crops, tiny_cfg):
     """`pseudocell ui RUN` starts MLflow's UI on 127.0.0.1 over the run's own store."""
 

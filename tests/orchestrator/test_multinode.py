@@ -16,7 +16,7 @@ from pseudocell.orchestrator.executors import LocalExecutor
 from pseudocell.validation import RunInputs
 from pseudocell.orchestrator.run import prepare_run, run_loop
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
 import ray  # noqa: E402,F401 (part of `make test`: missing means a broken install)
 
 SCRIPT = Path(__file__).with_name("_multinode.py")

@@ -68,6 +68,7 @@ def test_ray_executor_gives_the_local_outputs_bit_for_bit(local_run, ray_run, ti
     assert shards == [(k, 6) for k in range(1, 7)]
 
 
+@pytest.mark.slow  # a TorchTrainer.fit costs 14-24 s of start-up (design.md)
 def test_ray_train_detector_equals_in_process_training(local_run, tiny_cfg, ray_address,
                                                       tmp_path):
     """One Ray Train (TorchTrainer) worker reproduces the in-process model bit for bit."""
@@ -90,7 +91,8 @@ def test_ray_train_detector_equals_in_process_training(local_run, tiny_cfg, ray_
     assert sorted(os.listdir(out_dir)) == ["model.pt"]  # the result file was consumed
 
 
-@pytest.mark.parametrize("stage", ["predict", "train_pu"])
+@pytest.mark.parametrize("stage", [pytest.param("predict", marks=pytest.mark.slow),
+                                   "train_pu"])
 def test_killed_actor_stage_reruns_and_run_finishes_with_same_outputs(
         stage, local_run, small_crops, tiny_cfg, executor, tmp_path, monkeypatch):
     monkeypatch.setenv("PSEUDOCELL_FAULT", f"kill_actor:0/{stage}")
@@ -101,15 +103,21 @@ def test_killed_actor_stage_reruns_and_run_finishes_with_same_outputs(
     assert not list(Path(layout.root).rglob("partial-garbage.bin"))
 
 
-def test_driver_sigkill_in_every_stage_of_round_0_then_resume(local_run, small_crops, tiny_cfg,
-                                                             ray_address, tmp_path):
+ROUND_STAGES = [s.name for s in PARTIAL.round_stages]
+
+
+@pytest.mark.parametrize("stages", [
+    pytest.param(["train_pu"], id="one-stage"),
+    pytest.param(ROUND_STAGES, id="every-stage", marks=pytest.mark.slow)])
+def test_driver_sigkill_in_round_0_then_resume(stages, local_run, small_crops, tiny_cfg,
+                                               ray_address, tmp_path):
     """Each driver attaches to the session's cluster and SIGKILLs itself inside the next
-    stage of round 0; a last `pseudocell resume --executor ray` finishes the run."""
+    of ``stages`` of round 0 (the fault hook fires after the stage was handed to its
+    actor); a last `pseudocell resume --executor ray` finishes the run."""
     layout = prepare_run(tmp_path / "run", tiny_cfg, crop_inputs(small_crops))
     cmd = [sys.executable, "-m", "pseudocell", "--quiet", "resume", layout.root,
            "--executor", "ray", "--address", ray_address, "--pool-size", "1",
            "--train", "actor", "--no-warm-up"]
-    stages = [s.name for s in PARTIAL.round_stages]
     for stage in stages:
         env = {**os.environ, "PSEUDOCELL_FAULT": f"kill_driver:0/{stage}"}
         proc = subprocess.Popen(cmd, env=env, start_new_session=True,
@@ -120,8 +128,8 @@ def test_driver_sigkill_in_every_stage_of_round_0_then_resume(local_run, small_c
             kill_pids(_descendants(proc.pid) | {proc.pid})
         assert proc.returncode == -signal.SIGKILL, f"{stage}: rc={proc.returncode}\n{log}"
         assert read_manifest(layout.manifest(0, stage)) is None, stage  # killed inside it
-        if stage != stages[0]:
-            prev = stages[stages.index(stage) - 1]
+        if stage != ROUND_STAGES[0]:  # everything before it finished
+            prev = ROUND_STAGES[ROUND_STAGES.index(stage) - 1]
             assert read_manifest(layout.manifest(0, prev)) is not None
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr

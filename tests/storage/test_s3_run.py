@@ -22,6 +22,7 @@ def local_reference(tmp_path_factory, small_crops, tiny_cfg):
     return layout, run_loop(layout, tiny_cfg, LocalExecutor())
 
 
+@pytest.mark.slow
 def test_s3_run_resumes_and_equals_the_local_run(local_reference, s3_bucket, small_crops,
                                                  tiny_cfg, tmp_path, monkeypatch):
     monkeypatch.setenv("PSEUDOCELL_CACHE", str(tmp_path / "cache"))
@@ -49,6 +50,7 @@ def test_s3_run_resumes_and_equals_the_local_run(local_reference, s3_bucket, sma
     assert "overlays/001crop.png" in fs.list_files(f"{uri}/final")
 
 
+@pytest.mark.slow
 def test_cli_runs_into_s3_and_tracks_locally(s3_bucket, small_crops, tiny_cfg, tmp_path,
                                              monkeypatch):
     from typer.testing import CliRunner
@@ -87,6 +89,7 @@ def test_cli_runs_into_s3_and_tracks_locally(s3_bucket, small_crops, tiny_cfg, t
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_ray_actors_read_and_write_s3_stores(local_reference, s3_bucket, small_crops,
                                              tiny_cfg, tmp_path, monkeypatch, ray_address):
     """The Ray executor with the run on S3 equals the local-disk run. The session's Ray

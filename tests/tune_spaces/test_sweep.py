@@ -81,6 +81,7 @@ def test_overlapping_validation_and_test_images_are_refused(tmp_path, small_crop
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_two_trial_sweep_writes_a_best_config_that_run_accepts(tmp_path, small_crops,
                                                                tiny_cfg, ray_address):
     from mlflow.tracking import MlflowClient
@@ -137,6 +138,7 @@ def test_two_trial_sweep_writes_a_best_config_that_run_accepts(tmp_path, small_c
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_a_trial_stopped_at_its_last_report_has_finished(tmp_path, small_crops, tiny_cfg,
                                                           ray_address, monkeypatch):
     """ASHA may stop a trial at a rung that falls on the last round (with 2 rounds
@@ -176,6 +178,7 @@ def test_a_trial_stopped_at_its_last_report_has_finished(tmp_path, small_crops, 
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_sweep_killed_after_its_first_trial_resumes_without_rerunning_it(
         tmp_path, small_crops, tiny_cfg, ray_address):
     files = _write(tmp_path, small_crops)
