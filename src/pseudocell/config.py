@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -29,6 +31,12 @@ DEFAULT_MODE = "partial"
 
 #: Fields that change where or how fast a run executes, never its numbers on CPU.
 NON_ALGORITHMIC_FIELDS = frozenset({"device", "num_threads"})
+
+#: Largest seed numpy's and torch's generators take (seeds are unsigned 32-bit).
+MAX_SEED = 2**32 - 1
+
+#: ``cpu``, ``cuda`` or ``cuda:N`` (whether CUDA is there is checked by validation).
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,7 +54,8 @@ class Config:
         clicked points. Left out of the config hash while it is the default, so runs made
         before modes existed resume unchanged.
     seed : int, default=0
-        Run seed; every stage derives its own seed from (seed, round, stage name).
+        Run seed in [0, 2**32 - 1]; every stage derives its own seed from (seed, round,
+        stage name).
     rounds : int, default=2
         Pseudo-labelling rounds. Round ``rounds`` only trains and predicts the final
         detector, so ``rounds=2`` trains three detectors (the paper's rounds 0, 1, 2).
@@ -191,6 +200,7 @@ class Config:
         need(0.0 < self.provisional_top < 1.0, "provisional_top", "in (0, 1)")
         need(0.0 < self.neg_peak_quantile <= 1.0, "neg_peak_quantile", "in (0, 1]")
         need(isinstance(self.rounds, int) and self.rounds >= 0, "rounds", "an integer >= 0")
+        need(0 <= self.seed <= MAX_SEED, "seed", f"an integer in [0, {MAX_SEED}] (2**32 - 1)")
         need(self.sigma > 0, "sigma", "> 0")
         need(self.mask_radius > 0, "mask_radius", "> 0")
         need(self.radius > 0, "radius", "> 0")
@@ -217,8 +227,8 @@ class Config:
         need(self.pu_weight_decay >= 0, "pu_weight_decay", ">= 0")
         need(self.pu_batch > 0, "pu_batch", "> 0")
         need(self.pu_feature_dim > 0, "pu_feature_dim", "> 0")
-        need(self.device == "auto" or self.device.startswith(("cpu", "cuda")), "device",
-             "'auto', 'cpu' or 'cuda[:N]'")
+        need(_DEVICE.fullmatch(self.device) is not None, "device", "'auto', 'cpu', 'cuda' or "
+             "'cuda:N' (N = GPU index)")
         need(self.num_threads is None or self.num_threads > 0, "num_threads", "None or > 0")
         need(bool(self.mode.strip()), "mode", "a mode name such as 'partial'")
         return bad
@@ -244,6 +254,9 @@ class Config:
                 ok = isinstance(v, str)
             if not ok:
                 bad.append(f"{f.name!r} must be of type {t}, got {v!r} ({type(v).__name__})")
+            elif "float" in t and v is not None and not all(
+                    math.isfinite(x) for x in (v if isinstance(v, tuple) else (v,))):
+                bad.append(f"{f.name!r} must be a finite number, got {v!r}")
         return bad
 
     # -- conversion -------------------------------------------------------------------
@@ -288,7 +301,7 @@ def _is_number(v: Any, kind: type) -> bool:
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
-    """Read a TOML config file (flat keys, or under a ``[pseudocell]`` table).
+    """Read a TOML config file (flat keys, or all keys under a ``[pseudocell]`` table).
 
     ``overrides`` (e.g. CLI flags; None values ignored) replace file values *before*
     validation, so a flag can correct a bad value in the file.
@@ -299,7 +312,11 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
 
 
 def read_config_dict(path: str | Path) -> dict[str, Any]:
-    """The raw key/value pairs of a TOML config file (not validated)."""
+    """The raw key/value pairs of a TOML config file (not validated).
+
+    The keys are either all at the top level or all in a ``[pseudocell]`` table; a file
+    that mixes both is refused (the top-level keys would otherwise be dropped unseen).
+    """
     from pseudocell.storage import fs  # URIs (s3://...) as well as local paths
 
     try:
@@ -312,6 +329,12 @@ def read_config_dict(path: str | Path) -> dict[str, Any]:
         raise InvalidConfigError(f"config file {str(path)!r} cannot be read ({e}); pass a "
                                  "UTF-8 TOML file") from e
     if "pseudocell" in data and isinstance(data["pseudocell"], dict):
+        outside = sorted(k for k in data if k != "pseudocell")
+        if outside:
+            raise InvalidConfigError(
+                f"config file {str(path)!r} has key(s) {outside} outside its [pseudocell] "
+                "table; move them under [pseudocell], or drop the [pseudocell] line and keep "
+                "every key at the top")
         data = data["pseudocell"]
     return dict(data)
 
@@ -321,8 +344,9 @@ def _toml_value(v: Any) -> str:
         return "true" if v else "false"
     if isinstance(v, (int, float)):
         return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
+    if isinstance(v, str):  # a TOML basic string: quote, backslash and controls escaped
+        return '"' + "".join(c if c not in '"\\' and 0x20 <= ord(c) != 0x7F
+                             else f"\\u{ord(c):04x}" for c in v) + '"'
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     raise TypeError(f"cannot write {type(v).__name__} to TOML")
