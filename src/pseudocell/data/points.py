@@ -7,6 +7,8 @@ image ids and checking them against the images is done in :mod:`pseudocell.valid
 from __future__ import annotations
 
 import csv
+import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,84 +19,115 @@ __all__ = ["read_points_csv", "write_napari_csv", "write_points_csv", "points_by
            "hide_points"]
 
 
-def _float(v: str, path: Path, line: int, col: str) -> float:
+def _float(v: str, where: str, line: int, col: str) -> float:
     try:
         return float(v)
     except ValueError:
         raise InvalidInputError(
-            f"points file {str(path)!r} line {line}: column {col!r} is {v!r}, not a number. "
+            f"{where} line {line}: column {col!r} is {v!r}, not a number. "
             "Fix or delete that row."
         ) from None
 
 
-def read_points_csv(path: str | Path) -> tuple[str, list[str | int], np.ndarray]:
+def read_points_csv(path: str | Path, *, allow_empty: bool = False
+                    ) -> tuple[str, list[str | int], np.ndarray]:
     """Read a points CSV.
 
     Accepted layouts (header required):
 
     * plain: ``image,y,x`` (``image_id`` also accepted; more columns are ignored);
       ``image`` is an image file name or id.
-    * napari: ``index,axis-0,axis-1`` (one image) or ``index,axis-0,axis-1,axis-2``
-      where ``axis-0`` is the frame = position of the image in name order.
+    * napari: ``index,axis-0,axis-1`` (2 axes, y and x: one image) or
+      ``index,axis-0,axis-1,axis-2`` (3 axes: axis-0 is the frame = position of the image
+      in name order). Any other number of axes (a z or channel axis) is refused.
+
+    A row with more fields than the header is refused (naming its line), as is a
+    header-only file unless ``allow_empty`` (e.g. the detections of images without cells).
 
     Returns
     -------
     layout : {"plain", "napari2d", "napari3d"}
     refs : list of image references (str for plain, int frame for napari3d, 0 for napari2d)
     yx : ndarray (n, 2), float64
+
+    Raises
+    ------
+    InvalidInputError
+        Missing, unreadable or malformed file; the message names the file and the line.
     """
     from pseudocell.storage import fs  # local paths or URIs (s3://...)
 
     try:
         text = fs.read_bytes(str(path)).decode("utf-8-sig")  # tolerate Excel's BOM
     except FileNotFoundError:
-        raise InvalidInputError(f"points file {str(path)!r} does not exist") from None
+        raise InvalidInputError(f"points file {str(path)!r} does not exist; check the "
+                                "path") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise InvalidInputError(f"points file {str(path)!r} cannot be read: {e}") from e
-    rows = list(csv.reader(text.splitlines()))
-    rows = [r for r in rows if any(c.strip() for c in r)]
+        raise InvalidInputError(f"points file {str(path)!r} cannot be read ({e}); pass a "
+                                "UTF-8 CSV file") from e
+    where = f"points file {str(path)!r}"
+    try:
+        # line numbers as an editor shows them (a quoted field may span lines)
+        reader = csv.reader(io.StringIO(text, newline=""))
+        rows = [(reader.line_num, r) for r in reader]
+    except csv.Error as e:
+        raise InvalidInputError(f"{where} is not a valid CSV ({e}); re-export it as CSV") \
+            from None
+    rows = [(n, r) for n, r in rows if any(c.strip() for c in r)]
     if not rows:
-        raise InvalidInputError(f"points file {str(path)!r} is empty; it needs a header "
-                                "('image,y,x' or napari 'index,axis-0,axis-1') and rows")
-    header = [h.strip().lower() for h in rows[0]]
+        raise InvalidInputError(f"{where} is empty; it needs a header ('image,y,x' or "
+                                "napari 'index,axis-0,axis-1') and rows")
+    header = [h.strip().lower() for h in rows[0][1]]
     body = rows[1:]
-    if not body:
-        raise InvalidInputError(f"points file {str(path)!r} has a header but no points; "
-                                "annotate at least one cell")
+    if not body and not allow_empty:
+        raise InvalidInputError(f"{where} has a header but no points; annotate at least "
+                                "one cell")
     col = {h: k for k, h in enumerate(header)}
-    refs: list[str | int] = []
-    yx = np.zeros((len(body), 2))
-    if "axis-0" in col and "axis-1" in col:
-        three = "axis-2" in col
-        layout = "napari3d" if three else "napari2d"
-        ycol, xcol = ("axis-1", "axis-2") if three else ("axis-0", "axis-1")
-        for n, r in enumerate(body, start=2):
-            if len(r) < len(header):
-                raise InvalidInputError(f"points file {str(path)!r} line {n} has "
-                                        f"{len(r)} fields, header has {len(header)}")
-            if three:
-                f = _float(r[col["axis-0"]], path, n, "axis-0")
-                if not np.isfinite(f) or f != int(f):
-                    raise InvalidInputError(f"points file {str(path)!r} line {n}: frame "
-                                            f"axis-0={f} is not a whole number")
-                refs.append(int(f))
-            else:
-                refs.append(0)
-            yx[n - 2] = (_float(r[col[ycol]], path, n, ycol), _float(r[col[xcol]], path, n, xcol))
-        return layout, refs, yx
+    for n, r in body:
+        if len(r) != len(header):
+            raise InvalidInputError(
+                f"{where} line {n} has {len(r)} fields, the header has {len(header)}; "
+                "fix that row (a stray or missing comma?)")
+    axes = sorted(int(m.group(1)) for h in header
+                  if (m := re.fullmatch(r"axis-(0|[1-9][0-9]*)", h)))
+    if axes:
+        if axes not in ([0, 1], [0, 1, 2]):
+            raise InvalidInputError(
+                f"{where} is a napari CSV with {len(axes)} axes "
+                f"({', '.join(f'axis-{a}' for a in axes)}); pseudocell reads 2 axes (y, x) "
+                "of one image or 3 axes (frame, y, x) of a stack of 2-D images. Save the "
+                "points of 2-D images (no z or channel axis)")
+        return _read_napari(body, col, where, three=len(axes) == 3)
     img_col = "image" if "image" in col else "image_id" if "image_id" in col else None
     if img_col is None or "y" not in col or "x" not in col:
         raise InvalidInputError(
-            f"points file {str(path)!r} has header {rows[0]}; expected 'image,y,x' or napari "
+            f"{where} has header {rows[0][1]}; expected 'image,y,x' or napari "
             "'index,axis-0,axis-1[,axis-2]'"
         )
-    for n, r in enumerate(body, start=2):
-        if len(r) < len(header):
-            raise InvalidInputError(f"points file {str(path)!r} line {n} has {len(r)} "
-                                    f"fields, header has {len(header)}")
+    refs: list[str | int] = []
+    yx = np.zeros((len(body), 2))
+    for k, (n, r) in enumerate(body):
         refs.append(r[col[img_col]].strip())
-        yx[n - 2] = (_float(r[col["y"]], path, n, "y"), _float(r[col["x"]], path, n, "x"))
+        yx[k] = (_float(r[col["y"]], where, n, "y"), _float(r[col["x"]], where, n, "x"))
     return "plain", refs, yx
+
+
+def _read_napari(body: list[tuple[int, list[str]]], col: dict[str, int], where: str, *,
+                 three: bool) -> tuple[str, list[str | int], np.ndarray]:
+    ycol, xcol = ("axis-1", "axis-2") if three else ("axis-0", "axis-1")
+    refs: list[str | int] = []
+    yx = np.zeros((len(body), 2))
+    for k, (n, r) in enumerate(body):
+        if three:
+            f = _float(r[col["axis-0"]], where, n, "axis-0")
+            if not np.isfinite(f) or f != int(f):
+                raise InvalidInputError(f"{where} line {n}: frame axis-0={f} is not a whole "
+                                        "number; frames count the images 0, 1, 2 ...")
+            refs.append(int(f))
+        else:
+            refs.append(0)
+        yx[k] = (_float(r[col[ycol]], where, n, ycol), _float(r[col[xcol]], where, n, xcol))
+    return ("napari3d" if three else "napari2d"), refs, yx
 
 
 def write_napari_csv(path: str | Path, image_ids: list[str], table: dict[str, np.ndarray],
