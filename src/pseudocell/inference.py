@@ -5,7 +5,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from pseudocell.config import Config, load_config
 from pseudocell.core.detector import load_unet, predict_heatmap
@@ -16,7 +15,8 @@ from pseudocell.data.overlay import draw_overlay
 from pseudocell.data.points import (points_by_image, read_points_csv, write_napari_csv,
                                     write_points_csv)
 from pseudocell.errors import InvalidInputError
-from pseudocell.validation import check_points, load_image_folder
+from pseudocell.validation import (check_device, check_output_path, check_points,
+                                   check_same_images, load_image_folder, load_model_file)
 
 __all__ = ["detect_folder", "evaluate_files", "resolve_model"]
 
@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 def resolve_model(model: str | Path) -> tuple[Path, Config]:
     """``model.pt`` path and the run config, from a run directory or a model file inside one."""
+    check_output_path(model, name="--model")  # blank: not the current folder either
     model = Path(model)
     if model.is_dir():
         model = model / "final" / "model.pt"
@@ -39,17 +40,23 @@ def resolve_model(model: str | Path) -> tuple[Path, Config]:
 
 
 def detect_folder(model: str | Path, images: str | Path, out: str | Path, *, pattern: str = "*",
-                  threshold: float | None = None, overlays: bool = True) -> int:
+                  threshold: float | None = None, overlays: bool = True,
+                  device: str | None = None) -> int:
     """Detect cells in every image of a folder; returns the number of detections.
 
     Writes ``out/detections.csv`` (napari, frame = image order), ``out/detections_table.csv``
-    (image,y,x,value) and, optionally, ``out/overlays/<image>.png``.
+    (image,y,x,value) and, optionally, ``out/overlays/<image>.png``. Every input (model,
+    images, device, ``out``) is checked before anything is written. ``device`` replaces
+    the run's ``device``.
     """
+    check_output_path(out, name="--out")
     path, cfg = resolve_model(model)
-    if threshold is not None:
-        cfg = cfg.replace(peak_threshold=threshold)
+    cfg = cfg.replace(**{k: v for k, v in (("peak_threshold", threshold),
+                                           ("device", device)) if v is not None})
+    check_device(cfg.device, name="--device" if device is not None else
+                 f"device of the model's run ({cfg.device!r}; override with --device)")
+    ck = load_model_file(path, name="--model")
     imgs = load_image_folder(images, pattern=pattern, name="--images")
-    ck = torch.load(path, map_location="cpu", weights_only=True)
     net = load_unet(ck["state_dict"], ck["meta"]["widths"], cfg.device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -72,10 +79,11 @@ def detect_folder(model: str | Path, images: str | Path, out: str | Path, *, pat
     return len(table["y"])
 
 
-def _read_any(path: Path, images, name: str) -> dict[str, np.ndarray]:
-    layout, refs, yx = read_points_csv(path)
+def _read_any(path: Path, images, name: str, allow_empty: bool = False) -> dict[str, np.ndarray]:
+    layout, refs, yx = read_points_csv(path, allow_empty=allow_empty)
     if images is not None:
-        return check_points(refs, yx, images, layout=layout, name=f"{name} ({str(path)!r})")
+        return check_points(refs, yx, images, layout=layout, name=f"{name} ({str(path)!r})",
+                            allow_empty=allow_empty)
     if layout == "napari3d":
         refs = [f"frame{int(r)}" for r in refs]
     elif layout == "napari2d":
@@ -87,12 +95,20 @@ def _read_any(path: Path, images, name: str) -> dict[str, np.ndarray]:
 
 def evaluate_files(pred: str | Path, gt: str | Path, *, radius: float = 15.0,
                    images: str | Path | None = None) -> dict:
-    """Pooled P/R/F (and per-image counts) of two point files, matched one-to-one."""
-    if radius <= 0:
-        raise InvalidInputError(f"--radius must be > 0, got {radius}")
+    """Pooled P/R/F (and per-image counts) of two point files, matched one-to-one.
+
+    An empty ``pred`` (header only: ``detect`` found no cell) scores TP = 0; two files
+    that name no image in common are refused.
+    """
+    if not radius > 0 or not np.isfinite(radius):
+        raise InvalidInputError(f"--radius must be a finite number > 0, got {radius}")
     imgs = load_image_folder(images, name="--images") if images is not None else None
-    p = _read_any(Path(pred), imgs, "--pred")
+    p = _read_any(Path(pred), imgs, "--pred", allow_empty=True)
     g = _read_any(Path(gt), imgs, "--gt")
+    if len(p["y"]) == 0:
+        logger.warning("--pred %s holds 0 points: every ground-truth point is a miss "
+                       "(F1 = 0)", pred)
+    check_same_images(set(p["image_id"].astype(str)), set(g["image_id"].astype(str)))
     ids = sorted(set(p["image_id"].astype(str)) | set(g["image_id"].astype(str)))
     pp, gg = points_by_image(p, ids), points_by_image(g, ids)
     per = {i: match_points(pp[i], gg[i], radius) for i in ids}

@@ -1,4 +1,5 @@
-"""The one place that checks user inputs: images, points and run directories.
+"""The one place that checks user inputs: images, points, model files, output paths,
+ports, devices and run directories.
 
 Every check raises :class:`~pseudocell.errors.InvalidInputError` (or
 :class:`~pseudocell.errors.RunDirectoryError`) naming the input, the value and the fix.
@@ -7,6 +8,7 @@ Config fields are checked by :class:`~pseudocell.config.Config` itself.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +20,9 @@ from pseudocell.data.points import read_points_csv
 from pseudocell.errors import InvalidInputError, RunDirectoryError
 
 __all__ = ["ImageSet", "RunInputs", "check_image", "load_image_folder", "check_points",
-           "load_points", "load_run_inputs", "check_run_dir", "check_disjoint_images"]
+           "load_points", "load_run_inputs", "check_run_dir", "check_disjoint_images",
+           "check_output_path", "check_output_file", "check_port", "check_device",
+           "load_model_file", "check_same_images"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +59,9 @@ class RunInputs:
 def check_image(arr: np.ndarray, *, name: str) -> np.ndarray:
     """Check a raw pixel array and return it normalised → (H, W) float32.
 
-    Accepts (H, W) grayscale and (H, W, 3|4) RGB(A).
+    Accepts (H, W) grayscale and (H, W, 3|4) RGB(A). An alpha channel that varies is
+    refused (the pixels it hides would be read as they are); a constant one is dropped,
+    with a warning unless it is fully opaque.
     """
     a = np.asarray(arr)
     if a.dtype.kind not in "uifb":
@@ -71,6 +77,17 @@ def check_image(arr: np.ndarray, *, name: str) -> np.ndarray:
         n = int((~np.isfinite(a)).sum())
         raise InvalidInputError(f"image {name}: {n} pixels are NaN or infinite; replace them "
                                 "(e.g. with the background value) before running")
+    if a.ndim == 3 and a.shape[-1] == 4:
+        lo, hi = a[..., 3].min(), a[..., 3].max()
+        if lo != hi:
+            raise InvalidInputError(
+                f"image {name}: its alpha (transparency) channel varies ({lo}..{hi}); "
+                "pseudocell reads gray or RGB pixels only. Export the image without "
+                "transparency (flattened onto its background)")
+        opaque = np.iinfo(a.dtype).max if a.dtype.kind in "ui" else 1
+        if hi != opaque:
+            logger.warning("image %s: its alpha channel (constant %s) is ignored; only the "
+                           "RGB values are read", name, hi)
     return normalize(to_gray(a))
 
 
@@ -105,13 +122,15 @@ def load_image_folder(folder: str | Path, *, pattern: str = "*", name: str = "im
 
 
 def check_points(refs: list[str | int], yx: np.ndarray, images: ImageSet, *, layout: str,
-                 name: str = "points") -> dict[str, np.ndarray]:
+                 name: str = "points", allow_empty: bool = False) -> dict[str, np.ndarray]:
     """Map image references to ids and check every point.
 
-    Returns a table ``{"image_id", "y", "x"}``. Errors: empty, unknown image, NaN,
-    outside the image, duplicate point.
+    Returns a table ``{"image_id", "y", "x"}``. Errors: empty (unless ``allow_empty``),
+    unknown image, NaN, outside the image, duplicate point.
     """
     if len(yx) == 0:
+        if allow_empty:
+            return {"image_id": np.array([], object), "y": np.zeros(0), "x": np.zeros(0)}
         raise InvalidInputError(f"{name}: no points; annotate at least one cell")
     ids = images.ids
     if layout == "napari2d":
@@ -159,10 +178,12 @@ def check_points(refs: list[str | int], yx: np.ndarray, images: ImageSet, *, lay
     return {"image_id": np.array(img_ids, object), "y": yx[:, 0].copy(), "x": yx[:, 1].copy()}
 
 
-def load_points(path: str | Path, images: ImageSet, *, name: str = "points") -> dict[str, np.ndarray]:
+def load_points(path: str | Path, images: ImageSet, *, name: str = "points",
+                allow_empty: bool = False) -> dict[str, np.ndarray]:
     """Read a points CSV and check it against ``images``."""
-    layout, refs, yx = read_points_csv(path)
-    return check_points(refs, yx, images, layout=layout, name=f"{name} ({str(path)!r})")
+    layout, refs, yx = read_points_csv(path, allow_empty=allow_empty)
+    return check_points(refs, yx, images, layout=layout, name=f"{name} ({str(path)!r})",
+                        allow_empty=allow_empty)
 
 
 def load_run_inputs(images: str | Path, points: str | Path, *, gt: str | Path | None = None,
@@ -180,6 +201,10 @@ def load_run_inputs(images: str | Path, points: str | Path, *, gt: str | Path | 
         ev_imgs = load_image_folder(eval_images, name="--eval-images")
         if eval_gt is not None:
             ev_gt = load_points(eval_gt, ev_imgs, name="--eval-gt")
+        else:  # a legitimate use (detections on held-out images), but easy to mistake
+            logger.warning("--eval-images without --eval-gt: the %d held-out images are only "
+                           "predicted (detections and overlays), not scored; add --eval-gt "
+                           "CSV for their precision, recall and F1", len(ev_imgs.ids))
     return RunInputs(imgs, pts, gt_t, ev_imgs, ev_gt)
 
 
@@ -239,3 +264,120 @@ def check_disjoint_images(a: ImageSet, b: ImageSet, name_a: str, name_b: str) ->
             f"{name_a} and {name_b} share {len(shared)} image(s) ({pairs}"
             f"{' ...' if len(shared) > 5 else ''}); they must be disjoint, or the tuned "
             "settings are judged on images that chose them")
+
+
+def check_output_path(value: str | Path | None, *, name: str) -> str | None:
+    """Refuse an empty or blank output path (it would mean the current folder); returns
+    ``value`` as a string (None stays None)."""
+    if value is None:
+        return None
+    if not str(value).strip():
+        raise InvalidInputError(f"{name} is empty ({str(value)!r}), which would write into "
+                                f"the current folder; give a folder, e.g. {name} runs/exp1")
+    return str(value)
+
+
+def check_output_file(path: str | Path | None, *, name: str) -> None:
+    """An output file can be written: not blank, not a folder, its folder exists."""
+    if path is None:
+        return
+    check_output_path(path, name=name)
+    p = Path(path)
+    if p.is_dir():
+        raise InvalidInputError(f"{name} {str(p)!r} is a folder; give a file name, e.g. "
+                                f"{name} {p / 'metrics.json'}")
+    parent = p.parent
+    if not parent.is_dir():
+        raise InvalidInputError(f"{name} {str(p)!r}: folder {str(parent)!r} does not exist; "
+                                "create it first or write the file elsewhere")
+
+
+def check_port(port: int, *, name: str = "--port") -> int:
+    """A TCP port number in 1..65535."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise InvalidInputError(f"{name} {port!r} is not a TCP port; use a number in "
+                                "1..65535, e.g. 5000")
+    return port
+
+
+def check_device(device: str, *, name: str = "--device") -> str:
+    """Check that ``device`` exists on this machine (before anything is written).
+
+    ``auto`` and ``cpu`` always do; ``cuda`` and ``cuda:N`` need CUDA and a GPU N.
+    """
+    m = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if device in ("auto", "cpu"):
+        return device
+    if m is None:
+        raise InvalidInputError(f"{name} {device!r} is not a device; use auto, cpu, cuda "
+                                "or cuda:N (N = GPU index)")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise InvalidInputError(f"{name} {device!r}: CUDA is not available on this machine "
+                                f"(torch {torch.__version__}); use --device cpu or auto")
+    index, count = int(m.group(1) or 0), torch.cuda.device_count()
+    if index >= count:
+        raise InvalidInputError(f"{name} {device!r}: this machine has {count} GPU(s) "
+                                f"(cuda:0..cuda:{count - 1}); pick one of them or use auto")
+    return device
+
+
+def load_model_file(path: str | Path, *, name: str = "--model") -> dict:
+    """Read and check a detector model file (``RUN/final/model.pt``).
+
+    It must be a torch file that loads with ``weights_only=True``, hold ``state_dict``
+    and ``meta`` with the U-Net ``widths``, and its tensors must have the shapes of a
+    U-Net of those widths. Returns ``{"state_dict": ..., "meta": ...}``.
+    """
+    import torch
+
+    from pseudocell.core.unet import UNet
+
+    where = f"{name} {str(path)!r}"
+    fix = "pass RUN/final/model.pt of a finished run, or the run directory"
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # every reason torch cannot read it is the file's fault
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise InvalidInputError(f"{where} is not a readable model file ({type(e).__name__}: "
+                                f"{first}); it may be truncated or not a model; {fix}") from e
+    if not isinstance(ck, dict) or not {"state_dict", "meta"} <= set(ck):
+        keys = sorted(map(str, ck)) if isinstance(ck, dict) else type(ck).__name__
+        raise InvalidInputError(f"{where} holds {keys}, not a detector model "
+                                f"(state_dict and meta); {fix}")
+    widths = ck["meta"].get("widths") if isinstance(ck["meta"], dict) else None
+    if not (isinstance(widths, (list, tuple)) and len(widths) >= 2
+            and all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths)):
+        raise InvalidInputError(f"{where} has no U-Net widths in its meta (got {widths!r}); "
+                                f"it is not a detector model (the PU learner's?); {fix}")
+    state = ck["state_dict"]
+    try:
+        with torch.device("meta"):  # shapes only, nothing allocated
+            want = {k: tuple(v.shape) for k, v in UNet(
+                in_channels=1, widths=tuple(widths), out_channels=1).state_dict().items()}
+    except (RuntimeError, ValueError, OverflowError) as e:
+        raise InvalidInputError(f"{where}: U-Net widths {list(widths)} in its meta cannot be "
+                                f"built ({e}); the file is damaged; {fix}") from e
+    got = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)} \
+        if isinstance(state, dict) else {}
+    if got != want:
+        bad = sorted(set(want) ^ set(got)) or sorted(k for k in want if want[k] != got[k])
+        raise InvalidInputError(f"{where}: its weights do not fit a U-Net of widths "
+                                f"{list(widths)} (e.g. {bad[:3]}); the file is damaged or "
+                                f"from another program; {fix}")
+    return ck
+
+
+def check_same_images(pred_ids: set[str], gt_ids: set[str], *, pred: str = "--pred",
+                      gt: str = "--gt") -> None:
+    """Refuse two non-empty point files that name no image in common (their scores
+    would be meaningless: every prediction a false positive)."""
+    if pred_ids and gt_ids and not pred_ids & gt_ids:
+        def show(ids: set[str]) -> str:
+            s = sorted(ids)
+            return f"{s[:5]}{' ...' if len(s) > 5 else ''}"
+        raise InvalidInputError(
+            f"{pred} names images {show(pred_ids)} and {gt} names {show(gt_ids)}: no image in "
+            "common. A napari file numbers frames (frame0, frame1, ...): pass --images so "
+            "frames map to image names, or use the same image names in both files")

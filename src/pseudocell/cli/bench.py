@@ -15,14 +15,15 @@ __all__ = ["bench"]
 
 @command()
 def bench(
-    out: Annotated[Path, typer.Option(help="Folder for the runs, the report and the JSON.")] = Path("runs/bench"),
+    out: Annotated[str, typer.Option(help="Folder for the runs, the report and the JSON.")] = "runs/bench",
     quick: Annotated[bool, typer.Option("--quick", help="1 seed, 10 training and 5 test images, "
                                                         "small budgets: a few minutes.")] = False,
     datasets: Annotated[Path | None, typer.Option(help="TOML file with \\[\\[dataset]] tables "
                                                        "(default: the shared bright-field set).")] = None,
-    dataset: Annotated[list[str] | None, typer.Option(help="A dataset as key=value pairs, e.g. "
-                                                           "name=x,images=DIR,gt=dots,gt_replace=cells:dots,radius=15 "
-                                                           "(repeatable).")] = None,
+    dataset: Annotated[list[str] | None, typer.Option(
+        help="A dataset as comma-separated key=value pairs (repeatable); keys: name, "
+             "images, gt, gt_replace, radius. Example: --dataset name=x,images=DIR,gt=dots")]
+        = None,
     seeds: Annotated[int, typer.Option(help="Number of seeds (0..n-1).")] = 3,
     keep: Annotated[float, typer.Option(help="Fraction of training points kept.")] = 0.1,
     config: Annotated[Path | None, typer.Option(help="TOML config of the detector and loop.")] = None,
@@ -36,7 +37,10 @@ def bench(
     from pseudocell.bench.datasets import default_datasets, parse_dataset_arg, read_dataset_toml
     from pseudocell.bench.quality import QUICK_CONFIG, markdown_report, run_quality, write_result
     from pseudocell.config import Config, load_config
+    from pseudocell.validation import check_output_path
 
+    check_output_path(out, name="--out")
+    out = Path(out)
     specs = []
     if datasets is not None:
         specs += read_dataset_toml(datasets)

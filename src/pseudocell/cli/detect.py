@@ -17,11 +17,13 @@ def detect(
     model: Annotated[Path, typer.Option(help="model.pt of a run (e.g. RUN/final/model.pt) "
                                              "or a run directory.")],
     images: Annotated[Path, typer.Option(help="Folder of images to detect cells in.")],
-    out: Annotated[Path, typer.Option(help="Output folder for detections and overlays.")],
+    out: Annotated[str, typer.Option(help="Output folder for detections and overlays.")],
     pattern: Annotated[str, typer.Option(help="Glob selecting images.")] = "*",
     threshold: Annotated[float | None, typer.Option(help="Peak threshold (default: the "
                                                          "run's 'peak_threshold').")] = None,
     overlays: Annotated[bool, typer.Option(help="Write overlay PNGs.")] = True,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda[:N] (default: the "
+                                                    "run's 'device').")] = None,
 ) -> None:
     """Detect cells with a trained model; writes napari and plain CSVs.
 
@@ -30,8 +32,8 @@ def detect(
     from pseudocell.inference import detect_folder
 
     n = detect_folder(model, images, out, pattern=pattern, threshold=threshold,
-                      overlays=overlays)
-    typer.echo(f"{n} cells detected; see {out / 'detections.csv'}")
+                      overlays=overlays, device=device)
+    typer.echo(f"{n} cells detected; see {Path(out) / 'detections.csv'}")
 
 
 @command()
@@ -41,16 +43,21 @@ def evaluate(
     radius: Annotated[float, typer.Option(help="Matching radius in px.")] = 15.0,
     images: Annotated[Path | None, typer.Option(help="Image folder; needed to map napari "
                                                      "frames to images and to check bounds.")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the numbers here.")] = None,
+    json_out: Annotated[str | None, typer.Option("--json", help="Also write the numbers to "
+                                                                "this file.")] = None,
 ) -> None:
     """Precision / recall / F1 with optimal one-to-one matching within --radius.
 
     Example: pseudocell evaluate --pred det/detections_table.csv --gt gt.csv --radius 15
     """
     from pseudocell.inference import evaluate_files
+    from pseudocell.validation import check_output_file
 
+    check_output_file(json_out, name="--json")  # before the work, not after it
     res = evaluate_files(pred, gt, radius=radius, images=images)
     typer.echo(f"radius={radius:g}px  TP={res['tp']} FP={res['fp']} FN={res['fn']}  "
                f"P={res['precision']:.3f} R={res['recall']:.3f} F1={res['f1']:.3f}")
+    if res["tp"] + res["fp"] == 0:
+        typer.echo(f"--pred holds 0 points: F1 = 0 ({res['fn']} ground-truth points missed)")
     if json_out is not None:
-        json_out.write_text(json.dumps(res, indent=1))
+        Path(json_out).write_text(json.dumps(res, indent=1))

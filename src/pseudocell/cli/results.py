@@ -17,6 +17,9 @@ def _tracked_run(run_dir: str):
     from pseudocell.storage.fs import resolve_root
     from pseudocell.storage.layout import RunLayout
     from pseudocell.tracking import Tracker
+    from pseudocell.validation import check_output_path
+
+    check_output_path(run_dir, name="RUN_DIR")
 
     layout = RunLayout(resolve_root(run_dir))
     if not (Path(layout.local_dir) / "tracking" / "state.json").exists():
@@ -38,6 +41,9 @@ def ui(
     import subprocess
     import sys
 
+    from pseudocell.validation import check_port
+
+    check_port(port)
     tr = _tracked_run(run_dir)
     if not tr.uri.startswith("sqlite:"):
         typer.echo(f"this run is tracked on the server {tr.uri}: open it there "
@@ -75,7 +81,7 @@ def sync(
 @command()
 def export(
     run_dir: Annotated[str, typer.Argument(help="Run directory (path or s3:// URI).")],
-    out: Annotated[Path, typer.Option(help="Output folder.")],
+    out: Annotated[str, typer.Option(help="Output folder.")],
     fmt: Annotated[str, typer.Option("--format", help="napari | geojson (QuPath, one file "
                                                       "per image) | csv.")] = "napari",
     rnd: Annotated[int | None, typer.Option("--round", help="Round (default: the last).")] = None,
@@ -87,7 +93,10 @@ def export(
     Example: pseudocell export runs/exp1 --format geojson --round 1 --out qupath/
     """
     from pseudocell.results.export import export_round
+    from pseudocell.validation import check_output_path
 
+    check_output_path(run_dir, name="RUN_DIR")
+    check_output_path(out, name="--out")
     files = export_round(run_dir, out, rnd=rnd, fmt=fmt,
                          what=tuple(w.strip() for w in what.split(",") if w.strip()))
     typer.echo(f"wrote {len(files)} file(s) to {out}")

@@ -136,10 +136,12 @@ def run(
     On a Ray cluster: pseudocell run ... --executor ray --address auto
     """
     from pseudocell.orchestrator.run import prepare_run
-    from pseudocell.validation import load_run_inputs
+    from pseudocell.validation import check_device, check_output_path, load_run_inputs
 
+    check_output_path(out, name="--out")
     cfg = _config(config, {"mode": mode, "rounds": rounds, "alpha": alpha, "beta": beta,
                            "p": p, "seed": seed, "device": device})
+    check_device(cfg.device, name="--device" if device is not None else "config 'device'")
     inputs = load_run_inputs(images, points, gt=gt, eval_images=eval_images, eval_gt=eval_gt,
                              pattern=pattern)
     # the executor (and Ray) starts before anything is written: a bad --executor option
@@ -164,8 +166,11 @@ def resume(
     Example: pseudocell resume runs/exp1 [--executor ray --address auto]
     """
     from pseudocell.orchestrator.run import open_run
+    from pseudocell.validation import check_device, check_output_path
 
+    check_output_path(run_dir, name="RUN_DIR")
     layout, cfg = open_run(run_dir)
+    check_device(cfg.device, name=f"the run's device (config.toml of {str(run_dir)!r})")
     with ex.build() as executor:
         execute(layout, cfg, executor, tracking)
 
@@ -175,7 +180,7 @@ def resume(
 def demo(
     ex: ExecutorOptions,
     tracking: TrackingOptions,
-    out: Annotated[Path, typer.Option(help="Run directory of the demo.")] = Path("runs/demo"),
+    out: Annotated[str, typer.Option(help="Run directory of the demo.")] = "runs/demo",
     data_dir: Annotated[Path | None, typer.Option(help="Folder with NNNcells.png/NNNdots.png "
                                                        "(default: ../shared/data or the "
                                                        "download cache).")] = None,
@@ -192,10 +197,14 @@ def demo(
     """
     from pseudocell.demo import DEMO_CONFIG, demo_inputs
     from pseudocell.orchestrator.run import prepare_run
+    from pseudocell.validation import check_device, check_output_path
 
+    check_output_path(out, name="--out")
     cfg = DEMO_CONFIG if rounds is None else DEMO_CONFIG.replace(rounds=rounds)
+    check_device(cfg.device, name="the demo config's device")
     inputs = demo_inputs(cfg, data_dir=data_dir)
     with ex.build() as executor:
         layout = prepare_run(out, cfg, inputs, force=force)
         execute(layout, cfg, executor, tracking)
-    typer.echo(f"metrics: {out / 'metrics.json'}   overlays: {out / 'final' / 'overlays'}")
+    typer.echo(f"metrics: {Path(out) / 'metrics.json'}   overlays: "
+               f"{Path(out) / 'final' / 'overlays'}")

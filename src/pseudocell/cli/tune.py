@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from pseudocell.cli.app import command
-from pseudocell.cli.options import AddressOpt, ExperimentOpt, TrackingUriOpt
+from pseudocell.cli.options import ExperimentOpt, TrackingUriOpt
 from pseudocell.errors import InvalidInputError
 
 __all__ = ["tune"]
@@ -15,7 +15,7 @@ __all__ = ["tune"]
 
 @command()
 def tune(
-    out: Annotated[Path | None, typer.Option(help="Sweep directory (created).")] = None,
+    out: Annotated[str | None, typer.Option(help="Sweep directory (created).")] = None,
     images: Annotated[Path | None, typer.Option(help="Training images (as for `run`).")] = None,
     points: Annotated[Path | None, typer.Option(help="Annotated points of the training "
                                                      "images.")] = None,
@@ -38,9 +38,11 @@ def tune(
                                                             "resources allow).")] = None,
     search_seed: Annotated[int, typer.Option(help="Seed of the random search.")] = 0,
     pattern: Annotated[str, typer.Option(help="Glob selecting images.")] = "*",
-    resume_dir: Annotated[Path | None, typer.Option(
+    resume_dir: Annotated[str | None, typer.Option(
         "--resume", help="Continue a killed sweep in this directory.")] = None,
-    address: AddressOpt = None,
+    address: Annotated[str | None, typer.Option(
+        help="Ray cluster the sweep runs on: 'auto' (the cluster of this node) or "
+             "'ray://HOST:10001'. Default: start a local Ray.")] = None,
     tracking_uri: TrackingUriOpt = None,
     experiment: ExperimentOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Delete a non-empty --out.")] = False,
@@ -58,8 +60,11 @@ def tune(
     from pseudocell.config import Config, load_config
     from pseudocell.tune_spaces import resolve
     from pseudocell.tune_spaces.sweep import SweepOptions, prepare_sweep, run_sweep
-    from pseudocell.validation import RunInputs, load_image_folder, load_points
+    from pseudocell.validation import (RunInputs, check_output_path, load_image_folder,
+                                       load_points)
 
+    check_output_path(out, name="--out")
+    check_output_path(resume_dir, name="--resume")
     if resume_dir is not None:
         sweep_dir = resume_dir
     else:
