@@ -17,6 +17,12 @@ from typing import Annotated, Any
 
 import click
 import typer
+from typer.core import TyperCommand, TyperGroup
+
+try:  # typer 0.29 runs on its own copy of click: its contexts are only seen from there
+    from typer._click.globals import get_current_context as _current_context
+except ImportError:  # pragma: no cover (typer on click)
+    _current_context = click.get_current_context
 
 from pseudocell import __version__
 from pseudocell.errors import PseudocellError
@@ -25,7 +31,30 @@ __all__ = ["app", "command", "with_options", "state", "CliState", "console"]
 
 logger = logging.getLogger("pseudocell")
 
+LOG_LEVEL_HELP = "Logging level: DEBUG, INFO, WARNING."
+QUIET_HELP = "Only warnings and the result table."
+
+
+def _plain_flags(params: list) -> list:
+    """Flags take no value, so --help shows no ``<bool>`` type for them."""
+    for p in params:
+        if getattr(p, "is_flag", False) and p.metavar is None:
+            p.metavar = ""
+    return params
+
+
+class _Group(TyperGroup):
+    def get_params(self, ctx: Any) -> list:
+        return _plain_flags(super().get_params(ctx))
+
+
+class _Command(TyperCommand):
+    def get_params(self, ctx: Any) -> list:
+        return _plain_flags(super().get_params(ctx))
+
+
 app = typer.Typer(
+    cls=_Group,
     name="pseudocell",
     help="Cell detection from a few annotated points, grown by PU pseudo-labelling.\n\n"
          "Example: pseudocell run --images imgs/ --points clicks.csv --out runs/exp1",
@@ -46,7 +75,7 @@ class CliState:
 
 def state() -> CliState:
     """This invocation's :class:`CliState` (defaults outside a command line)."""
-    ctx = click.get_current_context(silent=True)
+    ctx = _current_context(silent=True)
     obj = ctx.find_root().obj if ctx is not None else None
     return obj if isinstance(obj, CliState) else CliState()
 
@@ -79,22 +108,31 @@ class _ConsoleFormatter(logging.Formatter):
         return super().format(plain)
 
 
-@app.callback()
-def _main(
-    ctx: typer.Context,
-    log_level: Annotated[str, typer.Option(help="Logging level: DEBUG, INFO, WARNING.")] = "INFO",
-    quiet: Annotated[bool, typer.Option("--quiet", help="Only warnings and the result table.")] = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
-) -> None:
-    """Configure logging once, for every command."""
-    from rich.console import Console
-    from rich.logging import RichHandler
-
+def _parse_level(log_level: str) -> int:
     level = logging.getLevelName(log_level.upper())
     if not isinstance(level, int):
         raise typer.BadParameter(f"{log_level!r}: use DEBUG, INFO or WARNING",
                                  param_hint="--log-level")
+    return level
+
+
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    log_level: Annotated[str, typer.Option(help=LOG_LEVEL_HELP)] = "INFO",
+    quiet: Annotated[bool, typer.Option("--quiet", help=QUIET_HELP)] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Configure logging once, for every command."""
+    _configure(ctx, _parse_level(log_level), quiet)
+
+
+def _configure(ctx: click.Context, level: int, quiet: bool) -> None:
+    """Set this invocation's :class:`CliState` and the console log handler."""
+    from rich.console import Console
+    from rich.logging import RichHandler
+
     ctx.obj = CliState(quiet=quiet, level=level, console=Console(stderr=True))
     shown = logging.WARNING if quiet else level
     handler = RichHandler(console=ctx.obj.console, show_path=False, rich_tracebacks=False)
@@ -113,16 +151,38 @@ def _main(
 
 def command(*args: Any, **kwargs: Any):
     """``app.command`` with the one error wrapper: a :class:`PseudocellError` becomes
-    ``error: <message>`` on stderr and exit code 1; anything else keeps its traceback."""
+    ``error: <message>`` on stderr and exit code 1; anything else keeps its traceback.
+
+    Every command also takes the global ``--quiet`` and ``--log-level`` after its name
+    (``pseudocell run ... --quiet`` = ``pseudocell --quiet run ...``)."""
     def decorate(fn):
         @functools.wraps(fn)
         def wrapper(*a: Any, **k: Any) -> Any:
+            late_level, late_quiet = k.pop("log_level"), k.pop("quiet")
+            if late_level is not None or late_quiet:
+                root = _current_context().find_root()
+                st = state()
+                _configure(root, st.level if late_level is None else _parse_level(late_level),
+                           st.quiet or late_quiet)
             try:
                 return fn(*a, **k)
             except PseudocellError as e:
                 typer.secho(f"error: {e}", fg="red", err=True)
                 raise typer.Exit(code=1) from None
-        return app.command(*args, **kwargs)(wrapper)
+
+        sig = inspect.signature(fn, eval_str=True)
+        late = {
+            "log_level": Annotated[str | None, typer.Option(
+                "--log-level", help=LOG_LEVEL_HELP + " Also accepted before the command.")],
+            "quiet": Annotated[bool, typer.Option("--quiet", help=QUIET_HELP)],
+        }
+        wrapper.__signature__ = sig.replace(parameters=[
+            *sig.parameters.values(),
+            *(inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=t,
+                                default=None if n == "log_level" else False)
+              for n, t in late.items())])
+        wrapper.__annotations__ = {**typing.get_type_hints(fn, include_extras=True), **late}
+        return app.command(*args, cls=_Command, **kwargs)(wrapper)
     return decorate
 
 
