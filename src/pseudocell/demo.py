@@ -13,7 +13,7 @@ import numpy as np
 from pseudocell.config import Config
 from pseudocell.data.images import points_from_dots, read_raw
 from pseudocell.data.points import hide_points
-from pseudocell.validation import ImageSet, RunInputs, check_image
+from pseudocell.validation import ImageSet, RunInputs, check_data_dir, check_image
 
 __all__ = ["DEMO_CONFIG", "load_brightfield", "demo_inputs"]
 
@@ -48,7 +48,11 @@ def demo_inputs(cfg: Config = DEMO_CONFIG, *, keep: float = 0.1,
     theirs."""
     from pseudocell.data.fetch import locate_brightfield
 
-    folder = Path(data_dir) if data_dir is not None else locate_brightfield()
+    if data_dir is not None:
+        folder = check_data_dir(data_dir, [f"{n:03d}{kind}.png" for n in [*train, *heldout]
+                                           for kind in ("cells", "dots")])
+    else:
+        folder = locate_brightfield()
     images, gt = load_brightfield(folder, train)
     eval_images, eval_gt = load_brightfield(folder, heldout)
     points = hide_points(gt, keep, seed=cfg.seed)

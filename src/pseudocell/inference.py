@@ -23,20 +23,22 @@ __all__ = ["detect_folder", "evaluate_files", "resolve_model"]
 logger = logging.getLogger(__name__)
 
 
-def resolve_model(model: str | Path) -> tuple[Path, Config]:
-    """``model.pt`` path and the run config, from a run directory or a model file inside one."""
-    check_output_path(model, name="--model")  # blank: not the current folder either
+def resolve_model(model: str | Path) -> tuple[Path, Config, dict]:
+    """``model.pt`` path, the run config and the checked model (``{"state_dict", "meta"}``),
+    from a run directory or a model file inside one."""
+    check_output_path(model, name="--model", example="--model runs/exp1")
     model = Path(model)
     if model.is_dir():
         model = model / "final" / "model.pt"
     if not model.is_file():
         raise InvalidInputError(f"--model: {str(model)!r} does not exist; pass RUN/final/model.pt "
                                 "or a finished run directory")
+    ck = load_model_file(model, name="--model")
     for parent in model.parents:
         if (parent / "config.toml").exists():
-            return model, load_config(parent / "config.toml")
+            return model, load_config(parent / "config.toml"), ck
     logger.warning("no config.toml above %s; using default detection settings", model)
-    return model, Config()
+    return model, Config(), ck
 
 
 def detect_folder(model: str | Path, images: str | Path, out: str | Path, *, pattern: str = "*",
@@ -49,13 +51,12 @@ def detect_folder(model: str | Path, images: str | Path, out: str | Path, *, pat
     images, device, ``out``) is checked before anything is written. ``device`` replaces
     the run's ``device``.
     """
-    check_output_path(out, name="--out")
-    path, cfg = resolve_model(model)
+    check_output_path(out, name="--out", example="--out detections/")
+    path, cfg, ck = resolve_model(model)
     cfg = cfg.replace(**{k: v for k, v in (("peak_threshold", threshold),
                                            ("device", device)) if v is not None})
     check_device(cfg.device, name="--device" if device is not None else
                  f"device of the model's run ({cfg.device!r}; override with --device)")
-    ck = load_model_file(path, name="--model")
     imgs = load_image_folder(images, pattern=pattern, name="--images")
     net = load_unet(ck["state_dict"], ck["meta"]["widths"], cfg.device)
     out = Path(out)
@@ -108,7 +109,7 @@ def evaluate_files(pred: str | Path, gt: str | Path, *, radius: float = 15.0,
     if len(p["y"]) == 0:
         logger.warning("--pred %s holds 0 points: every ground-truth point is a miss "
                        "(F1 = 0)", pred)
-    check_same_images(set(p["image_id"].astype(str)), set(g["image_id"].astype(str)))
+    check_same_images({str(i) for i in p["image_id"]}, {str(i) for i in g["image_id"]})
     ids = sorted(set(p["image_id"].astype(str)) | set(g["image_id"].astype(str)))
     pp, gg = points_by_image(p, ids), points_by_image(g, ids)
     per = {i: match_points(pp[i], gg[i], radius) for i in ids}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from pseudocell.errors import InvalidInputError, RunDirectoryError
 __all__ = ["ImageSet", "RunInputs", "check_image", "load_image_folder", "check_points",
            "load_points", "load_run_inputs", "check_run_dir", "check_disjoint_images",
            "check_output_path", "check_output_file", "check_port", "check_device",
-           "load_model_file", "check_same_images"]
+           "load_model_file", "check_same_images", "check_data_dir"]
 
 logger = logging.getLogger(__name__)
 
@@ -266,14 +267,16 @@ def check_disjoint_images(a: ImageSet, b: ImageSet, name_a: str, name_b: str) ->
             "settings are judged on images that chose them")
 
 
-def check_output_path(value: str | Path | None, *, name: str) -> str | None:
-    """Refuse an empty or blank output path (it would mean the current folder); returns
-    ``value`` as a string (None stays None)."""
+def check_output_path(value: str | Path | None, *, name: str,
+                      example: str | None = None) -> str | None:
+    """Refuse an empty or blank path, which would silently mean the current folder;
+    returns ``value`` as a string (None stays None). ``example`` shows a good value."""
     if value is None:
         return None
     if not str(value).strip():
-        raise InvalidInputError(f"{name} is empty ({str(value)!r}), which would write into "
-                                f"the current folder; give a folder, e.g. {name} runs/exp1")
+        raise InvalidInputError(f"{name} is empty ({str(value)!r}), which would mean the "
+                                f"current folder; give a path, e.g. "
+                                f"{example or name + ' runs/exp1'}")
     return str(value)
 
 
@@ -281,7 +284,7 @@ def check_output_file(path: str | Path | None, *, name: str) -> None:
     """An output file can be written: not blank, not a folder, its folder exists."""
     if path is None:
         return
-    check_output_path(path, name=name)
+    check_output_path(path, name=name, example=f"{name} metrics.json")
     p = Path(path)
     if p.is_dir():
         raise InvalidInputError(f"{name} {str(p)!r} is a folder; give a file name, e.g. "
@@ -336,12 +339,18 @@ def load_model_file(path: str | Path, *, name: str = "--model") -> dict:
 
     where = f"{name} {str(path)!r}"
     fix = "pass RUN/final/model.pt of a finished run, or the run directory"
+    if Path(path).is_file() and Path(path).stat().st_size == 0:
+        raise InvalidInputError(f"{where} is empty (0 bytes); {fix}")
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's pickle-protocol notes: not the user's news
+            warnings.simplefilter("ignore")
+            ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # every reason torch cannot read it is the file's fault
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise InvalidInputError(f"{where} is not a readable model file ({type(e).__name__}: "
-                                f"{first}); it may be truncated or not a model; {fix}") from e
+        # torch's first sentence says what failed (the rest can be a page of advice)
+        first = (str(e).strip().splitlines() or [""])[0].split(". ")[0][:160]
+        raise InvalidInputError(f"{where} is not a readable model file ({type(e).__name__}"
+                                f"{': ' + first if first else ''}); it may be truncated, or "
+                                f"not a torch model file saved by pseudocell; {fix}") from e
     if not isinstance(ck, dict) or not {"state_dict", "meta"} <= set(ck):
         keys = sorted(map(str, ck)) if isinstance(ck, dict) else type(ck).__name__
         raise InvalidInputError(f"{where} holds {keys}, not a detector model "
@@ -381,3 +390,17 @@ def check_same_images(pred_ids: set[str], gt_ids: set[str], *, pred: str = "--pr
             f"{pred} names images {show(pred_ids)} and {gt} names {show(gt_ids)}: no image in "
             "common. A napari file numbers frames (frame0, frame1, ...): pass --images so "
             "frames map to image names, or use the same image names in both files")
+
+
+def check_data_dir(folder: str | Path, files: list[str], *, name: str = "--data-dir") -> Path:
+    """A folder that holds every one of ``files`` (e.g. the demo's NNNcells/NNNdots.png)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InvalidInputError(f"{name} {str(folder)!r} is not a folder; point it at the "
+                                "folder with the files, or leave it out")
+    missing = [f for f in files if not (folder / f).is_file()]
+    if missing:
+        raise InvalidInputError(
+            f"{name} {str(folder)!r} lacks {len(missing)} of its {len(files)} files (e.g. "
+            f"{missing[:3]}); point it at the folder with them, or leave it out")
+    return folder

@@ -311,3 +311,93 @@ def test_run_bad_executor_options_write_nothing(tmp_path, image_dir, points_csv,
 def test_tracking_commands_on_a_non_run_fail_in_one_line(tmp_path, cmd):
     line = _one_error_line(runner.invoke(app, [cmd[0], str(tmp_path), *cmd[1:]]))
     assert str(tmp_path) in line
+
+
+# -- evaluate: detect's empty output; global options after the command; help texts ---------
+
+def test_evaluate_scores_the_empty_output_of_detect(tmp_path, image_dir):
+    """``detect`` writes header-only files when it finds no cell; evaluate scores them
+    F1 = 0 instead of refusing ("annotate at least one cell")."""
+    import torch
+
+    from pseudocell.core.unet import UNet
+
+    run = tmp_path / "run"
+    (run / "final").mkdir(parents=True)
+    (run / "config.toml").write_text(dump_toml(Config(unet_widths=(4, 8), detector_crop=64,
+                                                      device="cpu")))
+    torch.save({"state_dict": UNet(widths=(4, 8)).state_dict(), "meta": {"widths": [4, 8]}},
+               run / "final" / "model.pt")
+    det = tmp_path / "det"
+    res = runner.invoke(app, ["detect", "--model", str(run), "--images", str(image_dir),
+                              "--out", str(det), "--threshold", "1e9", "--no-overlays"])
+    assert res.exit_code == 0, res.output
+    assert "0 cells detected" in res.stdout
+    (tmp_path / "gt.csv").write_text("image,y,x\n001cells,10,10\n002cells,20,20\n")
+    for pred, extra in ((det / "detections_table.csv", []),
+                        (det / "detections.csv", ["--images", str(image_dir)])):
+        js = tmp_path / "m.json"
+        res = runner.invoke(app, ["evaluate", "--pred", str(pred), "--gt",
+                                  str(tmp_path / "gt.csv"), "--json", str(js), *extra])
+        assert res.exit_code == 0, res.output
+        assert "TP=0 FP=0 FN=2  P=0.000 R=0.000 F1=0.000" in res.stdout
+        assert "--pred holds 0 points: F1 = 0 (2 ground-truth points missed)" in res.stdout
+        assert json.loads(js.read_text())["fn"] == 2
+
+
+def test_global_options_work_after_the_command(tmp_path):
+    (tmp_path / "gt.csv").write_text(GT)
+    (tmp_path / "pred.csv").write_text(PRED)
+    base = ["evaluate", "--pred", str(tmp_path / "pred.csv"), "--gt", str(tmp_path / "gt.csv")]
+    for args in (["--quiet", *base], [*base, "--quiet"], [*base, "--log-level", "WARNING"],
+                 ["--log-level", "DEBUG", *base, "--quiet"]):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 0, (args, res.output)
+        assert "TP=3 FP=2 FN=1" in res.stdout
+    res = runner.invoke(app, [*base, "--quiet", "--log-level", "LOUD"])
+    assert res.exit_code == 2 and "LOUD" in res.output
+
+
+@pytest.mark.parametrize("cmd", [[], *[[c] for c in COMMANDS], ["bench"]])
+def test_help_shows_flags_without_a_bool_type(cmd):
+    res = runner.invoke(app, [*cmd, "--help"], env={"COLUMNS": "120"})
+    assert res.exit_code == 0, res.output
+    assert "<bool>" not in res.stdout
+    if cmd:
+        assert "--quiet" in res.stdout and "--log-level" in res.stdout
+
+
+def test_help_texts_fit_and_say_what_the_command_has():
+    res = runner.invoke(app, ["tune", "--help"], env={"COLUMNS": "80"})
+    assert "--executor" not in res.stdout  # tune has no --executor option
+    res = runner.invoke(app, ["bench", "--help"], env={"COLUMNS": "80"})
+    text = " ".join(res.stdout.replace("│", " ").split())
+    assert "…" not in res.stdout
+    assert "keys: name, images, gt, gt_replace, radius" in text
+
+
+def test_eval_images_without_eval_gt_warn_that_they_are_only_predicted(
+        tmp_path, image_dir, points_csv, fake_loop):
+    res = runner.invoke(app, ["run", "--images", str(image_dir), "--points", str(points_csv),
+                              "--out", str(tmp_path / "run"), "--eval-images", str(image_dir)],
+                        env={"COLUMNS": "300"})
+    assert res.exit_code == 0, res.output
+    assert "--eval-images without --eval-gt" in res.stderr
+    assert "only predicted" in " ".join(res.stderr.split())
+    assert len(fake_loop) == 1
+
+
+def test_rgba_with_constant_alpha_is_read_with_a_warning(tmp_path, caplog):
+    from pseudocell.validation import load_image_folder
+
+    rgb = np.asarray(Image.open(BRIGHTFIELD / "001cells.png").convert("RGB"))[CROP]
+    d = tmp_path / "rgba"
+    d.mkdir()
+    for name, alpha in (("opaque.png", 255), ("half.png", 128)):
+        Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], alpha, np.uint8)]),
+                        "RGBA").save(d / name)
+    with caplog.at_level("WARNING", logger="pseudocell"):
+        imgs = load_image_folder(d, name="--images")
+    np.testing.assert_array_equal(imgs.images[0], imgs.images[1])  # alpha does not count
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and "half.png" in warned[0] and "constant 128" in warned[0]

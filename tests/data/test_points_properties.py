@@ -103,7 +103,7 @@ def test_napari_csv_with_other_axis_counts_is_refused(csv_path, n_axes, n_rows):
     header = ["index", *[f"axis-{a}" for a in range(n_axes)]]
     rows = [[str(k), *["1.0"] * n_axes] for k in range(n_rows)]
     _write(csv_path, header, rows, bom=False, crlf=False, blank_every=0)
-    with pytest.raises(InvalidInputError, match=f"napari CSV with {n_axes} axes"):
+    with pytest.raises(InvalidInputError, match=f"napari CSV with {n_axes} ax"):
         read_points_csv(csv_path)
 
 

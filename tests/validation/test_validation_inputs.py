@@ -6,192 +6,30 @@ Images are small crops of real bright-field images from ``../shared/data``, writ
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
-import tifffile
-from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import BRIGHTFIELD, require_data
+from input_cases import CASES, GOOD_POINTS, H, W, load_crops, make_image_dir, write_text
 from pseudocell.cli import app
 from pseudocell.config import Config, dump_toml, load_config
 from pseudocell.errors import (InvalidConfigError, InvalidInputError, PseudocellError,
                                RunDirectoryError)
 from pseudocell.validation import check_image, check_run_dir, load_image_folder, load_points
 
-CROP = (slice(100, 196), slice(150, 278))  # 96 x 128 px
-H, W = 96, 128
-
 runner = CliRunner()
-
 
 
 @pytest.fixture(scope="module")
 def crops() -> dict[str, np.ndarray]:
-    """Two 96x128 RGB crops of real bright-field images, by file name."""
-    require_data(BRIGHTFIELD / "001cells.png")
-    out = {}
-    for name in ("001cells.png", "002cells.png"):
-        with Image.open(BRIGHTFIELD / name) as im:
-            out[name] = np.asarray(im.convert("RGB"))[CROP].copy()
-    return out
+    return load_crops()
 
 
 @pytest.fixture
 def image_dir(tmp_path, crops) -> Path:
-    d = tmp_path / "images"
-    d.mkdir()
-    for name, rgb in crops.items():
-        Image.fromarray(rgb).save(d / name)
-    return d
-
-
-def _csv(path: Path, text: str) -> Path:
-    path.write_text(text)
-    return path
-
-
-GOOD_POINTS = "image,y,x\n001cells.png,10.5,20\n001cells,50,60.25\n002cells.png,30,40\n"
-
-
-# -- the cases ---------------------------------------------------------------------------
-
-@dataclass
-class Case:
-    """``build(tmp, image_dir)`` returns (images folder, points CSV, extra CLI args).
-
-    ``names``: substrings naming the input (option, file, value); ``fix``: substring
-    of the remedy the message gives.
-    """
-
-    build: Callable[[Path, Path], tuple[Path, Path, list[str]]]
-    error: type[PseudocellError]
-    names: list[str] = field(default_factory=list)
-    fix: str | None = None
-
-
-def _folder_with(tmp: Path, name: str, writer) -> Path:
-    d = tmp / name
-    d.mkdir()
-    writer(d)
-    return d
-
-
-def _missing_folder(tmp, img):
-    return tmp / "no_such_folder", _csv(tmp / "p.csv", GOOD_POINTS), []
-
-
-def _no_images(tmp, img):
-    d = _folder_with(tmp, "no_images", lambda d: (d / "notes.txt").write_text("hello"))
-    return d, _csv(tmp / "p.csv", GOOD_POINTS), []
-
-
-def _garbage_png(tmp, img):
-    (img / "003cells.png").write_bytes(b"this is not a PNG at all" * 20)
-    return img, _csv(tmp / "p.csv", GOOD_POINTS), []
-
-
-def _tiff(arr: np.ndarray, name: str = "stack.tif"):
-    def build(tmp, img):
-        d = _folder_with(tmp, "tiffs",
-                         lambda d: tifffile.imwrite(d / name, arr, photometric="minisblack"))
-        return d, _csv(tmp / "p.csv", "image,y,x\nstack.tif,5,5\n"), []
-    return build
-
-
-_nan = np.ones((32, 32), np.float32)
-_nan[3, 4] = np.nan
-_inf = np.ones((32, 32), np.float32)
-_inf[7, 7] = np.inf
-
-
-def _points(text: str):
-    def build(tmp, img):
-        return img, _csv(tmp / "pts.csv", text), []
-    return build
-
-
-def _empty_points(tmp, img):
-    p = tmp / "empty.csv"
-    p.write_bytes(b"")
-    return img, p, []
-
-
-def _config_file(text: str):
-    def build(tmp, img):
-        return img, _csv(tmp / "p.csv", GOOD_POINTS), ["--config", str(_csv(tmp / "c.toml", text))]
-    return build
-
-
-def _override(*args: str):
-    def build(tmp, img):
-        return img, _csv(tmp / "p.csv", GOOD_POINTS), list(args)
-    return build
-
-
-CASES = {
-    # images
-    "missing image folder": Case(_missing_folder, InvalidInputError,
-                                 ["--images", "no_such_folder", "does not exist"]),
-    "folder without images": Case(_no_images, InvalidInputError,
-                                  ["--images", "no_images", "no image"],
-                                  "Point it at the folder with the images"),
-    "unreadable png": Case(_garbage_png, InvalidInputError,
-                           ["--images", "003cells.png", "cannot be read"], "re-export it"),
-    "4-D tiff": Case(_tiff(np.zeros((2, 3, 32, 32), np.uint16)), InvalidInputError,
-                     ["stack.tif", "(2, 3, 32, 32)"], "Export one 2-D plane per file"),
-    "5-channel tiff": Case(_tiff(np.zeros((32, 32, 5), np.uint8)), InvalidInputError,
-                           ["stack.tif", "(32, 32, 5)"], "Export one 2-D plane per file"),
-    "NaN pixels": Case(_tiff(_nan), InvalidInputError, ["stack.tif", "NaN"], "replace them"),
-    "inf pixels": Case(_tiff(_inf), InvalidInputError, ["stack.tif", "infinite"],
-                       "replace them"),
-    # points
-    "point outside the image": Case(
-        _points("image,y,x\n001cells.png,10,20\n001cells.png,120,20\n"), InvalidInputError,
-        ["--points", "pts.csv", "point 1", "y=120", "001cells", f"{H}x{W}"],
-        "check the axis order"),
-    "point with negative x": Case(
-        _points("image,y,x\n002cells,10,-3\n"), InvalidInputError,
-        ["--points", "x=-3", "002cells"], "check the axis order"),
-    "unknown image": Case(
-        _points("image,y,x\n001cells.png,10,20\n999cells.png,10,20\n"), InvalidInputError,
-        ["--points", "pts.csv", "999cells"], "Use the image file name"),
-    "empty points file": Case(_empty_points, InvalidInputError,
-                              ["empty.csv", "is empty"], "needs a header"),
-    "header-only points file": Case(_points("image,y,x\n"), InvalidInputError,
-                                    ["pts.csv", "no points"], "annotate at least one cell"),
-    "duplicate points": Case(
-        _points("image,y,x\n001cells.png,10,20\n002cells.png,10,20\n001cells,10.0,20.0\n"),
-        InvalidInputError, ["--points", "duplicate", "001cells"], "annotated once"),
-    "napari 2-axis with several images": Case(
-        _points("index,axis-0,axis-1\n0,10,20\n1,30,40\n"), InvalidInputError,
-        ["--points", "2-axis napari", "2 images"], "use an 'image,y,x' CSV"),
-    "napari frame out of range": Case(
-        _points("index,axis-0,axis-1,axis-2\n0,0,10,20\n1,5,10,20\n"), InvalidInputError,
-        ["--points", "frame(s) [5]", "2 images"], "frames 0..1"),
-    "non-numeric coordinate": Case(
-        _points("image,y,x\n001cells.png,10,20\n001cells.png,abc,20\n"), InvalidInputError,
-        ["pts.csv", "line 3", "'abc'"], "Fix or delete that row"),
-    "unknown header": Case(_points("name,row,col\na,1,2\n"), InvalidInputError,
-                           ["pts.csv", "header"], "expected 'image,y,x'"),
-    # config
-    "alpha > 1 in TOML": Case(_config_file("alpha = 1.5\n"), InvalidConfigError,
-                              ["'alpha'", "1.5"], "Fix these fields"),
-    "unknown TOML key": Case(_config_file("alpha = 0.1\nalpah = 0.2\n"), InvalidConfigError,
-                             ["alpah"], "valid keys are"),
-    "invalid TOML": Case(_config_file("alpha = \n"), InvalidConfigError,
-                         ["c.toml", "not valid TOML"]),
-    "missing config file": Case(_override("--config", "/no/such/config.toml"),
-                                InvalidConfigError, ["/no/such/config.toml", "does not exist"]),
-    "--alpha 0 on the command line": Case(_override("--alpha", "0"), InvalidConfigError,
-                                          ["'alpha'", "(0, 1)"], "on the command line"),
-    "--p -1 on the command line": Case(_override("--p", "-1"), InvalidConfigError,
-                                       ["'p'", "-1"], "on the command line"),
-}
+    return make_image_dir(tmp_path, crops)
 
 
 def _validate_like_the_cli(images: Path, points: Path, extra: list[str]) -> None:
@@ -203,6 +41,9 @@ def _validate_like_the_cli(images: Path, points: Path, extra: list[str]) -> None
         cfg = cfg.replace(**over)
     imgs = load_image_folder(images, name="--images")
     load_points(points, imgs, name="--points")
+
+
+# the same cases through the real command line: tests/cli/test_bad_inputs.py
 
 
 @pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
@@ -218,19 +59,6 @@ def test_bad_input_gives_one_typed_error_naming_input_and_fix(case, tmp_path, im
         assert s in msg, f"{s!r} not in {msg!r}"
     if case.fix is not None:
         assert case.fix in msg, f"fix {case.fix!r} not in {msg!r}"
-
-
-@pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
-def test_cli_run_refuses_bad_input_and_writes_nothing(case, tmp_path, image_dir):
-    images, points, extra = case.build(tmp_path, image_dir)
-    out = tmp_path / "run"
-    res = runner.invoke(
-        app, ["run", "--images", str(images), "--points", str(points), "--out", str(out), *extra])
-    assert res.exit_code == 1, res.output
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
-    assert "Traceback" not in res.output
-    assert not out.exists(), "run directory created although validation failed"
 
 
 def test_missing_folder_message_says_what_to_do(tmp_path):
@@ -260,20 +88,20 @@ def test_valid_inputs_pass(tmp_path, image_dir):
     imgs = load_image_folder(image_dir, name="--images")
     assert imgs.ids == ["001cells", "002cells"]
     assert all(im.shape == (H, W) and im.dtype == np.float32 for im in imgs.images)
-    t = load_points(_csv(tmp_path / "p.csv", GOOD_POINTS), imgs, name="--points")
+    t = load_points(write_text(tmp_path / "p.csv", GOOD_POINTS), imgs, name="--points")
     assert t["image_id"].tolist() == ["001cells", "001cells", "002cells"]
     np.testing.assert_allclose(t["y"], [10.5, 50, 30])
     np.testing.assert_allclose(t["x"], [20, 60.25, 40])
     # the edge pixels are inside
     edge = f"image,y,x\n001cells,0,0\n001cells,{H - 1},{W - 1}\n"
-    t = load_points(_csv(tmp_path / "e.csv", edge), imgs, name="--points")
+    t = load_points(write_text(tmp_path / "e.csv", edge), imgs, name="--points")
     assert len(t["y"]) == 2
 
 
 def test_napari_frame_that_is_not_a_number_is_a_typed_error(tmp_path, image_dir):
     imgs = load_image_folder(image_dir, name="--images")
     for frame in ("nan", "inf"):
-        p = _csv(tmp_path / f"{frame}.csv", f"index,axis-0,axis-1,axis-2\n0,{frame},10,20\n")
+        p = write_text(tmp_path / f"{frame}.csv", f"index,axis-0,axis-1,axis-2\n0,{frame},10,20\n")
         with pytest.raises(InvalidInputError) as info:
             load_points(p, imgs, name="--points")
         assert "line 2" in str(info.value) and "axis-0" in str(info.value)
@@ -281,7 +109,7 @@ def test_napari_frame_that_is_not_a_number_is_a_typed_error(tmp_path, image_dir)
 
 def test_nan_coordinate_is_refused(tmp_path, image_dir):
     imgs = load_image_folder(image_dir, name="--images")
-    p = _csv(tmp_path / "p.csv", "image,y,x\n001cells,nan,4\n")
+    p = write_text(tmp_path / "p.csv", "image,y,x\n001cells,nan,4\n")
     with pytest.raises(InvalidInputError, match="NaN"):
         load_points(p, imgs, name="--points")
 
@@ -306,7 +134,7 @@ def test_nan_coordinate_is_refused(tmp_path, image_dir):
 def test_config_field_out_of_range(fields, named, tmp_path):
     for make in (lambda: Config(**fields),
                  lambda: Config().replace(**fields),
-                 lambda: load_config(_csv(tmp_path / "c.toml",
+                 lambda: load_config(write_text(tmp_path / "c.toml",
                                           "".join(f"{k} = {v!r}\n" for k, v in fields.items())))):
         with pytest.raises(InvalidConfigError) as info:
             make()
@@ -319,7 +147,7 @@ def test_config_field_out_of_range(fields, named, tmp_path):
 def test_config_reports_every_bad_field_at_once(tmp_path):
     toml = "[pseudocell]\nalpha = 2.0\np = 0.0\nradius = -1.0\nmask_radius = 0.0\n"
     with pytest.raises(InvalidConfigError) as info:
-        load_config(_csv(tmp_path / "c.toml", toml))
+        load_config(write_text(tmp_path / "c.toml", toml))
     msg = str(info.value)
     for name in ("'alpha'", "'p'", "'radius'", "'mask_radius'"):
         assert name in msg, msg
@@ -328,7 +156,7 @@ def test_config_reports_every_bad_field_at_once(tmp_path):
 
 def test_unknown_config_key_in_toml(tmp_path):
     with pytest.raises(InvalidConfigError) as info:
-        load_config(_csv(tmp_path / "c.toml", "rounds = 1\nsigmaa = 5.0\n"))
+        load_config(write_text(tmp_path / "c.toml", "rounds = 1\nsigmaa = 5.0\n"))
     assert "'sigmaa'" in str(info.value) and "valid keys are" in str(info.value)
     assert "'sigma'" in str(info.value)
 
@@ -336,13 +164,13 @@ def test_unknown_config_key_in_toml(tmp_path):
 def test_valid_config_round_trips_through_toml(tmp_path):
     cfg = Config(alpha=0.1, beta=0.2, p=2.0, radius=8.0, mask_radius=6.0, rounds=1,
                  extra_radii=(8.0,))
-    assert load_config(_csv(tmp_path / "c.toml", dump_toml(cfg))) == cfg
+    assert load_config(write_text(tmp_path / "c.toml", dump_toml(cfg))) == cfg
 
 
 @pytest.mark.parametrize("toml", ['p = "four"', 'sigma = "6"', "unet_widths = 3", "device = 3"])
 def test_config_value_of_the_wrong_type_is_a_typed_error(toml, tmp_path):
     with pytest.raises(InvalidConfigError) as info:
-        load_config(_csv(tmp_path / "c.toml", toml + "\n"))
+        load_config(write_text(tmp_path / "c.toml", toml + "\n"))
     assert toml.split(" =")[0] in str(info.value)
 
 
@@ -406,7 +234,7 @@ def existing_run(tmp_path, image_dir, monkeypatch):
 
     calls: list = []
     monkeypatch.setattr(orun, "run_loop", _fake_loop(calls))
-    points = _csv(tmp_path / "p.csv", GOOD_POINTS)
+    points = write_text(tmp_path / "p.csv", GOOD_POINTS)
     out = tmp_path / "run"
     base = ["run", "--images", str(image_dir), "--points", str(points), "--out", str(out),
             "--rounds", "1", "--alpha", "0.1"]
@@ -463,7 +291,7 @@ def test_cli_same_config_but_new_points_is_not_silently_ignored(existing_run, tm
     from pseudocell.storage import tables
 
     app, base, out, calls = existing_run
-    new_points = _csv(tmp_path / "p2.csv", "image,y,x\n002cells.png,70,90\n")
+    new_points = write_text(tmp_path / "p2.csv", "image,y,x\n002cells.png,70,90\n")
     args = list(base)
     args[args.index("--points") + 1] = str(new_points)
     res = runner.invoke(app, args)
@@ -498,7 +326,7 @@ def test_config_path_that_is_a_folder_or_not_utf8_is_a_typed_error(tmp_path):
 
 def test_nan_coordinate_names_the_row(tmp_path, image_dir):
     imgs = load_image_folder(image_dir, name="--images")
-    p = _csv(tmp_path / "nan.csv", GOOD_POINTS + GOOD_POINTS.split("\n")[1].split(",")[0]
+    p = write_text(tmp_path / "nan.csv", GOOD_POINTS + GOOD_POINTS.split("\n")[1].split(",")[0]
              + ",nan,5\n")
     with pytest.raises(InvalidInputError, match=r"point \d+ .*y=nan.*fix or delete that row"):
         load_points(p, imgs, name="--points")

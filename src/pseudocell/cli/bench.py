@@ -39,7 +39,7 @@ def bench(
     from pseudocell.config import Config, load_config
     from pseudocell.validation import check_output_path
 
-    check_output_path(out, name="--out")
+    check_output_path(out, name="--out", example="--out runs/bench")
     out = Path(out)
     specs = []
     if datasets is not None:

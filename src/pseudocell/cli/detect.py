@@ -14,9 +14,9 @@ __all__ = ["detect", "evaluate"]
 
 @command()
 def detect(
-    model: Annotated[Path, typer.Option(help="model.pt of a run (e.g. RUN/final/model.pt) "
+    model: Annotated[str, typer.Option(help="model.pt of a run (e.g. RUN/final/model.pt) "
                                              "or a run directory.")],
-    images: Annotated[Path, typer.Option(help="Folder of images to detect cells in.")],
+    images: Annotated[str, typer.Option(help="Folder of images to detect cells in.")],
     out: Annotated[str, typer.Option(help="Output folder for detections and overlays.")],
     pattern: Annotated[str, typer.Option(help="Glob selecting images.")] = "*",
     threshold: Annotated[float | None, typer.Option(help="Peak threshold (default: the "

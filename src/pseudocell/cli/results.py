@@ -19,7 +19,7 @@ def _tracked_run(run_dir: str):
     from pseudocell.tracking import Tracker
     from pseudocell.validation import check_output_path
 
-    check_output_path(run_dir, name="RUN_DIR")
+    check_output_path(run_dir, name="RUN_DIR", example="RUN_DIR runs/exp1")
 
     layout = RunLayout(resolve_root(run_dir))
     if not (Path(layout.local_dir) / "tracking" / "state.json").exists():
@@ -95,7 +95,7 @@ def export(
     from pseudocell.results.export import export_round
     from pseudocell.validation import check_output_path
 
-    check_output_path(run_dir, name="RUN_DIR")
+    check_output_path(run_dir, name="RUN_DIR", example="RUN_DIR runs/exp1")
     check_output_path(out, name="--out")
     files = export_round(run_dir, out, rnd=rnd, fmt=fmt,
                          what=tuple(w.strip() for w in what.split(",") if w.strip()))

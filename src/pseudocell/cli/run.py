@@ -168,7 +168,7 @@ def resume(
     from pseudocell.orchestrator.run import open_run
     from pseudocell.validation import check_device, check_output_path
 
-    check_output_path(run_dir, name="RUN_DIR")
+    check_output_path(run_dir, name="RUN_DIR", example="pseudocell resume runs/exp1")
     layout, cfg = open_run(run_dir)
     check_device(cfg.device, name=f"the run's device (config.toml of {str(run_dir)!r})")
     with ex.build() as executor:

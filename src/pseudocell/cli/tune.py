@@ -63,8 +63,8 @@ def tune(
     from pseudocell.validation import (RunInputs, check_output_path, load_image_folder,
                                        load_points)
 
-    check_output_path(out, name="--out")
-    check_output_path(resume_dir, name="--resume")
+    check_output_path(out, name="--out", example="--out sweeps/s1")
+    check_output_path(resume_dir, name="--resume", example="--resume sweeps/s1")
     if resume_dir is not None:
         sweep_dir = resume_dir
     else:

@@ -93,7 +93,7 @@ def read_points_csv(path: str | Path, *, allow_empty: bool = False
     if axes:
         if axes not in ([0, 1], [0, 1, 2]):
             raise InvalidInputError(
-                f"{where} is a napari CSV with {len(axes)} axes "
+                f"{where} is a napari CSV with {len(axes)} ax{'is' if len(axes) == 1 else 'es'} "
                 f"({', '.join(f'axis-{a}' for a in axes)}); pseudocell reads 2 axes (y, x) "
                 "of one image or 3 axes (frame, y, x) of a stack of 2-D images. Save the "
                 "points of 2-D images (no z or channel axis)")
