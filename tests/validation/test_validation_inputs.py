@@ -330,3 +330,37 @@ def test_nan_coordinate_names_the_row(tmp_path, image_dir):
              + ",nan,5\n")
     with pytest.raises(InvalidInputError, match=r"point \d+ .*y=nan.*fix or delete that row"):
         load_points(p, imgs, name="--points")
+
+
+def test_check_device_knows_how_many_gpus_there_are(monkeypatch):
+    """The GPU branch without a GPU: torch.cuda reports one device."""
+    import torch
+
+    from pseudocell.validation import check_device
+
+    assert check_device("auto") == "auto" and check_device("cpu") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert check_device("cuda") == "cuda" and check_device("cuda:0") == "cuda:0"
+    with pytest.raises(InvalidInputError, match=r"--device 'cuda:1': this machine has 1 "
+                                                r"GPU\(s\) \(cuda:0..cuda:0\)"):
+        check_device("cuda:1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InvalidInputError, match="CUDA is not available.*--device cpu"):
+        check_device("cuda:0")
+    with pytest.raises(InvalidInputError, match="'gpu' is not a device"):
+        check_device("gpu")
+
+
+def test_a_valid_model_file_is_returned_as_saved(tmp_path):
+    import torch
+
+    from pseudocell.core.unet import UNet
+    from pseudocell.validation import load_model_file
+
+    state = UNet(widths=(4, 8, 16)).state_dict()
+    torch.save({"state_dict": state, "meta": {"widths": [4, 8, 16], "round": 2}},
+               tmp_path / "model.pt")
+    ck = load_model_file(tmp_path / "model.pt")
+    assert ck["meta"] == {"widths": [4, 8, 16], "round": 2}
+    assert all(torch.equal(ck["state_dict"][k], v) for k, v in state.items())
