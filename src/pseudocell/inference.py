@@ -107,8 +107,8 @@ def evaluate_files(pred: str | Path, gt: str | Path, *, radius: float = 15.0,
     p = _read_any(Path(pred), imgs, "--pred", allow_empty=True)
     g = _read_any(Path(gt), imgs, "--gt")
     if len(p["y"]) == 0:
-        logger.warning("--pred %s holds 0 points: every ground-truth point is a miss "
-                       "(F1 = 0)", pred)
+        logger.warning("--pred %s holds 0 points: all %d ground-truth points are misses "
+                       "(F1 = 0)", pred, len(g["y"]))
     check_same_images({str(i) for i in p["image_id"]}, {str(i) for i in g["image_id"]})
     ids = sorted(set(p["image_id"].astype(str)) | set(g["image_id"].astype(str)))
     pp, gg = points_by_image(p, ids), points_by_image(g, ids)

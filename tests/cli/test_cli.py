@@ -338,10 +338,12 @@ def test_evaluate_scores_the_empty_output_of_detect(tmp_path, image_dir):
                         (det / "detections.csv", ["--images", str(image_dir)])):
         js = tmp_path / "m.json"
         res = runner.invoke(app, ["evaluate", "--pred", str(pred), "--gt",
-                                  str(tmp_path / "gt.csv"), "--json", str(js), *extra])
+                                  str(tmp_path / "gt.csv"), "--json", str(js), *extra],
+                            env={"COLUMNS": "300"})
         assert res.exit_code == 0, res.output
         assert "TP=0 FP=0 FN=2  P=0.000 R=0.000 F1=0.000" in res.stdout
-        assert "--pred holds 0 points: F1 = 0 (2 ground-truth points missed)" in res.stdout
+        assert "holds 0 points: all 2 ground-truth points are misses (F1 = 0)" in \
+            " ".join(res.stderr.split())
         assert json.loads(js.read_text())["fn"] == 2
 
 

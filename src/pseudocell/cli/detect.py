@@ -57,7 +57,5 @@ def evaluate(
     res = evaluate_files(pred, gt, radius=radius, images=images)
     typer.echo(f"radius={radius:g}px  TP={res['tp']} FP={res['fp']} FN={res['fn']}  "
                f"P={res['precision']:.3f} R={res['recall']:.3f} F1={res['f1']:.3f}")
-    if res["tp"] + res["fp"] == 0:
-        typer.echo(f"--pred holds 0 points: F1 = 0 ({res['fn']} ground-truth points missed)")
     if json_out is not None:
         Path(json_out).write_text(json.dumps(res, indent=1))
