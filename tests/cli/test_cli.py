@@ -403,3 +403,17 @@ def test_rgba_with_constant_alpha_is_read_with_a_warning(tmp_path, caplog):
     np.testing.assert_array_equal(imgs.images[0], imgs.images[1])  # alpha does not count
     warned = [r.getMessage() for r in caplog.records]
     assert len(warned) == 1 and "half.png" in warned[0] and "constant 128" in warned[0]
+
+
+@pytest.mark.parametrize("opt, suggested", [
+    ("--epochs", None), ("--threads", None), ("--dry-run", None),  # click said --points...
+    ("--executer", "--executor"), ("--seeds", "--seed"), ("--output", "--out"),
+])
+def test_an_unknown_option_suggests_only_related_ones(opt, suggested):
+    res = runner.invoke(app, ["run", opt], env={"COLUMNS": "200"})
+    assert res.exit_code == 2
+    line = next(ln for ln in res.output.splitlines() if "No such option" in ln)
+    if suggested is None:
+        assert "Possible options" not in line, line
+    else:
+        assert f"(Possible options: {suggested})" in line, line

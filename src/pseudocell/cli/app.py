@@ -7,6 +7,7 @@ one-line message; anything else is a bug and keeps its traceback. Per-invocation
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import inspect
 import logging
@@ -20,8 +21,10 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 try:  # typer 0.29 runs on its own copy of click: its contexts are only seen from there
+    from typer._click.exceptions import NoSuchOption
     from typer._click.globals import get_current_context as _current_context
 except ImportError:  # pragma: no cover (typer on click)
+    from click.exceptions import NoSuchOption
     _current_context = click.get_current_context
 
 from pseudocell import __version__
@@ -43,14 +46,34 @@ def _plain_flags(params: list) -> list:
     return params
 
 
+def _parse_suggesting_related(command, ctx: Any, args: list[str], parse) -> list[str]:
+    """Parse ``args``; an unknown option suggests only options whose names (without
+    ``--``) are close to it (click compares with the dashes, so ``--epochs`` suggested
+    ``--points``)."""
+    try:
+        return parse(ctx, args)
+    except NoSuchOption as e:
+        names = {o[2:] for p in command.get_params(ctx)
+                 for o in (*p.opts, *p.secondary_opts) if o.startswith("--")}
+        e.possibilities = [f"--{n}" for n in difflib.get_close_matches(
+            e.option_name.lstrip("-"), sorted(names), n=3, cutoff=0.6)]
+        raise
+
+
 class _Group(TyperGroup):
     def get_params(self, ctx: Any) -> list:
         return _plain_flags(super().get_params(ctx))
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return _parse_suggesting_related(self, ctx, args, super().parse_args)
 
 
 class _Command(TyperCommand):
     def get_params(self, ctx: Any) -> list:
         return _plain_flags(super().get_params(ctx))
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return _parse_suggesting_related(self, ctx, args, super().parse_args)
 
 
 app = typer.Typer(
