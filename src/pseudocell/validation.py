@@ -303,10 +303,12 @@ def check_port(port: int, *, name: str = "--port") -> int:
     return port
 
 
-def check_device(device: str, *, name: str = "--device") -> str:
+def check_device(device: str, *, name: str = "--device",
+                 fix: str = "use --device cpu or auto") -> str:
     """Check that ``device`` exists on this machine (before anything is written).
 
     ``auto`` and ``cpu`` always do; ``cuda`` and ``cuda:N`` need CUDA and a GPU N.
+    ``fix`` ends the message (how to choose another device where ``device`` came from).
     """
     m = re.fullmatch(r"cuda(?::(\d+))?", device)
     if device in ("auto", "cpu"):
@@ -318,11 +320,11 @@ def check_device(device: str, *, name: str = "--device") -> str:
 
     if not torch.cuda.is_available():
         raise InvalidInputError(f"{name} {device!r}: CUDA is not available on this machine "
-                                f"(torch {torch.__version__}); use --device cpu or auto")
+                                f"(torch {torch.__version__}); {fix}")
     index, count = int(m.group(1) or 0), torch.cuda.device_count()
     if index >= count:
         raise InvalidInputError(f"{name} {device!r}: this machine has {count} GPU(s) "
-                                f"(cuda:0..cuda:{count - 1}); pick one of them or use auto")
+                                f"(cuda:0..cuda:{count - 1}); {fix}")
     return device
 
 

@@ -170,7 +170,9 @@ def resume(
 
     check_output_path(run_dir, name="RUN_DIR", example="pseudocell resume runs/exp1")
     layout, cfg = open_run(run_dir)
-    check_device(cfg.device, name=f"the run's device (config.toml of {str(run_dir)!r})")
+    check_device(cfg.device, name=f"the run's device (config.toml of {str(run_dir)!r})",
+                 fix="resume it where that GPU is, or set device = \"auto\" in its "
+                     "config.toml (the device is not part of the config hash)")
     with ex.build() as executor:
         execute(layout, cfg, executor, tracking)
 
