@@ -147,7 +147,8 @@ def _empty_points(tmp, img):
 
 def _config_file(text: str):
     def build(tmp, img):
-        return img, write_text(tmp / "p.csv", GOOD_POINTS), ["--config", str(write_text(tmp / "c.toml", text))]
+        config = write_text(tmp / "c.toml", text)
+        return img, write_text(tmp / "p.csv", GOOD_POINTS), ["--config", str(config)]
     return build
 
 

@@ -15,7 +15,8 @@ __all__ = ["bench"]
 
 @command()
 def bench(
-    out: Annotated[str, typer.Option(help="Folder for the runs, the report and the JSON.")] = "runs/bench",
+    out: Annotated[str, typer.Option(
+        help="Folder for the runs, the report and the JSON.")] = "runs/bench",
     quick: Annotated[bool, typer.Option("--quick", help="1 seed, 10 training and 5 test images, "
                                                         "small budgets: a few minutes.")] = False,
     datasets: Annotated[Path | None, typer.Option(help="TOML file with \\[\\[dataset]] tables "
