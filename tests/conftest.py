@@ -229,6 +229,21 @@ def s3_bucket():
                 os.environ[k] = v
 
 
+def write_run_inputs(tmp: Path, small_crops) -> Path:
+    """The crops as a user's files: ``tmp/images/*.png``, ``tmp/points.csv`` (30 % of the
+    points, seed 0) and ``tmp/gt.csv`` (all of them). Returns the image folder."""
+    from pseudocell.data.points import hide_points
+
+    images, gt = small_crops
+    img_dir = tmp / "images"
+    img_dir.mkdir()
+    for i, im in zip(images.ids, images.images):
+        save_png(img_dir / f"{i}.png", im)
+    write_points_file(tmp / "points.csv", hide_points(gt, 0.3, seed=0))
+    write_points_file(tmp / "gt.csv", gt)
+    return img_dir
+
+
 def crop_inputs(small_crops, with_eval: bool = True):
     """RunInputs of the crops: 30 % of the points kept (seed 0), full ground truth, and
     the same crops as held-out images (``with_eval``)."""

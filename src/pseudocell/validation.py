@@ -187,15 +187,17 @@ def load_points(path: str | Path, images: ImageSet, *, name: str = "points",
                         allow_empty=allow_empty)
 
 
-def load_run_inputs(images: str | Path, points: str | Path, *, gt: str | Path | None = None,
+def load_run_inputs(images: str | Path, points: str | Path | None, *,
+                    gt: str | Path | None = None,
                     eval_images: str | Path | None = None, eval_gt: str | Path | None = None,
                     pattern: str = "*") -> RunInputs:
     """Read and check every input of a run, named as on the command line (``--images``,
-    ``--points``, ``--gt``, ``--eval-images``, ``--eval-gt``); nothing is written."""
+    ``--points``, ``--gt``, ``--eval-images``, ``--eval-gt``); nothing is written.
+    Whether the run's mode needs ``points`` is checked when the run is prepared."""
     if eval_gt is not None and eval_images is None:
         raise InvalidInputError("--eval-gt needs --eval-images")
     imgs = load_image_folder(images, pattern=pattern, name="--images")
-    pts = load_points(points, imgs, name="--points")
+    pts = load_points(points, imgs, name="--points") if points is not None else None
     gt_t = load_points(gt, imgs, name="--gt") if gt is not None else None
     ev_imgs = ev_gt = None
     if eval_images is not None:

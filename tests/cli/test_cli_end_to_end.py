@@ -9,34 +9,22 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-from conftest import save_png, write_points_file
+from conftest import write_run_inputs
 
 from typer.testing import CliRunner
 
 from pseudocell.cli import app
 from pseudocell.config import dump_toml
-from pseudocell.data.points import hide_points
 
 runner = CliRunner()
 
 
-def _write_inputs(tmp: Path, small_crops):
-    images, gt = small_crops
-    img_dir = tmp / "images"
-    img_dir.mkdir()
-    for i, im in zip(images.ids, images.images):
-        save_png(img_dir / f"{i}.png", im)
-    write_points_file(tmp / "points.csv", hide_points(gt, 0.3, seed=0))
-    write_points_file(tmp / "gt.csv", gt)
-    return img_dir
-
 
 def test_run_resume_detect_evaluate(tmp_path, small_crops, tiny_cfg):
-    img_dir = _write_inputs(tmp_path, small_crops)
+    img_dir = write_run_inputs(tmp_path, small_crops)
     (tmp_path / "cfg.toml").write_text(dump_toml(tiny_cfg))
     out = tmp_path / "run"
     args = ["run", "--images", str(img_dir), "--points", str(tmp_path / "points.csv"),
@@ -95,7 +83,7 @@ def _free_port() -> int:
 def test_ui_serves_the_run(tmp_path, small_crops, tiny_cfg):
     """`pseudocell ui RUN` starts MLflow's UI on 127.0.0.1 over the run's own store."""
 
-    img_dir = _write_inputs(tmp_path, small_crops)
+    img_dir = write_run_inputs(tmp_path, small_crops)
     (tmp_path / "cfg.toml").write_text(dump_toml(tiny_cfg.replace(rounds=0)))
     out = tmp_path / "run"
     res = runner.invoke(app, ["run", "--images", str(img_dir), "--points",

@@ -7,9 +7,8 @@ import logging
 import pytest
 from typer.testing import CliRunner
 
-from conftest import save_png, write_points_file
+from conftest import write_run_inputs
 from pseudocell.cli import app
-from pseudocell.data.points import hide_points
 from pseudocell.errors import InvalidInputError
 from pseudocell.stages.base import Input, Mode, StageSpec
 from pseudocell.stages.loop import PARTIAL
@@ -36,13 +35,7 @@ def _mode(name, fn):
 
 @pytest.fixture
 def inputs(tmp_path, small_crops):
-    images, gt = small_crops
-    d = tmp_path / "images"
-    d.mkdir()
-    for i, im in zip(images.ids, images.images):
-        save_png(d / f"{i}.png", im)
-    write_points_file(tmp_path / "points.csv", hide_points(gt, 0.3, seed=0))
-    return d, tmp_path / "points.csv"
+    return write_run_inputs(tmp_path, small_crops), tmp_path / "points.csv"
 
 
 @pytest.fixture(autouse=True)

@@ -105,12 +105,13 @@ def _config(config: str | None, overrides: dict):
 def run(
     images: Annotated[str, typer.Option(help="Folder of 2-D grayscale or RGB PNG/TIFF images "
                                              "(a path or e.g. s3://bucket/images).")],
-    points: Annotated[str, typer.Option(help="Annotated cell centres: napari points CSV or "
-                                              "'image,y,x' CSV.")],
     out: Annotated[str, typer.Option(help="Run directory (created): a path or an object-store "
                                           "URI such as s3://bucket/runs/exp1.")],
     ex: ExecutorOptions,
     tracking: TrackingOptions,
+    points: Annotated[str | None, typer.Option(help="Annotated cell centres: napari points "
+                                                     "CSV or 'image,y,x' CSV (the partial "
+                                                     "mode needs them).")] = None,
     config: Annotated[str | None, typer.Option(help="TOML config file.")] = None,
     gt: Annotated[str | None, typer.Option(help="Optional full ground truth of the training "
                                                  "images (CSV), for evaluation only.")] = None,
@@ -135,7 +136,8 @@ def run(
 
     On a Ray cluster: pseudocell run ... --executor ray --address auto
     """
-    from pseudocell.orchestrator.run import prepare_run
+    from pseudocell.orchestrator.run import check_mode_inputs, prepare_run
+    from pseudocell.stages.modes import get_mode
     from pseudocell.validation import check_device, check_output_path, load_run_inputs
 
     check_output_path(out, name="--out")
@@ -144,6 +146,7 @@ def run(
     check_device(cfg.device, name="--device" if device is not None else "config 'device'")
     inputs = load_run_inputs(images, points, gt=gt, eval_images=eval_images, eval_gt=eval_gt,
                              pattern=pattern)
+    check_mode_inputs(get_mode(cfg.mode), inputs)  # before Ray starts, too
     # the executor (and Ray) starts before anything is written: a bad --executor option
     # leaves no run directory behind
     with ex.build() as executor:
