@@ -12,6 +12,7 @@ __all__ = [
     "RunDirectoryError",
     "StoreError",
     "StageError",
+    "ServiceError",
     "DataUnavailableError",
 ]
 
@@ -44,6 +45,10 @@ class StoreError(PseudocellError):
 
 class StageError(PseudocellError):
     """A stage failed; the message names the round and the stage, the cause is chained."""
+
+
+class ServiceError(PseudocellError):
+    """A helper service that pseudocell starts (the MLflow UI) could not run."""
 
 
 class DataUnavailableError(PseudocellError):

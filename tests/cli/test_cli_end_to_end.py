@@ -7,19 +7,28 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
-from conftest import write_run_inputs
-
 from typer.testing import CliRunner
+
+from conftest import _descendants, kill_pids, write_run_inputs
 
 from pseudocell.cli import app
 from pseudocell.config import dump_toml
 
 runner = CliRunner()
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` exists and is no zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 
@@ -80,9 +89,10 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_ui_serves_the_run(tmp_path, small_crops, tiny_cfg):
-    """`pseudocell ui RUN` starts MLflow's UI on 127.0.0.1 over the run's own store."""
-
+def test_ui_serves_the_run_and_sigterm_stops_every_process_it_started(tmp_path, small_crops,
+                                                                       tiny_cfg):
+    """`pseudocell ui RUN` serves the run's own store on 127.0.0.1, prints the page of the
+    run's per-round metrics, and a SIGTERM to it leaves no process of the server behind."""
     img_dir = write_run_inputs(tmp_path, small_crops)
     (tmp_path / "cfg.toml").write_text(dump_toml(tiny_cfg.replace(rounds=0)))
     out = tmp_path / "run"
@@ -93,18 +103,30 @@ def test_ui_serves_the_run(tmp_path, small_crops, tiny_cfg):
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "pseudocell", "ui", str(out), "--port",
                              str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            start_new_session=True, text=True)
+    lines: list[str] = []
+    children: set[int] = set()
     try:
-        url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name=ui-test"
-        deadline, body = time.monotonic() + 90, None
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                body = json.loads(urllib.request.urlopen(url, timeout=2).read())
+        for line in proc.stdout:  # blocks until the server says it listens (or exits)
+            lines.append(line)
+            if f"Uvicorn running on http://127.0.0.1:{port}" in line:
                 break
-            except OSError:
-                time.sleep(0.5)
-        assert body is not None, proc.stdout.read().decode() if proc.poll() is not None else "timeout"
-        assert body["experiment"]["name"] == "ui-test"
+        url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?" \
+              "experiment_name=ui-test"
+        body = json.loads(urllib.request.urlopen(url, timeout=30).read())
+        exp = body["experiment"]
+        assert {t["key"]: t["value"] for t in exp.get("tags", [])}[
+            "mlflow.experimentKind"] == "custom_model_development"
+        run_id = json.loads((out / "tracking" / "state.json").read_text())
+        page = [ln for ln in lines if "per-round metrics:" in ln]
+        assert page and f"#/experiments/{exp['experiment_id']}/runs/" in page[0] \
+            and page[0].rstrip().endswith("/model-metrics"), "".join(lines)
+        assert run_id
+        children = _descendants(proc.pid)
+        assert children, "the UI started no server process"
+        os.kill(proc.pid, signal.SIGTERM)  # the command itself, not its group
+        assert proc.wait(timeout=60) == 0
+        alive = {p for p in children if _running(p)}
+        assert not alive, f"left running after SIGTERM: {alive}"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        kill_pids(_descendants(proc.pid) | children | {proc.pid})

@@ -8,7 +8,7 @@ import typer
 
 from pseudocell.cli.app import command
 from pseudocell.cli.options import ExperimentOpt, TrackingUriOpt
-from pseudocell.errors import InvalidInputError
+from pseudocell.errors import InvalidInputError, ServiceError
 
 __all__ = ["export", "ui", "sync"]
 
@@ -38,9 +38,9 @@ def ui(
     Example: pseudocell ui runs/exp1 --port 5000   then browse http://127.0.0.1:5000
     """
     import os
-    import subprocess
     import sys
 
+    from pseudocell.cli.processes import run_group
     from pseudocell.validation import check_port
 
     check_port(port)
@@ -49,14 +49,20 @@ def ui(
         typer.echo(f"this run is tracked on the server {tr.uri}: open it there "
                    f"(experiment {tr.experiment!r}, run {tr.run_id})")
         return
+    base = f"http://127.0.0.1:{port}"
+    urls = tr.ui_pages(base)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tr.uri,
            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    typer.echo(f"MLflow UI of {run_dir} at http://127.0.0.1:{port} (Ctrl-C to stop)")
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    try:
-        raise typer.Exit(subprocess.call(cmd, env=env))
-    except KeyboardInterrupt:
-        raise typer.Exit(0) from None
+    typer.echo(f"MLflow UI of {run_dir} at {base} (Ctrl-C to stop)")
+    for what, url in urls.items():
+        typer.echo(f"  {what}: {url}")
+    # MLflow's GenAI job workers (eight processes, ~2.8 GB) serve nothing a run shows
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ,
+           "MLFLOW_DISABLE_TELEMETRY": "true"}
+    rc = run_group(cmd, env=env)
+    if rc != 0:
+        raise ServiceError(f"the MLflow UI stopped with exit code {rc} (its messages are above); "
+                      f"is port {port} in use? Try another --port")
 
 
 @command()

@@ -45,6 +45,8 @@ __all__ = ["DEFAULT_EXPERIMENT", "Tracker", "default_tracking_uri", "metric_name
 logger = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT = "pseudocell"
+#: MLflow 3 opens an experiment in its GenAI views unless it is marked model training.
+EXPERIMENT_KIND = "custom_model_development"
 #: Overlays logged per round (the first training images; final/ has all of them).
 ROUND_OVERLAYS = 4
 _MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
@@ -335,6 +337,18 @@ class Tracker:
                 self.journal.dir, self.layout.root)
             return False
 
+    def ui_pages(self, base: str) -> dict[str, str]:
+        """Pages of this run in an MLflow UI served at ``base``: the parent run's metric
+        charts (one point per round) and the experiment's runs. Marks the experiment as
+        model training, so that MLflow 3 opens its training views, not the GenAI ones."""
+        client = self._mlflow()
+        exp = self._experiment_id(client)
+        client.set_experiment_tag(exp, "mlflow.experimentKind", EXPERIMENT_KIND)
+        pages = {"per-round metrics": f"{base}/#/experiments/{exp}/runs/{self.run_id}"
+                                      "/model-metrics",
+                 "all runs of the experiment": f"{base}/#/experiments/{exp}/runs"}
+        return pages if self.run_id else {"runs": pages["all runs of the experiment"]}
+
     def _mlflow(self):
         if self._client is None:
             os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -355,8 +369,9 @@ class Tracker:
                 loc = None
                 if self.uri.startswith("sqlite:///"):  # artefacts beside the database
                     loc = (Path(self.uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
-                t["experiment_id"] = client.create_experiment(self.experiment,
-                                                              artifact_location=loc)
+                t["experiment_id"] = client.create_experiment(
+                    self.experiment, artifact_location=loc,
+                    tags={"mlflow.experimentKind": EXPERIMENT_KIND})
             else:
                 t["experiment_id"] = exp.experiment_id
             self.journal.save_state()
