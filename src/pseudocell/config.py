@@ -31,6 +31,9 @@ DEFAULT_MODE = "partial"
 
 #: Fields that change where or how fast a run executes, never its numbers on CPU.
 NON_ALGORITHMIC_FIELDS = frozenset({"device", "num_threads"})
+#: Fields no stage reads (only the choice of the final round does): outside the hash too,
+#: so that changing them re-runs no stage.
+FINAL_ONLY_FIELDS = frozenset({"collapse_ratio"})
 
 #: Largest seed numpy's and torch's generators take (seeds are unsigned 32-bit).
 MAX_SEED = 2**32 - 1
@@ -112,6 +115,12 @@ class Config:
         Matching radius (px) for evaluation (the paper's).
     extra_radii : tuple of float, default=()
         More matching radii to report (the demo adds 8 px, about half a cell diameter).
+    collapse_ratio : float, default=0.5
+        Guard against a collapsed detector: the last round's detector becomes ``final/``
+        unless its detections find fewer than ``collapse_ratio`` times the best earlier
+        round's share of the annotated points (within ``mask_radius``); then that
+        earlier round's detector is final and the reason is logged and written to
+        ``metrics.json``. 0 turns the guard off. Not part of the config hash.
     device : str, default="auto"
         ``auto`` uses CUDA when present, else CPU. Not part of the config hash.
     num_threads : int or None, default=None
@@ -153,6 +162,7 @@ class Config:
     # evaluation
     radius: float = 15.0
     extra_radii: tuple[float, ...] = ()
+    collapse_ratio: float = 0.5
     # execution
     device: str = "auto"
     num_threads: int | None = None
@@ -204,6 +214,7 @@ class Config:
         need(self.sigma > 0, "sigma", "> 0")
         need(self.mask_radius > 0, "mask_radius", "> 0")
         need(self.radius > 0, "radius", "> 0")
+        need(0.0 <= self.collapse_ratio <= 1.0, "collapse_ratio", "in [0, 1]")
         need(all(r > 0 for r in self.extra_radii), "extra_radii", "all > 0")
         need(
             len(self.unet_widths) >= 2 and all(int(w) > 0 for w in self.unet_widths),
@@ -288,7 +299,8 @@ class Config:
     @property
     def config_hash(self) -> str:
         """sha256 of the algorithmic fields; equal hashes mean equal results on CPU."""
-        d = {k: v for k, v in self.to_dict().items() if k not in NON_ALGORITHMIC_FIELDS}
+        d = {k: v for k, v in self.to_dict().items()
+             if k not in NON_ALGORITHMIC_FIELDS | FINAL_ONLY_FIELDS}
         if d["mode"] == DEFAULT_MODE:
             del d["mode"]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()

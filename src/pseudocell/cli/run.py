@@ -60,12 +60,16 @@ def _summary(layout, cfg, metrics: dict, tracker, seconds: float) -> None:
     t.add_column(style="bold")
     t.add_column()
     t.add_row("run directory", str(root))
-    last = metrics["rounds"][-1]
-    t.add_row("rounds", f"{last['round']} pseudo-labelling + the final detector")
-    if "labels_pos" in last:
+    rounds = metrics["rounds"]
+    final = rounds[metrics.get("final_round", -1)]
+    t.add_row("rounds", f"{rounds[-1]['round']} pseudo-labelling + the final detector")
+    if metrics.get("final_reason"):
+        t.add_row("final detector", f"[yellow]round {final['round']}: "
+                                    f"{metrics['final_reason']}[/yellow]")
+    if "labels_pos" in final:
         t.add_row("final detector trained on",
-                  f"{last['labels_pos']} positive and {last['labels_neg']} negative points")
-    det = RunResults(layout, cfg).detections(last["round"])
+                  f"{final['labels_pos']} positive and {final['labels_neg']} negative points")
+    det = RunResults(layout, cfg).detections(final["round"])
     n = "?" if det is None else len(det["y"])
     t.add_row("detections", f"{n} cells: {layout.final}/detections.csv (napari), "
                             "detections_geojson/ (QuPath)")

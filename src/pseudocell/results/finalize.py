@@ -15,7 +15,7 @@ from pseudocell.results.reader import RunResults
 from pseudocell.storage import arrays, fs
 from pseudocell.storage.layout import join
 
-__all__ = ["finalize", "round_artifacts", "final_artifacts"]
+__all__ = ["finalize", "choose_final_round", "round_artifacts", "final_artifacts"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,30 +31,65 @@ def _clean(x):
     return x
 
 
+def choose_final_round(recalls: list[float | None], ratio: float) -> tuple[int, str | None]:
+    """The round whose detector is final, and why it is not the last one (None if it is).
+
+    ``recalls[r]`` is the share of the annotated points round ``r``'s detector finds. The
+    last round is final unless its recall is below ``ratio`` times the best earlier one
+    (a collapsed detector); then the latest round with that best recall is.
+
+    >>> choose_final_round([0.9, 0.95, 0.02], 0.5)[0]
+    1
+    >>> choose_final_round([0.9, 0.95, 0.9], 0.5)
+    (2, None)
+    """
+    last = len(recalls) - 1
+    earlier = [(r, v) for r, v in enumerate(recalls[:-1]) if v is not None]
+    if ratio <= 0 or recalls[last] is None or not earlier:
+        return last, None
+    best = max(v for _, v in earlier)
+    if recalls[last] >= ratio * best:
+        return last, None
+    pick = max(r for r, v in earlier if v == best)
+    return pick, (f"the last round's detector (round {last}) finds {recalls[last]:.0%} of the "
+                  f"annotated points against {best:.0%} for round {pick}'s (below "
+                  f"collapse_ratio={ratio:g} of it): it collapsed, so final/ holds round "
+                  f"{pick}'s detector and detections")
+
+
 def finalize(res: RunResults, *, overlays: bool = True) -> dict:
-    """Collect the last round's model and detections into ``final/``; returns the metrics.
+    """Collect the final detector (the last round's, unless it collapsed: see
+    :func:`choose_final_round`) and its detections into ``final/``; returns the metrics.
 
     A run directory on an object store gets them built in its local folder
     (:attr:`RunLayout.local_dir`) first, then uploaded."""
-    layout, last = res.layout, res.rounds
+    layout = res.layout
+    recalls = [res.annotated_recall(r) for r in range(res.rounds + 1)]
+    final_round, reason = choose_final_round(recalls, res.cfg.collapse_ratio)
+    logger.info("share of the annotated points found, by round: %s",
+                ", ".join("-" if v is None else f"{v:.2f}" for v in recalls))
+    if reason is not None:
+        logger.warning("%s", reason)
     final = Path(layout.local_dir) / "final"
     if final.exists() and not layout.is_local:
         shutil.rmtree(final)
     final.mkdir(parents=True, exist_ok=True)
-    (final / "model.pt").write_bytes(fs.read_bytes(res.model_uri(last)))
+    (final / "model.pt").write_bytes(fs.read_bytes(res.model_uri(final_round)))
     ids = res.image_ids
-    det = res.detections(last)
+    det = res.detections(final_round)
     write_napari_csv(final / "detections.csv", ids, det)
     write_points_csv(final / "detections_table.csv", det, extra=("value",))
     write_points(final, "detections", det, ids, "geojson", object_type="detection")
-    edet = res.detections(last, heldout=True)
+    edet = res.detections(final_round, heldout=True)
     if edet is not None:
         write_points_csv(final / "heldout_detections_table.csv", edet, extra=("value",))
-    labels = res.training_labels(last)
+    labels = res.training_labels(final_round)
     write_points_csv(final / "labels_table.csv", labels, extra=("kind", "round"))
     if overlays:
         _overlays(res, final / "overlays", labels, det)
-    metrics = _clean({"config": res.cfg.to_dict(), "rounds": res.rows()})
+    metrics = _clean({"config": res.cfg.to_dict(), "rounds": res.rows(),
+                      "final_round": final_round,
+                      "final_reason": reason})
     text = json.dumps(metrics, indent=1)
     (final / "metrics.json").write_text(text)
     (Path(layout.local_dir) / "metrics.json").write_text(text)

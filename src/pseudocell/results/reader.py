@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from pseudocell.config import Config, load_config
+from pseudocell.core.metrics import near_any
+from pseudocell.data.points import points_by_image
 from pseudocell.errors import RunDirectoryError
 from pseudocell.stages.base import Labels, Mode
 from pseudocell.stages.modes import get_mode
@@ -100,6 +102,23 @@ class RunResults:
         """URI of round ``rnd``'s detector weights (``model.pt``), None if not trained."""
         return self._uri(rnd, self.mode.products["model"])
 
+    def annotated_recall(self, rnd: int) -> float | None:
+        """Share of round 0's annotated points (the clicks, or a mode's seed points)
+        that round ``rnd``'s detector finds within ``mask_radius`` on the training
+        images; None when there are no such points or no detections yet. Uses only the
+        labels the run was given, never evaluation data."""
+        seeds, det = self.training_labels(0), self.detections(rnd)
+        if seeds is None or det is None:
+            return None
+        ids = self.image_ids
+        pts = points_by_image(seeds, ids, ("annotated",))
+        found = points_by_image(det, ids)
+        n = sum(len(pts[i]) for i in ids)
+        if n == 0:
+            return None
+        hit = sum(int(near_any(pts[i], found[i], self.cfg.mask_radius).sum()) for i in ids)
+        return hit / n
+
     def round_row(self, rnd: int) -> dict:
         """The flat metrics row of round ``rnd``: what each stage declares in its
         ``row`` (evaluation P/R/F as ``train@15/f1`` ..., pseudo-labels added, label
@@ -120,6 +139,9 @@ class RunResults:
                         row[key] = val
             else:
                 row.update({col: metrics[k] for k, col in spec.row.items() if k in metrics})
+        recall = self.annotated_recall(rnd) if row.keys() - {"round"} else None
+        if recall is not None:
+            row["annotated_recall"] = recall
         return row
 
     def rows(self) -> list[dict]:
