@@ -77,6 +77,7 @@ def _valid_value(name: str, t: str):
         "alpha": st.floats(0.01, 0.45), "beta": st.floats(0.01, 0.45),
         "provisional_top": st.floats(0.01, 0.99), "neg_peak_quantile": st.floats(0.01, 1.0),
         "lam": st.floats(0, 10), "pu_weight_decay": st.floats(0, 1),
+        "collapse_ratio": st.floats(0, 1),
     }
     if name in by_name:
         return by_name[name]
