@@ -130,3 +130,29 @@ def test_ui_serves_the_run_and_sigterm_stops_every_process_it_started(tmp_path, 
         assert not alive, f"left running after SIGTERM: {alive}"
     finally:
         kill_pids(_descendants(proc.pid) | children | {proc.pid})
+
+
+def test_sigterm_stops_a_run_cleanly_and_resume_finishes_it(tmp_path, small_crops, tiny_cfg):
+    """SIGTERM (here sent by the driver to itself as round 0's train_pu starts: a fault
+    hook, no timing) unwinds the run: exit code 143, the MLflow run is KILLED, and
+    `pseudocell resume` finishes it."""
+    img_dir = write_run_inputs(tmp_path, small_crops)
+    (tmp_path / "cfg.toml").write_text(dump_toml(tiny_cfg.replace(rounds=1)))
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "pseudocell", "--quiet", "run", "--images", str(img_dir),
+           "--points", str(tmp_path / "points.csv"), "--out", str(out), "--config",
+           str(tmp_path / "cfg.toml")]
+    env = {**os.environ, "PSEUDOCELL_FAULT": "term_driver:0/train_pu"}
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 128 + signal.SIGTERM, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr
+    log = (out / "pseudocell.log").read_text()
+    assert "stopped by SIGTERM" in log
+    events = [json.loads(x) for x in (out / "tracking" / "events.jsonl").read_text().splitlines()]
+    assert [e["status"] for e in events if e["type"] == "status" and e["run"] == "parent"][-1] \
+        == "KILLED"
+    assert not (out / "round_000" / "train_pu" / "_manifest.json").exists()
+    done = subprocess.run([sys.executable, "-m", "pseudocell", "--quiet", "resume", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (out / "final" / "detections.csv").exists()

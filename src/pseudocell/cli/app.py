@@ -6,12 +6,15 @@ one-line message; anything else is a bug and keeps its traceback. Per-invocation
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import functools
 import inspect
 import logging
 import os
+import signal
+import threading
 import typing
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -172,6 +175,31 @@ def _configure(ctx: click.Context, level: int, quiet: bool) -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
+class Terminated(SystemExit):
+    """SIGTERM or SIGHUP reached the command: unwinds like Ctrl-C, so that every
+    ``finally`` and context manager runs (Ray shut down, the MLflow run marked KILLED,
+    partial outputs left for ``resume``); exit code 128 + the signal's number."""
+
+
+@contextlib.contextmanager
+def _terminate_cleanly():
+    """Turn SIGTERM and SIGHUP into :class:`Terminated` while the command runs."""
+    def raise_terminated(signum, frame):
+        logger.warning("stopped by %s; `pseudocell resume` continues a stopped run",
+                       signal.Signals(signum).name)
+        raise Terminated(128 + signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may handle signals (an embedding application's)
+        return
+    old = {s: signal.signal(s, raise_terminated) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
 def command(*args: Any, **kwargs: Any):
     """``app.command`` with the one error wrapper: a :class:`PseudocellError` becomes
     ``error: <message>`` on stderr and exit code 1; anything else keeps its traceback.
@@ -188,7 +216,8 @@ def command(*args: Any, **kwargs: Any):
                 _configure(root, st.level if late_level is None else _parse_level(late_level),
                            st.quiet or late_quiet)
             try:
-                return fn(*a, **k)
+                with _terminate_cleanly():
+                    return fn(*a, **k)
             except PseudocellError as e:
                 typer.secho(f"error: {e}", fg="red", err=True)
                 raise typer.Exit(code=1) from None

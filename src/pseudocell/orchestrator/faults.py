@@ -7,6 +7,8 @@ variable ``PSEUDOCELL_FAULT`` is set in the driver's environment).
 ``PSEUDOCELL_FAULT=kill_actor:0/train_pu``
     the actor running round 0's ``train_pu`` writes a stray file into the stage folder
     and SIGKILLs itself before returning, on the first attempt only.
+``PSEUDOCELL_FAULT=term_driver:0/train_pu``
+    the driver sends itself SIGTERM as round 0's ``train_pu`` starts (any executor).
 ``PSEUDOCELL_FAULT=kill_sweep:trial/2``
     a sweep's driver SIGKILLs itself when Tune starts its second trial (with
     ``--max-concurrent 1``: right after the first trial finished).
@@ -17,7 +19,8 @@ import logging
 import os
 import signal
 
-__all__ = ["FAULT_ENV", "fault_at", "fault_requested", "kill_driver_if_asked", "kill_self"]
+__all__ = ["FAULT_ENV", "fault_at", "fault_requested", "kill_driver_if_asked", "kill_self",
+           "term_driver_if_asked"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +44,14 @@ def kill_self(why: str) -> None:
     for h in logging.getLogger().handlers:
         h.flush()
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def term_driver_if_asked(rnd: int, stage: str) -> None:
+    """SIGTERM this process when ``term_driver`` is asked for at (round, stage)."""
+    if fault_at("term_driver", rnd, stage):
+        logger.warning("fault injection: SIGTERM to the driver in round %d stage %s", rnd,
+                       stage)
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def kill_driver_if_asked(rnd: int, stage: str) -> None:

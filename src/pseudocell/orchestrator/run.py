@@ -25,6 +25,7 @@ import numpy as np
 
 from pseudocell.config import Config, dump_toml, load_config
 from pseudocell.errors import InvalidInputError, PseudocellError, RunDirectoryError, StageError
+from pseudocell.orchestrator.faults import term_driver_if_asked
 from pseudocell.results.finalize import finalize
 from pseudocell.results.reader import RunResults
 from pseudocell.stages.base import Mode, StageInputs, StageOutputs, StageSpec, stage_seed
@@ -295,6 +296,7 @@ def _run_stage(layout: RunLayout, mode: Mode, cfg: Config, executor: Any, rnd: i
                           n_stages=n_stages, unit=unit))
 
     t0 = time.perf_counter()
+    term_driver_if_asked(rnd, stage)
     try:
         out: StageOutputs = executor.run_stage(spec, inp, cfg, progress=step)
     except PseudocellError as e:
