@@ -49,6 +49,8 @@ def ui(
         typer.echo(f"this run is tracked on the server {tr.uri}: open it there "
                    f"(experiment {tr.experiment!r}, run {tr.run_id})")
         return
+    if tr.pending():  # e.g. a copied run: its record is pushed into its own store first
+        tr.push()
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tr.uri,
            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     typer.echo(f"MLflow UI of {run_dir} at http://127.0.0.1:{port} (Ctrl-C to stop)")

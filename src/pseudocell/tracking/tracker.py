@@ -243,8 +243,9 @@ class Tracker:
         aside = [p for p in (self.root / "mlflow.db", self.root / "mlartifacts") if p.exists()]
         where = ""
         if aside:
-            dest = self.root / "tracking" / f"relocated-{time.strftime('%Y%m%dT%H%M%S')}"
-            dest.mkdir(parents=True, exist_ok=True)
+            dest = (self.root / "tracking"
+                    / f"relocated-{time.strftime('%Y%m%dT%H%M%S')}-{st['uid'][:8]}")
+            dest.mkdir(parents=True)
             for p in aside:
                 p.rename(dest / p.name)
             where = f"; the copied MLflow store is kept in {dest}"
