@@ -144,6 +144,37 @@ def test_a_copied_old_run_reads_its_absolute_records_as_its_own(old_style, tmp_p
     assert snapshot(orig) == before
 
 
+def test_an_object_store_run_copied_to_another_prefix_is_its_own(small_crops, tiny_cfg,
+                                                                  tmp_path, monkeypatch):
+    """The same on a non-local filesystem (``memory://``, as ``s3://``): records are
+    relative to the run URI; the copy resumes with every stage skipped and a re-run
+    stage writes under the copy's prefix only."""
+    import fsspec
+
+    from pseudocell.storage import fs
+
+    monkeypatch.setenv("PSEUDOCELL_CACHE", str(tmp_path / "cache"))
+    src, dst = f"memory://reloc-{id(tmp_path)}/a", f"memory://reloc-{id(tmp_path)}/b"
+    try:
+        layout = prepare_run(src, tiny_cfg, crop_inputs(small_crops))
+        run_loop(layout, tiny_cfg, LocalExecutor())
+        m = read_manifest(layout.manifest(0, "predict"))
+        assert m["outputs"]["peaks"]["uri"] == "round_000/predict/peaks.parquet"
+        mem = fsspec.filesystem("memory")
+        mem.copy(src.removeprefix("memory:/"), dst.removeprefix("memory:/"), recursive=True)
+        before = {f: fs.read_bytes(f"{src}/{f}") for f in fs.list_files(src)}
+        events = []
+        resume(dst, LocalExecutor(), progress=events.append)
+        assert set(statuses(events).values()) == {"skipped"}
+        fs.remove(f"{dst}/round_001")
+        events = []
+        resume(dst, LocalExecutor(), progress=events.append)
+        assert statuses(events)[(1, "train_detector")] == "done"
+        assert {f: fs.read_bytes(f"{src}/{f}") for f in fs.list_files(src)} == before
+    finally:
+        fs.remove(src.rsplit("/", 1)[0])
+
+
 def test_a_record_outside_any_run_is_refused(finished, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(finished.root, copy)
