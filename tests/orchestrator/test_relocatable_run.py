@@ -184,3 +184,22 @@ def test_a_record_outside_any_run_is_refused(finished, tmp_path):
     write_manifest(layout.manifest(0, "predict"), m)
     with pytest.raises(RunDirectoryError, match="outside the run directory.*--force"):
         resume(copy, LocalExecutor())
+
+
+@pytest.mark.parametrize("source", ["finished", "old_style"])
+def test_a_run_prepared_from_another_names_its_own_input_stores(source, request, tiny_cfg,
+                                                                 tmp_path):
+    """A sweep trial's inputs (hard links of the sweep's) are recorded relative to the
+    trial, also when the sweep's own records are absolute."""
+    from pseudocell.orchestrator.run import prepare_run_from
+    from pseudocell.stages.plan import given_inputs
+
+    src = request.getfixturevalue(source)
+    trial = prepare_run_from(tmp_path / "trial", tiny_cfg, src)
+    given = given_inputs(trial)
+    assert {k: v["uri"] for k, v in given.items()} == {
+        k: f"inputs/{k}.{'zarr' if k.endswith('images') else 'parquet'}" for k in given}
+    assert all(Path(trial.uri(v["uri"])).exists() for v in given.values())
+    assert read_manifest(trial.inputs_manifest)["outputs"] == {
+        k: {**v, "uri": src.record(v["uri"])}
+        for k, v in read_manifest(src.inputs_manifest)["outputs"].items()}
