@@ -78,3 +78,25 @@ def test_an_explicit_tracking_uri_is_kept(tracked, tmp_path):
     tracker = Tracker(RunLayout(str(copy)), tracking_uri="http://127.0.0.1:1")
     assert tracker.uri == "http://127.0.0.1:1"
     assert tracker.journal.state.get("targets", {}) == {}  # no run ids of the original's
+
+
+@pytest.mark.parametrize("state, uri", [
+    ({"root": "/gone/run", "uri": "sqlite:////gone/run/mlflow.db"}, "sqlite:///{copy}/mlflow.db"),
+    ({"root": "/gone/run", "uri": "sqlite:////gone/run/sub/x.db"}, "sqlite:///{copy}/sub/x.db"),
+    ({"uri": "sqlite:////gone/run/mlflow.db"}, "sqlite:///{copy}/mlflow.db"),  # older state
+    ({"root": "/gone/run", "uri": "sqlite:////shared/all.db"}, "sqlite:////shared/all.db"),
+    ({"root": "/gone/run", "uri": "http://mlflow.lab:5000"}, "http://mlflow.lab:5000"),
+])
+def test_a_store_inside_the_other_directory_is_re_pointed_others_are_kept(state, uri,
+                                                                          tmp_path):
+    copy = tmp_path / "copy"
+    (copy / "tracking").mkdir(parents=True)
+    old = {"uid": "u0", "experiment": "e", "nest_under": "r0",
+           "targets": {state["uri"]: {"experiment_id": "1", "runs": {"parent": "r1"},
+                                      "pushed": 9}}, **state}
+    (copy / "tracking" / "state.json").write_text(json.dumps(old))
+    tr = Tracker(RunLayout(str(copy)))
+    assert tr.uri == uri.format(copy=copy)
+    st = json.loads((copy / "tracking" / "state.json").read_text())
+    assert st["root"] == str(copy) and st["uid"] != "u0"
+    assert "targets" not in st and "nest_under" not in st and tr.pending() == 0

@@ -170,6 +170,18 @@ def _moved_from(state: dict, root: str, local_dir: str) -> str | None:
     return old
 
 
+def _sqlite_inside(uri: str, root: str) -> str | None:
+    """The path of the sqlite store ``uri`` relative to the directory ``root`` (as
+    written or with symlinks resolved), None when it is no store inside it."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///"):]
+    for r in (root.rstrip("/"), str(Path(root).resolve())):
+        if path.startswith(r + "/"):
+            return path[len(r) + 1:]
+    return None
+
+
 def _probe(uri: str) -> None:
     """Fail fast (5 s) on an HTTP tracking server that does not answer, instead of
     waiting through MLflow's retries."""
@@ -235,8 +247,9 @@ class Tracker:
         new MLflow identity, the default store re-pointed here, the copied store set aside
         (its artefact locations name ``old_root``)."""
         st = self.journal.state
-        if st.get("uri") == default_tracking_uri(old_root):
-            st["uri"] = default_tracking_uri(self.root)
+        rel = _sqlite_inside(st.get("uri") or "", old_root)
+        if rel is not None:  # a store inside the other directory: this run has its own
+            st["uri"] = f"sqlite:///{self.root / rel}"
         st["uid"] = uuid.uuid4().hex
         st.pop("targets", None)
         st.pop("nest_under", None)
