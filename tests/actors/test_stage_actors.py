@@ -46,7 +46,7 @@ def test_shards_in_any_number_and_order_give_the_stage_bytes(stage, n_items, fin
                                                              tiny_cfg, tmp_path):
     m = read_manifest(finished_run.manifest(0, stage))
     inp = StageInputs(out_dir=str(tmp_path / stage), round=0, seed=m["seed"],
-                      uris={k: v["uri"] for k, v in m["inputs"].items()})
+                      uris={k: finished_run.uri(v["uri"]) for k, v in m["inputs"].items()})
     fs.makedirs(inp.out_dir)
     spec = SPECS[stage]
     actor = actor_class(spec.actor)(threads=1)
@@ -71,7 +71,7 @@ def test_patch_shards_of_many_chunks_write_the_same_array(finished_run, tiny_cfg
     sums = []
     for n_shards, order in ((1, 1), (5, -1)):
         inp = StageInputs(out_dir=str(tmp_path / f"s{n_shards}"), round=0, seed=m["seed"],
-                          uris={k: v["uri"] for k, v in m["inputs"].items()})
+                          uris={k: finished_run.uri(v["uri"]) for k, v in m["inputs"].items()})
         fs.makedirs(inp.out_dir)
         items = loop.extract_patches_plan(inp, tiny_cfg, n_shards)
         assert len(items) == n_shards
@@ -86,7 +86,7 @@ def test_training_actor_exposes_its_progress(finished_run, tiny_cfg, tmp_path):
     """What the Ray executor polls: the last (epoch, epochs, risk) of the running stage."""
     m = read_manifest(finished_run.manifest(0, "train_pu"))
     inp = StageInputs(out_dir=str(tmp_path / "pu"), round=0, seed=m["seed"],
-                      uris={k: v["uri"] for k, v in m["inputs"].items()})
+                      uris={k: finished_run.uri(v["uri"]) for k, v in m["inputs"].items()})
     fs.makedirs(inp.out_dir)
     actor = actor_class("PUFeatureLearner")(threads=1)
     assert actor.progress() is None

@@ -76,7 +76,7 @@ def test_ray_train_detector_equals_in_process_training(local_run, tiny_cfg, ray_
     from pseudocell.stages.base import StageInputs, stage_seed
 
     m = read_manifest(local_run.manifest(0, "train_detector"))
-    uris = {k: v["uri"] for k, v in m["inputs"].items()}
+    uris = {k: local_run.uri(v["uri"]) for k, v in m["inputs"].items()}
     out_dir = str(tmp_path / "train_detector")
     os.makedirs(out_dir)
     inp = StageInputs(out_dir=out_dir, round=0, seed=stage_seed(tiny_cfg.seed, 0, "train_detector"),
@@ -85,7 +85,7 @@ def test_ray_train_detector_equals_in_process_training(local_run, tiny_cfg, ray_
     assert spec.name == "train_detector"
     res = train_with_ray_train(spec, inp, tiny_cfg, num_workers=1,
                                resources_per_worker={"CPU": 1})
-    ref = Path(m["outputs"]["model"]["uri"]).read_bytes()
+    ref = Path(local_run.uri(m["outputs"]["model"]["uri"])).read_bytes()
     assert Path(res.uris["model"]).read_bytes() == ref
     assert res.metrics["detector_loss"] == m["metrics"]["detector_loss"]
     assert sorted(os.listdir(out_dir)) == ["model.pt"]  # the result file was consumed

@@ -213,3 +213,39 @@ def test_sweep_killed_after_its_first_trial_resumes_without_rerunning_it(
     layout = RunLayout(str(first))
     assert read_manifest(layout.manifest(tiny_cfg.rounds, "evaluate")) is not None
     assert (sweep / "best.toml").exists()
+
+
+def test_ending_the_trials_of_a_copied_sweep_records_into_the_copy_only(tmp_path):
+    """A trial's state names the store of the sweep it ran in; the trials of a copied
+    sweep are pushed into the copy's store, under the copy's sweep run."""
+    import shutil
+
+    from mlflow.tracking import MlflowClient
+
+    from pseudocell.storage.layout import RunLayout
+    from pseudocell.tracking import Tracker, default_tracking_uri
+    from pseudocell.tune_spaces.sweep import _end_trials
+
+    orig, copy = tmp_path / "sweep", tmp_path / "copy"
+    (orig / "trials" / "t1").mkdir(parents=True)
+    tr = Tracker(RunLayout(str(orig / "trials" / "t1")),
+                 tracking_uri=default_tracking_uri(orig), experiment="tune", light=True)
+    tr.metrics("m", {"x": 1.0})
+    tr.journal.append({"key": None, "run": "parent", "type": "status", "status": "RUNNING"})
+    tr.push()
+    assert tr.run_id is not None
+    shutil.copytree(orig, copy)
+    db = (orig / "mlflow.db").read_bytes()
+    sweep = Tracker(RunLayout(str(copy)), tracking_uri=default_tracking_uri(copy),
+                    experiment="tune")  # as run_sweep: the sweep's own record first
+    parent = sweep._run(sweep._mlflow(), "parent")
+    _end_trials(copy, [{"trial_id": "t1", "status": "stopped early"}],
+                default_tracking_uri(copy), "tune", parent)
+    assert (orig / "mlflow.db").read_bytes() == db
+    client = MlflowClient(default_tracking_uri(copy))
+    exp = client.get_experiment_by_name("tune")
+    runs = {r.data.tags.get("pseudocell_run_dir"): r
+            for r in client.search_runs([exp.experiment_id])}
+    trial = runs[str(copy / "trials" / "t1")]
+    assert trial.info.status == "KILLED" and trial.data.metrics == {"x": 1.0}
+    assert trial.data.tags["mlflow.parentRunId"] == parent

@@ -49,6 +49,8 @@ def ui(
         typer.echo(f"this run is tracked on the server {tr.uri}: open it there "
                    f"(experiment {tr.experiment!r}, run {tr.run_id})")
         return
+    if tr.pending():  # e.g. a copied run: its record is pushed into its own store first
+        tr.push()
     base = f"http://127.0.0.1:{port}"
     urls = tr.ui_pages(base)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tr.uri,
@@ -61,8 +63,8 @@ def ui(
            "MLFLOW_DISABLE_TELEMETRY": "true"}
     rc = run_group(cmd, env=env)
     if rc != 0:
-        raise ServiceError(f"the MLflow UI stopped with exit code {rc} (its messages are above); "
-                      f"is port {port} in use? Try another --port")
+        raise ServiceError(f"the MLflow UI stopped with exit code {rc} (its messages are "
+                           f"above); is port {port} in use? Try another --port")
 
 
 @command()

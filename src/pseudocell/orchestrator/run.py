@@ -117,7 +117,7 @@ def prepare_run(run_dir: str | Path, cfg: Config, inputs: RunInputs, *, force: b
                     "another --out, or pass --force to delete it and start again."
                 )
             action = "overwrite"
-        elif old is not None and not verify_outputs(old):
+        elif old is not None and not verify_outputs(old, layout):
             return layout
     if action == "overwrite":
         logger.warning("deleting run directory %s (--force)", run_dir)
@@ -159,7 +159,8 @@ def write_inputs(layout: RunLayout, inputs: RunInputs, fingerprint: str | None =
     write_manifest(layout.inputs_manifest, {
         "stage": "inputs", "schema_version": SCHEMA_VERSION,
         "fingerprint": fingerprint or inputs_fingerprint(inputs),
-        "outputs": {k: {"uri": v, "sha256": checksum(v)} for k, v in outputs.items()},
+        "outputs": {k: {"uri": layout.record(v), "sha256": checksum(v)}
+                    for k, v in outputs.items()},
         "image_paths": inputs.images.paths,
         "eval_image_paths": inputs.eval_images.paths if inputs.eval_images else [],
         "versions": _versions(),
@@ -191,23 +192,28 @@ def prepare_run_from(run_dir: str | Path, cfg: Config, source: RunLayout) -> Run
         except OSError:
             shutil.copy2(a, b)
 
-    # the stores only: this run's manifest (its own URIs) is written after them
+    # the stores only: this run's manifest is written after them (its records are
+    # relative to the run root, so they name this run's own copies)
     shutil.copytree(source.inputs, layout.inputs, copy_function=link,
                     ignore=shutil.ignore_patterns("_manifest.json"))
     manifest = dict(src)
-    manifest["outputs"] = {k: {**v, "uri": v["uri"].replace(source.root, layout.root, 1)}
+    manifest["outputs"] = {k: {**v, "uri": source.record(v["uri"])}
                            for k, v in src["outputs"].items()}
     write_manifest(layout.inputs_manifest, manifest)
     Path(layout.config).write_text(dump_toml(cfg))
     return layout
 
 
-def _is_done(manifest: dict | None, cfg: Config, inputs_rec: dict) -> bool:
+def _is_done(layout: RunLayout, manifest: dict | None, cfg: Config, inputs_rec: dict) -> bool:
     if manifest is None:
         return False
-    if manifest.get("config_hash") != cfg.config_hash or manifest.get("inputs") != inputs_rec:
+    # records of a run made before they were relative hold absolute URIs: compare them as
+    # this run's own (the upstream manifests' bytes, hence their hashes, are unchanged)
+    recorded = {k: {**v, "uri": layout.record(v["uri"])} if "uri" in v else v
+                for k, v in (manifest.get("inputs") or {}).items()}
+    if manifest.get("config_hash") != cfg.config_hash or recorded != inputs_rec:
         return False
-    bad = verify_outputs(manifest)
+    bad = verify_outputs(manifest, layout)
     if bad:
         logger.warning("stage=%s round=%s outputs %s do not match the manifest; re-running",
                        manifest.get("stage"), manifest.get("round"), bad)
@@ -273,12 +279,12 @@ def _run_stage(layout: RunLayout, mode: Mode, cfg: Config, executor: Any, rnd: i
     its full traceback (the run's log file; the console with ``--log-level DEBUG``)."""
     stage = spec.name
     plan = stage_plan(layout, mode, rnd, spec)
-    inputs_rec = {k: {"uri": u, "manifest_sha256": manifest_hash(m)}
+    inputs_rec = {k: {"uri": layout.record(u), "manifest_sha256": manifest_hash(m)}
                   for k, (u, m) in sorted(plan.items())}
     mpath = layout.manifest(rnd, stage)
     old = read_manifest(mpath)
     unit = spec.progress_unit
-    if _is_done(old, cfg, inputs_rec):
+    if _is_done(layout, old, cfg, inputs_rec):
         ev = StageEvent(rnd, stage, "skipped", old.get("seconds", 0.0), old.get("metrics"),
                         n_stages=n_stages, unit=unit)
         report(ev)
@@ -311,7 +317,8 @@ def _run_stage(layout: RunLayout, mode: Mode, cfg: Config, executor: Any, rnd: i
     write_manifest(mpath, {
         "stage": stage, "round": rnd, "seed": seed, "schema_version": SCHEMA_VERSION,
         "config_hash": cfg.config_hash, "inputs": inputs_rec,
-        "outputs": {k: {"uri": u, "sha256": checksum(u)} for k, u in out.uris.items()},
+        "outputs": {k: {"uri": layout.record(u), "sha256": checksum(u)}
+                    for k, u in out.uris.items()},
         "metrics": out.metrics, "seconds": seconds, "versions": _versions(),
     })
     logger.info("round=%d stage=%s seconds=%.1f", rnd, stage, seconds)

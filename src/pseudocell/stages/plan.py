@@ -15,7 +15,8 @@ Source = tuple[str, str]
 
 
 def given_inputs(layout: RunLayout) -> dict:
-    """The run's input stores (name → manifest record)."""
+    """The run's input stores (name → manifest record; its ``uri`` as recorded, see
+    :meth:`RunLayout.uri`)."""
     m = read_manifest(layout.inputs_manifest)
     if m is None:
         raise RunDirectoryError(f"{layout.root!r} has no inputs manifest; start it with "
@@ -25,7 +26,8 @@ def given_inputs(layout: RunLayout) -> dict:
 
 def resolve(layout: RunLayout, mode: Mode, rnd: int, ref: Ref, given: dict, *,
             required: bool = True) -> Source | None:
-    """Where ``ref`` points in round ``rnd``; None when it is absent and not
+    """Where ``ref`` points in round ``rnd`` (a URI under this run's root, whatever
+    root the manifest was written under); None when it is absent and not
     ``required`` (a missing required one raises :class:`StageError`)."""
     if isinstance(ref, Labels):
         if rnd == 0:
@@ -33,7 +35,7 @@ def resolve(layout: RunLayout, mode: Mode, rnd: int, ref: Ref, given: dict, *,
         ref = Output(mode.labels.stage, mode.labels.name, -1)
     if isinstance(ref, Input):
         if ref.store in given:
-            return given[ref.store]["uri"], layout.inputs_manifest
+            return layout.uri(given[ref.store]["uri"]), layout.inputs_manifest
         if required:
             raise StageError(f"the run has no input {ref.store!r}")
         return None
@@ -49,7 +51,7 @@ def resolve(layout: RunLayout, mode: Mode, rnd: int, ref: Ref, given: dict, *,
         if required:
             raise StageError(f"round {r} stage {ref.stage!r} has no output {ref.name!r}")
         return None
-    return m["outputs"][ref.name]["uri"], path
+    return layout.uri(m["outputs"][ref.name]["uri"]), path
 
 
 def stage_plan(layout: RunLayout, mode: Mode, rnd: int, spec: StageSpec,

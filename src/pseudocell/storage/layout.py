@@ -4,16 +4,33 @@ Paths are strings: local paths or URIs (``s3://bucket/prefix/run``); every store
 reads and writes both. What must be a local file (the MLflow journal, the log file,
 files handed to MLflow and to image writers) lives in :attr:`RunLayout.local_dir`, which is
 the run directory itself when that is local.
+
+Records inside a run (manifests) name the run's own stores by paths relative to the run
+root (``round_000/predict/peaks.parquet``), so a copied or moved run directory reads and
+writes itself only. :meth:`RunLayout.record` makes such a name, :meth:`RunLayout.uri`
+turns one back into a URI under the current root.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 
-__all__ = ["SCHEMA_VERSION", "RunLayout", "join"]
+from pseudocell.errors import RunDirectoryError
+
+__all__ = ["SCHEMA_VERSION", "RunLayout", "join", "is_relative"]
 
 SCHEMA_VERSION = 1
+
+#: The first folder of a run-relative path (where an old absolute record's own part starts).
+_RUN_PART = re.compile(r"/(?:inputs|final|round_\d{3})/")
+
+
+def is_relative(uri: str) -> bool:
+    """True for a run-relative record (no scheme, no leading '/')."""
+    return "://" not in uri and not uri.startswith("/")
+
 
 def join(*parts: str) -> str:
     """Join URI parts with '/' (works for local paths and s3://)."""
@@ -30,6 +47,45 @@ class RunLayout:
     """
 
     root: str
+
+    def _under(self, uri: str) -> str | None:
+        """``uri`` relative to the root if it lies under it, else None."""
+        root = self.root.rstrip("/") + "/"
+        return uri[len(root):] if uri.startswith(root) else None
+
+    def record(self, uri: str) -> str:
+        """How a manifest records ``uri``: relative to the run root.
+
+        An absolute URI under another root (the record of a run made before records were
+        relative, then moved or copied) is read as that run's own part (``…/round_000/
+        predict/x`` → ``round_000/predict/x``): it names this run's store, never the
+        other location. Anything else outside the run is refused.
+
+        >>> RunLayout("/tmp/run").record("/tmp/run/round_000/predict/peaks.parquet")
+        'round_000/predict/peaks.parquet'
+        >>> RunLayout("/tmp/copy").record("/tmp/run/inputs/images.zarr")
+        'inputs/images.zarr'
+        """
+        if is_relative(uri):
+            return uri
+        rel = self._under(uri)
+        if rel is not None:
+            return rel
+        found = list(_RUN_PART.finditer(uri))
+        if not found:
+            raise RunDirectoryError(
+                f"the run {self.root!r} records the store {uri!r}, which lies outside the "
+                "run directory; a run must hold its own stores: start it again with "
+                "`pseudocell run --force`")
+        return uri[found[-1].start() + 1:]
+
+    def uri(self, recorded: str) -> str:
+        """The URI under this run's root of a manifest record (see :meth:`record`).
+
+        >>> RunLayout("/tmp/copy").uri("round_000/predict/peaks.parquet")
+        '/tmp/copy/round_000/predict/peaks.parquet'
+        """
+        return join(self.root, self.record(recorded))
 
     @property
     def is_local(self) -> bool:

@@ -4,6 +4,8 @@ The manifest is written last and atomically (local disk: temp file + ``os.replac
 object stores: one PUT of the manifest object, after every output). It records the
 config hash, the hashes of the input manifests, the outputs with content checksums, the
 timings and the library versions. ``manifest_hash`` is what downstream stages record.
+Store URIs are recorded relative to the run root (:meth:`RunLayout.record`), so a
+manifest's bytes, and with them every hash, do not depend on where the run lies.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Any
 
 from pseudocell.errors import StoreError
 from pseudocell.storage import fs
+from pseudocell.storage.layout import RunLayout
 
 __all__ = ["checksum", "write_manifest", "read_manifest", "manifest_hash", "verify_outputs",
            "remove_tree"]
@@ -53,12 +56,14 @@ def manifest_hash(uri: str) -> str:
     return hashlib.sha256(fs.read_bytes(uri)).hexdigest()
 
 
-def verify_outputs(manifest: dict[str, Any]) -> list[str]:
-    """Names of outputs whose content no longer matches the recorded checksum."""
+def verify_outputs(manifest: dict[str, Any], layout: RunLayout | None = None) -> list[str]:
+    """Names of outputs whose content no longer matches the recorded checksum (records
+    are resolved under ``layout``'s root when given, else taken as they are)."""
     bad = []
     for name, rec in manifest.get("outputs", {}).items():
+        uri = rec["uri"] if layout is None else layout.uri(rec["uri"])
         try:
-            if checksum(rec["uri"]) != rec["sha256"]:
+            if checksum(uri) != rec["sha256"]:
                 bad.append(name)
         except StoreError:
             bad.append(name)

@@ -12,7 +12,13 @@ tracking
   ``tracking/state.json`` (and runs carry a ``pseudocell_uid`` tag, so a run created
   just before a crash is found again instead of duplicated);
 * **robust to an unreachable server**: the first failure logs one warning, the loop
-  goes on journalling, and ``pseudocell sync RUN`` pushes the rest later.
+  goes on journalling, and ``pseudocell sync RUN`` pushes the rest later;
+* **relocatable**: ``state.json`` names the run directory it belongs to. A copied or
+  moved run directory is a new MLflow record: a fresh ``pseudocell_uid`` and no pushed
+  targets, the default store re-pointed to its own ``mlflow.db``, and the copied
+  ``mlflow.db``/``mlartifacts`` (whose artefact locations name the other directory) set
+  aside under ``tracking/relocated-*``; the journal is then pushed again in full. It never
+  writes into the other directory's store or its MLflow runs.
 
 Metric names follow the config/CLI names; matching radii are spelled ``train_15px/f1``
 (MLflow refuses ``@``). Per round (step = round) on the parent and on the round's run:
@@ -147,6 +153,37 @@ class _Journal:
         tmp.replace(self.state_path)
 
 
+def _moved_from(state: dict, root: str, local_dir: str) -> str | None:
+    """The run directory a tracking state was written in, when it is not ``root``.
+
+    States of older versions do not name their directory; theirs is inferred from a
+    default store ``sqlite:///DIR/mlflow.db`` compared with the local directory of the
+    run (a store in a directory above it is a sweep's, shared by its trials: not a move).
+    """
+    old = state.get("root")
+    if old is not None:
+        return None if old == root else old
+    uri = state.get("uri") or ""
+    if not (uri.startswith("sqlite:///") and uri.endswith("/mlflow.db")):
+        return None
+    old = uri[len("sqlite:///"):-len("/mlflow.db")]
+    if local_dir == old or local_dir.startswith(old.rstrip("/") + "/"):
+        return None
+    return old
+
+
+def _sqlite_inside(uri: str, root: str) -> str | None:
+    """The path of the sqlite store ``uri`` relative to the directory ``root`` (as
+    written or with symlinks resolved), None when it is no store inside it."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///"):]
+    for r in (root.rstrip("/"), str(Path(root).resolve())):
+        if path.startswith(r + "/"):
+            return path[len(r) + 1:]
+    return None
+
+
 def _probe(uri: str) -> None:
     """Fail fast (5 s) on an HTTP tracking server that does not answer, instead of
     waiting through MLflow's retries."""
@@ -187,6 +224,12 @@ class Tracker:
             raise RunDirectoryError(f"{layout.root!r} is not a run directory")
         self.journal = _Journal(self.root)
         st = self.journal.state
+        moved_from = _moved_from(st, layout.root, str(self.root))
+        if moved_from is not None:
+            self._relocate(moved_from)
+        if st.get("root") != layout.root:
+            st["root"] = layout.root
+            self.journal.save_state()
         self.uri = tracking_uri or st.get("uri") or default_tracking_uri(self.root)
         self.experiment = experiment or st.get("experiment") or DEFAULT_EXPERIMENT
         if not self.experiment.strip():
@@ -200,6 +243,32 @@ class Tracker:
         if nest_under and st.get("nest_under") != nest_under:
             st["nest_under"] = nest_under
             self.journal.save_state()
+
+    def _relocate(self, old_root: str) -> None:
+        """Make the journal of a run copied or moved from ``old_root`` this run's own: a
+        new MLflow identity, the default store re-pointed here, the copied store set aside
+        (its artefact locations name ``old_root``)."""
+        st = self.journal.state
+        rel = _sqlite_inside(st.get("uri") or "", old_root)
+        if rel is not None:  # a store inside the other directory: this run has its own
+            st["uri"] = f"sqlite:///{self.root / rel}"
+        st["uid"] = uuid.uuid4().hex
+        st.pop("targets", None)
+        st.pop("nest_under", None)
+        aside = [p for p in (self.root / "mlflow.db", self.root / "mlartifacts") if p.exists()]
+        where = ""
+        if aside:
+            dest = (self.root / "tracking"
+                    / f"relocated-{time.strftime('%Y%m%dT%H%M%S')}-{st['uid'][:8]}")
+            dest.mkdir(parents=True)
+            for p in aside:
+                p.rename(dest / p.name)
+            where = f"; the copied MLflow store is kept in {dest}"
+        st["root"] = self.layout.root
+        self.journal.save_state()
+        logger.warning("run %s was made in %s (copied or moved): its MLflow record starts "
+                       "afresh from its journal, never touching the other directory%s",
+                       self.layout.root, old_root, where)
 
     # -- recording (driver side) -------------------------------------------------------
     @property

@@ -297,7 +297,7 @@ def run_sweep(sweep_dir: str | Path, *, resume: bool = False, address: str | Non
         if owns:
             ray.shutdown()
     rows = trial_table(root, base, options, grid)
-    _end_trials(root, rows)
+    _end_trials(root, rows, _tracking_uri(root, options), _experiment(options), tracker.run_id)
     result = _write_results(root, base, options, rows, time.perf_counter() - t0)
     tracker.metrics("result", {f"best_{OBJECTIVE}": result["best"].get(OBJECTIVE) if
                                result["best"] else None, "trials": len(rows)})
@@ -371,16 +371,20 @@ def trial_table(root: Path, base: Config, options: SweepOptions, grid) -> list[d
     return rows
 
 
-def _end_trials(root: Path, rows: list[dict]) -> None:
+def _end_trials(root: Path, rows: list[dict], tracking_uri: str, experiment: str,
+                parent_run_id: str | None) -> None:
     """Push what trials journalled and end runs the scheduler stopped (KILLED): a stopped
-    trial's process is gone before it can end its own MLflow run."""
+    trial's process is gone before it can end its own MLflow run. The store, experiment
+    and parent are the sweep's as now (a trial's state names those of the directory it
+    ran in, which is another one when the sweep was copied or moved)."""
     from pseudocell.tracking import Tracker
 
     for r in rows:
         tdir = root / "trials" / r["trial_id"]
         if not (tdir / "tracking" / "state.json").exists():
             continue
-        tr = Tracker(RunLayout(str(tdir)))
+        tr = Tracker(RunLayout(str(tdir)), tracking_uri=tracking_uri, experiment=experiment,
+                     nest_under=parent_run_id, light=True)
         if tr.last_status() == "RUNNING":
             tr.end("KILLED" if r["status"] == "stopped early" else "FAILED")
         else:
