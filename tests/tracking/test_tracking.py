@@ -227,3 +227,26 @@ def test_failure_status_names_the_cause(tmp_path, error, status):
     run = client.get_run(tr.run_id)
     assert (tr.last_status(), run.info.status) == (status, status)
     assert run.data.tags["pseudocell_error"].startswith(type(error).__name__)
+
+
+def test_ui_prints_the_runs_pages_and_a_failing_server_is_an_error(tracked, monkeypatch):
+    """`pseudocell ui` (server stubbed): the experiment is a model-training one, the page
+    of the run's per-round metrics is printed, and a server that exits with an error makes
+    the command fail instead of exiting 0."""
+    from typer.testing import CliRunner
+
+    import pseudocell.cli.processes as processes
+    from pseudocell.cli import app
+
+    layout, tracker, _, _, client = tracked
+    calls = []
+    monkeypatch.setattr(processes, "run_group", lambda cmd, env=None: calls.append(cmd) or 1)
+    res = CliRunner().invoke(app, ["ui", layout.root, "--port", "5123"])
+    assert res.exit_code == 1
+    assert "the MLflow UI stopped with exit code 1" in res.output
+    exp = client.get_experiment_by_name(tracker.experiment)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    page = f"http://127.0.0.1:5123/#/experiments/{exp.experiment_id}/runs/{tracker.run_id}" \
+           "/model-metrics"
+    assert page in res.output
+    assert calls and calls[0][calls[0].index("--port") + 1] == "5123"
