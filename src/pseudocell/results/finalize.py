@@ -64,7 +64,8 @@ def finalize(res: RunResults, *, overlays: bool = True) -> dict:
     A run directory on an object store gets them built in its local folder
     (:attr:`RunLayout.local_dir`) first, then uploaded."""
     layout = res.layout
-    recalls = [res.annotated_recall(r) for r in range(res.rounds + 1)]
+    rows = res.rows()
+    recalls = [row.get("annotated_recall") for row in rows]
     final_round, reason = choose_final_round(recalls, res.cfg.collapse_ratio)
     logger.info("share of the annotated points found, by round: %s",
                 ", ".join("-" if v is None else f"{v:.2f}" for v in recalls))
@@ -87,7 +88,7 @@ def finalize(res: RunResults, *, overlays: bool = True) -> dict:
     write_points_csv(final / "labels_table.csv", labels, extra=("kind", "round"))
     if overlays:
         _overlays(res, final / "overlays", labels, det)
-    metrics = _clean({"config": res.cfg.to_dict(), "rounds": res.rows(),
+    metrics = _clean({"config": res.cfg.to_dict(), "rounds": rows,
                       "final_round": final_round,
                       "final_reason": reason})
     text = json.dumps(metrics, indent=1)
