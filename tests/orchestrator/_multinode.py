@@ -5,10 +5,10 @@ the session's Ray). A head and three worker nodes on this machine:
 * ``cpu-a``, ``cpu-b``: 2 CPUs and ``cpu_node`` each.
 
 Training actors ask for ``gpu_node``, predictors for ``cpu_node``. In round 0's
-``predict``, every shard of the first attempt holds (a marker file says it is running
-and on which node) until a node is removed: a watcher thread removes the node of the
-first running shard, so that shard is lost mid-computation and the stage must run again
-on the remaining node. Prints one JSON line: where each actor kind ran, the removed
+``predict``, every shard of the first attempt reports its node to a gate actor and holds
+until the gate opens: a watcher thread takes the first report, removes that node, waits
+until Ray counts it gone and opens the gate, so that shard is lost mid-computation and the
+stage must run again on the remaining node. Every wait is a blocking call; nothing polls. Prints one JSON line: where each actor kind ran, the removed
 node, the stage retries the executor logged, the stage events and the output digests.
 
     python tests/orchestrator/_multinode.py RUN_DIR
@@ -20,28 +20,60 @@ import logging
 import os
 import sys
 import threading
-import time
-from pathlib import Path
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _holding_predictor(markers: str):
-    """A ``Predictor`` whose round-0 predict shards wait, after marking themselves as
-    running on their node, until ``markers/removed`` exists (at most 120 s)."""
+GATE = "multinode-gate"
+
+
+def _gate_class():
+    """A Ray actor the held shards and the driver meet at, with blocking calls only:
+    shards report their node and wait until the gate opens; the driver waits for the
+    first report, removes that node, then opens the gate."""
+    import asyncio
+
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Gate:
+        def __init__(self) -> None:
+            self.running: asyncio.Queue = asyncio.Queue()
+            self.opened = asyncio.Event()
+
+        async def arrive(self, node_id: str) -> None:
+            await self.running.put(node_id)
+
+        async def first_arrival(self) -> str:
+            return await self.running.get()
+
+        async def wait_open(self) -> None:
+            await self.opened.wait()
+
+        async def open(self) -> None:
+            self.opened.set()
+
+        async def is_open(self) -> bool:
+            return self.opened.is_set()
+
+    return Gate
+
+
+def _holding_predictor():
+    """A ``Predictor`` whose round-0 predict shards report their node to the gate and
+    wait (at most 120 s) until it opens, i.e. until a node has been removed."""
     from pseudocell.actors import stage_actors
 
     class Predictor(stage_actors.actor_class("Predictor")):  # same kind name
         def shard(self, spec, inp, cfg, item, die=False):
-            m = Path(markers)
-            if (spec.name, inp.round) == ("predict", 0) and not (m / "removed").exists():
-                (m / f"running-{self.node_id()}").touch()
-                deadline = time.monotonic() + 120
-                while not (m / "removed").exists():
-                    if time.monotonic() > deadline:
-                        raise TimeoutError("no node was removed within 120 s")
-                    time.sleep(0.05)
+            import ray
+
+            if (spec.name, inp.round) == ("predict", 0):
+                gate = ray.get_actor(GATE)
+                if not ray.get(gate.is_open.remote()):
+                    gate.arrive.remote(self.node_id())
+                    ray.get(gate.wait_open.remote(), timeout=120)
             return super().shard(spec, inp, cfg, item, die)
 
     return Predictor
@@ -57,9 +89,7 @@ def main(run_dir: str) -> None:
     from pseudocell.orchestrator.run import resume
 
     cfg = tiny_config()
-    markers = Path(run_dir).parent / "multinode-markers"
-    markers.mkdir()
-    holding = _holding_predictor(str(markers))
+    holding = _holding_predictor()
     ray_executor.actor_class = lambda kind: holding if kind == "Predictor" else actor_class(kind)
     retries: list[str] = []
 
@@ -70,7 +100,8 @@ def main(run_dir: str) -> None:
 
     logging.getLogger(ray_executor.__name__).addHandler(Retries())
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "include_dashboard": False, "object_store_memory": 128 * 2**20})
+        "num_cpus": 0, "include_dashboard": False, "object_store_memory": 128 * 2**20,
+        "resources": {"head": 1}})
     nodes = {"gpu": cluster.add_node(num_cpus=1, resources={"gpu_node": 1},
                                      object_store_memory=96 * 2**20),
              "cpu-a": cluster.add_node(num_cpus=2, resources={"cpu_node": 1},
@@ -84,32 +115,21 @@ def main(run_dir: str) -> None:
                                        "PUFeatureLearner": {"gpu_node": 0.5},
                                        "Predictor": {"cpu_node": 0.5}})
     out = {"placement": {}, "removed": None, "events": [], "retries": retries}
-    stop = threading.Event()
 
-    def remove_a_busy_node() -> None:
-        """Remove the node of the first running shard, wait until Ray knows it is dead,
-        then let the held shards go."""
+    def remove_a_busy_node(gate) -> None:
+        """Remove the node of the first held shard, wait until Ray counts it gone (Ray's
+        own Cluster.wait_for_nodes), then open the gate for the held shards."""
         import ray
 
         try:
-            while not stop.is_set():
-                running = [name_of.get(p.name[len("running-"):])
-                           for p in sorted(markers.glob("running-*"))]
-                if running:
-                    victim = running[0]
-                    out["removed"] = victim
-                    cluster.remove_node(nodes[victim], allow_graceful=False)
-                    dead, deadline = nodes[victim].node_id, time.monotonic() + 60
-                    while any(n["NodeID"] == dead and n["Alive"] for n in ray.nodes()):
-                        if time.monotonic() > deadline:
-                            raise TimeoutError(f"node {victim} still alive after removal")
-                        time.sleep(0.2)
-                    return
-                time.sleep(0.05)
+            victim = name_of[ray.get(gate.first_arrival.remote(), timeout=120)]
+            out["removed"] = victim
+            cluster.remove_node(nodes[victim], allow_graceful=False)
+            cluster.wait_for_nodes(timeout=60)
         except BaseException as e:  # reported in the JSON line
             out["watcher_error"] = repr(e)
         finally:
-            (markers / "removed").touch()
+            ray.get(gate.open.remote())
 
     try:
         with RayExecutor(opts) as ex:
@@ -128,13 +148,13 @@ def main(run_dir: str) -> None:
                         else "PUFeatureLearner"
                     out["placement"].setdefault(kind, set()).add(where(ex._singletons[kind]))
 
-            watcher = threading.Thread(target=remove_a_busy_node, daemon=True)
+            gate = _gate_class().options(name=GATE, resources={"head": 0.01}).remote()
+            watcher = threading.Thread(target=remove_a_busy_node, args=(gate,), daemon=True)
             watcher.start()
             try:
                 resume(run_dir, ex, progress=progress)
             finally:
-                stop.set()
-                watcher.join(timeout=70)
+                watcher.join(timeout=200)
         from pseudocell.storage.layout import RunLayout
 
         out["digests"] = output_digests(RunLayout(run_dir), cfg)
