@@ -165,10 +165,11 @@ def check_points(refs: list[str | int], yx: np.ndarray, images: ImageSet, *, lay
     shapes = images.shapes
     for n, (i, (y, x)) in enumerate(zip(img_ids, yx)):
         h, w = shapes[i]
-        if not (0 <= y <= h - 1 and 0 <= x <= w - 1):
+        # pixel k covers [k - 0.5, k + 0.5): a centroid may lie in the last pixel's half
+        if not (-0.5 <= y < h - 0.5 and -0.5 <= x < w - 0.5):
             raise InvalidInputError(
                 f"{name}: point {n} (y={y:g}, x={x:g}) lies outside image {i!r} of size "
-                f"{h}x{w}. Coordinates are (row y, column x) in pixels; check the axis order."
+                f"{h}x{w} (valid: -0.5 <= y < {h - 0.5:g}, -0.5 <= x < {w - 0.5:g}). Coordinates are (row y, column x) in pixels; check the axis order."
             )
     keys = [(i, round(y, 3), round(x, 3)) for i, (y, x) in zip(img_ids, yx)]
     seen: set = set()
