@@ -8,8 +8,9 @@ A dataset is a folder of images plus full ground truth given as
 
 with the ground-truth file name derived from the image name by ``gt_replace``
 (``["cells", "dots"]`` maps ``001cells.png`` to ``001dots.png``). The split comes from a
-CSV (``image,split`` with split ∈ {train, test}) or, without one, the last
-``test_fraction`` of the images in name order are test images. ``tiles = k`` cuts every
+CSV (``image,split`` with split ∈ {train, test}) or, without one, a ``test_fraction`` of
+the images: drawn at random with ``split_seed``, or the last ones in name order when no
+seed is given. ``tiles = k`` cuts every
 image into k × k tiles first (for sets of one or a few large images).
 
 Example TOML::
@@ -53,6 +54,7 @@ class DatasetSpec:
     gt_replace: tuple[str, str] | None = None
     split: str | None = None
     test_fraction: float = 0.2
+    split_seed: int | None = None
     tiles: int = 1
     radius: float = 15.0
 
@@ -171,7 +173,13 @@ def load_dataset(spec: DatasetSpec) -> Dataset:
 def _test_ids(spec: DatasetSpec, ids: list[str]) -> set[str]:
     if spec.split is None:
         n_test = max(1, int(round(spec.test_fraction * len(ids))))
-        return set(ids[-n_test:])
+        if spec.split_seed is None:
+            return set(ids[-n_test:])
+        base = sorted(dict.fromkeys(i.split("_t")[0] if spec.tiles > 1 else i for i in ids))
+        n_test = max(1, int(round(spec.test_fraction * len(base))))
+        pick = np.random.default_rng(spec.split_seed).permutation(len(base))[:n_test]
+        test_base = {base[k] for k in pick}
+        return {i for i in ids if (i.split("_t")[0] if spec.tiles > 1 else i) in test_base}
     with open(spec.split, newline="", encoding="utf-8-sig") as f:
         rows = list(csv.DictReader(f))
     split = {image_id(r["image"]): r["split"].strip().lower() for r in rows}
@@ -214,7 +222,7 @@ def parse_dataset_arg(text: str) -> DatasetSpec:
             d[k] = tuple(v.split(":"))
         elif k in ("test_fraction", "radius"):
             d[k] = float(v)
-        elif k == "tiles":
+        elif k in ("tiles", "split_seed"):
             d[k] = int(v)
         else:
             d[k] = v

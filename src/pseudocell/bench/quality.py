@@ -11,6 +11,8 @@ points (seeded), then run
 4. ``pu_direct``: round-0 detections classified by nnPU (Elkan-Noto prior), no re-training;
 5. ``pseudocell``: the loop, ``cfg.rounds`` rounds;
 6. ``full``: the detector trained on all ground-truth points (upper bound);
+7. ``log_full``: LoG with polarity, scale and threshold tuned on the training images'
+   FULL ground truth (the upper bound of the classical method);
 
 and score each on the held-out images with one-to-one matching at the dataset radius.
 Nothing is tuned on the held-out images.
@@ -28,13 +30,14 @@ import numpy as np
 
 from pseudocell.bench.datasets import Dataset, DatasetSpec, load_dataset
 from pseudocell.bench.methods import (detect_log, detect_supervised, pu_direct,
-                                      tune_log_on_points)
+                                      tune_log_full, tune_log_on_points)
 from pseudocell.config import Config
 from pseudocell.core.metrics import match_points, pooled
 from pseudocell.data.points import hide_points, points_by_image
 from pseudocell.orchestrator.executors import LocalExecutor
 from pseudocell.orchestrator.run import prepare_run, run_loop
 from pseudocell.results.reader import RunResults
+from pseudocell.stages.scale import read_scale
 from pseudocell.validation import RunInputs
 
 __all__ = ["METHODS", "run_quality", "summarize", "markdown_report", "write_result",
@@ -42,7 +45,8 @@ __all__ = ["METHODS", "run_quality", "summarize", "markdown_report", "write_resu
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("supervised_partial", "masked_round0", "log", "pu_direct", "pseudocell", "full")
+METHODS = ("supervised_partial", "masked_round0", "log", "pu_direct", "pseudocell", "full",
+           "log_full")
 
 #: A few minutes on 2 cores: narrow budgets, one pseudo-label round.
 QUICK_CONFIG = Config(rounds=1, detector_iters=150, pu_epochs=5)
@@ -73,6 +77,9 @@ def _one_seed(ds: Dataset, cfg: Config, seed: int, keep: float, out: Path,
     timings["pseudocell"] = time.perf_counter() - t0
     rows = metrics["rounds"]
     run = RunResults(layout, cfg)
+    sc = read_scale(layout.uri(run.manifest(0, "scale")["outputs"]["scale"]["uri"]))
+    res["cell_diameter"] = sc.diameter
+    res["scale"] = sc.scale
     score["masked_round0"] = _score(_peaks(run.detections(0, heldout=True), ds.test.ids),
                                     ds.test_gt, ds.test.ids, spec.radius)
     score["pseudocell"] = _score(_peaks(run.detections(cfg.rounds, heldout=True), ds.test.ids),
@@ -81,31 +88,67 @@ def _one_seed(ds: Dataset, cfg: Config, seed: int, keep: float, out: Path,
 
     if "supervised_partial" in methods:
         t0 = time.perf_counter()
-        det = detect_supervised(ds.train, points, ds.test, cfg, seed)
+        det = detect_supervised(ds.train, points, ds.test, cfg, seed, sc.scale)
         score["supervised_partial"] = _score(det, ds.test_gt, ds.test.ids, spec.radius)
         timings["supervised_partial"] = time.perf_counter() - t0
     if "full" in methods:
         t0 = time.perf_counter()
-        det = detect_supervised(ds.train, ds.train_gt, ds.test, cfg, seed)
+        det = detect_supervised(ds.train, ds.train_gt, ds.test, cfg, seed, sc.scale)
         score["full"] = _score(det, ds.test_gt, ds.test.ids, spec.radius)
         timings["full"] = time.perf_counter() - t0
     if "log" in methods:
         t0 = time.perf_counter()
-        params = tune_log_on_points(ds.train, points)
-        score["log"] = _score(detect_log(ds.test, params, cfg.peak_min_distance), ds.test_gt,
-                              ds.test.ids, spec.radius)
+        params = tune_log_on_points(ds.train, points, min_distance=cfg.peak_min_distance,
+                                    scale=sc.scale)
+        score["log"] = _score(detect_log(ds.test, params, cfg.peak_min_distance, sc.scale),
+                              ds.test_gt, ds.test.ids, spec.radius)
         res["log_params"] = params
         timings["log"] = time.perf_counter() - t0
+    if "log_full" in methods:
+        t0 = time.perf_counter()
+        params = tune_log_full(ds.train, ds.train_gt, radius=spec.radius, scale=sc.scale,
+                               min_distance=cfg.peak_min_distance)
+        score["log_full"] = _score(detect_log(ds.test, params, cfg.peak_min_distance,
+                                              sc.scale), ds.test_gt, ds.test.ids, spec.radius)
+        res["log_full_params"] = params
+        timings["log_full"] = time.perf_counter() - t0
     if "pu_direct" in methods:
         t0 = time.perf_counter()
         det, prior = pu_direct(ds.train, points, _peaks(run.detections(0), ds.train.ids),
                                ds.test, _peaks(run.detections(0, heldout=True), ds.test.ids),
-                               cfg, seed)
+                               cfg, seed, sc.scale)
         score["pu_direct"] = _score(det, ds.test_gt, ds.test.ids, spec.radius)
         res["pu_direct_prior"] = prior
         timings["pu_direct"] = time.perf_counter() - t0
     res["scores"] = score
     res["seconds"] = timings
+    return res
+
+
+def _cached_seed(ds: Dataset, cfg: Config, seed: int, keep: float, out: Path,
+                 methods: Sequence[str]) -> dict:
+    """:func:`_one_seed`, written to ``out/result.json`` as soon as it is done and reused
+    when the same dataset, config, keep and methods ask for it again (a long benchmark
+    that stops keeps every finished seed)."""
+    key = {"config_hash": cfg.config_hash, "keep": keep, "methods": sorted(methods),
+           "spec": {k: (list(v) if isinstance(v, tuple) else v)
+                    for k, v in ds.spec.__dict__.items()},
+           "n_train": len(ds.train.ids), "n_test": len(ds.test.ids)}
+    path = out / "result.json"
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            old = None
+        if old is not None and old.get("key") == key:
+            logger.info("bench dataset=%s seed=%d: reusing %s", ds.spec.name, seed, path)
+            return old["result"]
+    logger.info("bench dataset=%s seed=%d", ds.spec.name, seed)
+    res = _one_seed(ds, cfg, seed, keep, out, methods)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"key": key, "result": res}, indent=1, default=float))
+    tmp.replace(path)
     return res
 
 
@@ -124,9 +167,8 @@ def run_quality(specs: Sequence[DatasetSpec], *, cfg: Config, seeds: Sequence[in
                     len(ds.test.ids))
         per_seed = {}
         for seed in seeds:
-            logger.info("bench dataset=%s seed=%d", spec.name, seed)
-            per_seed[str(seed)] = _one_seed(ds, cfg, seed, keep, out_dir / spec.name /
-                                            f"seed{seed}", methods)
+            per_seed[str(seed)] = _cached_seed(ds, cfg, seed, keep, out_dir / spec.name /
+                                               f"seed{seed}", methods)
         result["datasets"][spec.name] = {"spec": {k: (list(v) if isinstance(v, tuple) else v)
                                                   for k, v in spec.__dict__.items()},
                                          "n_train": len(ds.train.ids),
@@ -177,7 +219,33 @@ def summarize(result: dict) -> dict:
         if "pseudocell" in rows and "full" in rows and rows["full"]["f1"]["mean"] > 0:
             rows["ratio_pseudocell_over_full"] = (rows["pseudocell"]["f1"]["mean"]
                                                   / rows["full"]["f1"]["mean"])
+        rows["targets"] = targets(d["seeds"])
         out[name] = rows
+    return out
+
+
+#: Methods pseudocell must beat on every seed (the upper bounds ``full`` and the
+#: ground-truth-tuned ``log_full`` are reported, and ``log_full`` is to be beaten too).
+BASELINES = ("supervised_partial", "masked_round0", "log", "pu_direct", "log_full")
+
+
+def targets(seeds: dict) -> dict:
+    """Issue 15's targets on one dataset from its per-seed results: mean F1 >= 0.95 x
+    fully supervised, sd over seeds <= 0.02, above every baseline on every seed."""
+    f = {m: [s["scores"][m]["f1"] for s in seeds.values() if m in s["scores"]]
+         for m in ("pseudocell", "full", *BASELINES)}
+    if not f["pseudocell"]:
+        return {}
+    out = {"pseudocell_f1_per_seed": f["pseudocell"],
+           "cell_diameter_per_seed": [s.get("cell_diameter") for s in seeds.values()],
+           "sd_ok": bool(len(f["pseudocell"]) < 2 or np.std(f["pseudocell"], ddof=1) <= 0.02)}
+    if f["full"]:
+        out["ratio_ok"] = bool(np.mean(f["pseudocell"]) >= 0.95 * np.mean(f["full"]))
+    beaten = {m: bool(len(v) == len(f["pseudocell"]) and
+                      all(p > b for p, b in zip(f["pseudocell"], v)))
+              for m, v in f.items() if m in BASELINES and v}
+    out["beats_every_baseline_on_every_seed"] = all(beaten.values()) if beaten else None
+    out["not_beaten"] = sorted(m for m, ok in beaten.items() if not ok)
     return out
 
 
@@ -199,10 +267,23 @@ def markdown_report(result: dict) -> str:
                 cells += [f"{r['f1']['mean']:.3f} ± {r['f1']['sd']:.3f}",
                           f"{r['precision']['mean']:.3f}", f"{r['recall']['mean']:.3f}"]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    for n in names:
-        if "ratio_pseudocell_over_full" in summ[n]:
-            lines.append(f"\n{n}: pseudocell F1 / fully supervised F1 = "
-                         f"{summ[n]['ratio_pseudocell_over_full']:.3f}")
+    lines += ["", "Per dataset: cell diameter estimated at the clicks (px, per seed), F1 per "
+                  "seed, and issue 15's targets.", "",
+              "| dataset | diameter | pseudocell F1 per seed | full F1 per seed | "
+              "ratio to full | sd <= 0.02 | beats every baseline, every seed |",
+              "|---|---|---|---|---:|---|---|"]
+    for n, d in result["datasets"].items():
+        t = summ[n].get("targets") or {}
+        diam = ", ".join(f"{v:.1f}" for v in t.get("cell_diameter_per_seed", []) if v)
+        full = ", ".join(f"{s['scores']['full']['f1']:.3f}" for s in d["seeds"].values()
+                         if "full" in s["scores"])
+        ratio = summ[n].get("ratio_pseudocell_over_full")
+        beats = t.get("beats_every_baseline_on_every_seed")
+        lines.append(
+            f"| {n} | {diam} | {', '.join(f'{v:.3f}' for v in t.get('pseudocell_f1_per_seed', []))}"
+            f" | {full} | {'-' if ratio is None else f'{ratio:.3f}'}"
+            f" | {'yes' if t.get('sd_ok') else 'no'}"
+            f" | {'yes' if beats else 'no (' + ', '.join(t.get('not_beaten', [])) + ')'} |")
     from pseudocell.results.report import round_table_markdown
 
     for n, d in result["datasets"].items():
