@@ -35,6 +35,9 @@ NON_ALGORITHMIC_FIELDS = frozenset({"device", "num_threads"})
 #: so that changing them re-runs no stage.
 FINAL_ONLY_FIELDS = frozenset({"collapse_ratio"})
 
+#: Fields whose None default means "chosen by the run" and that accept "auto" for it.
+AUTO_FIELDS = ("cell_diameter", "peak_threshold")
+
 #: Largest seed numpy's and torch's generators take (seeds are unsigned 32-bit).
 MAX_SEED = 2**32 - 1
 
@@ -62,6 +65,15 @@ class Config:
     rounds : int, default=2
         Pseudo-labelling rounds. Round ``rounds`` only trains and predicts the final
         detector, so ``rounds=2`` trains three detectors (the paper's rounds 0, 1, 2).
+    cell_diameter : float or None, default=None ("auto")
+        Cell diameter (px) in the user's images, as a blob: a nucleus stain's nucleus, a
+        bright-field cell's bright interior. None (or ``"auto"`` in TOML and on the CLI)
+        estimates it at the clicked cells (scale-space Laplacian of Gaussian, logged and
+        written to ``round_000/scale/scale.json``). Images are resized so that cells are
+        :data:`~pseudocell.core.scale.CANONICAL_DIAMETER` (12) px across before any
+        stage sees them; every pixel setting below (``sigma``, ``mask_radius``,
+        ``detector_crop``, ``peak_min_distance``, ``patch_size``) is in pixels of the
+        resized images. Points, detections and ``radius`` stay in original pixels.
     sigma : float, default=6.0
         Gaussian sigma (px) of the heatmap target at each point; peak value 1.
     mask_radius : float, default=12.0
@@ -79,8 +91,16 @@ class Config:
         ``absolute``: peaks of the raw detector output above ``peak_threshold``.
         ``reference``: the reference code's per-image 0-255 scaling with threshold 128,
         which yields peaks even on a blank prediction.
-    peak_threshold : float, default=0.3
-        Absolute threshold on the detector output (targets peak at 1).
+    peak_threshold : float or None, default=None
+        Threshold on the detector output (targets peak at 1). None calibrates it in every
+        round from the run's own labels on the training images (held-out images never
+        influence it): Otsu's split of the candidate peak values, lowered if needed so
+        that ``peak_recall`` of the known positives stay detected; the value used is the
+        round's ``peak_threshold`` metric and travels with the final model. A number
+        fixes it (before this existed: 0.3).
+    peak_recall : float, default=0.9
+        Share of the known positive points (annotated and pseudo-positive) whose heatmap
+        peak the calibrated threshold must keep.
     peak_min_distance : int, default=6
     patch_size : int, default=27
         Side (px, odd) of the patches cropped around peaks for the PU learner.
@@ -130,7 +150,8 @@ class Config:
     mode: str = DEFAULT_MODE
     seed: int = 0
     rounds: int = 2
-    # targets / masks
+    cell_diameter: float | None = None
+    # targets / masks (px at the canonical cell size)
     sigma: float = 6.0
     mask_radius: float = 12.0
     # detector
@@ -141,7 +162,8 @@ class Config:
     detector_lr: float = 1e-3
     # peaks / patches
     peak_mode: str = "absolute"
-    peak_threshold: float = 0.3
+    peak_threshold: float | None = None
+    peak_recall: float = 0.9
     peak_min_distance: int = 6
     patch_size: int = 27
     # PU learner
@@ -168,6 +190,10 @@ class Config:
     num_threads: int | None = None
 
     def __post_init__(self) -> None:
+        for name in AUTO_FIELDS:  # "auto" in TOML / on the CLI means None
+            v = getattr(self, name)
+            if isinstance(v, str) and v.strip().lower() == "auto":
+                object.__setattr__(self, name, None)
         for name in ("unet_widths", "extra_radii"):
             if isinstance(getattr(self, name), list):
                 object.__setattr__(self, name, tuple(getattr(self, name)))
@@ -211,6 +237,8 @@ class Config:
         need(0.0 < self.neg_peak_quantile <= 1.0, "neg_peak_quantile", "in (0, 1]")
         need(isinstance(self.rounds, int) and self.rounds >= 0, "rounds", "an integer >= 0")
         need(0 <= self.seed <= MAX_SEED, "seed", f"an integer in [0, {MAX_SEED}] (2**32 - 1)")
+        need(self.cell_diameter is None or self.cell_diameter >= 2, "cell_diameter",
+             "'auto' or a diameter in pixels >= 2")
         need(self.sigma > 0, "sigma", "> 0")
         need(self.mask_radius > 0, "mask_radius", "> 0")
         need(self.radius > 0, "radius", "> 0")
@@ -229,7 +257,9 @@ class Config:
         )
         need(self.detector_lr > 0, "detector_lr", "> 0")
         need(self.peak_mode in ("absolute", "reference"), "peak_mode", "'absolute' or 'reference'")
-        need(self.peak_threshold > 0, "peak_threshold", "> 0")
+        need(self.peak_threshold is None or self.peak_threshold > 0, "peak_threshold",
+             "None (calibrated) or > 0")
+        need(0.0 < self.peak_recall <= 1.0, "peak_recall", "in (0, 1]")
         need(self.peak_min_distance >= 1, "peak_min_distance", ">= 1")
         need(self.patch_size >= 3 and self.patch_size % 2 == 1, "patch_size", "odd and >= 3")
         need(self.pu_prior is None or 0.0 < self.pu_prior < 1.0, "pu_prior", "None or in (0, 1)")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ from pseudocell.config import Config, load_config
 from pseudocell.core.detector import load_unet, predict_heatmap
 from pseudocell.core.metrics import match_points, pooled
 from pseudocell.core.peaks import find_peaks
+from pseudocell.core.scale import from_scaled, resize_image, scale_factor
 from pseudocell.data.images import image_id
 from pseudocell.data.overlay import draw_overlay
 from pseudocell.data.points import (points_by_image, read_points_csv, write_napari_csv,
@@ -21,6 +23,9 @@ from pseudocell.validation import (check_device, check_output_path, check_points
 __all__ = ["detect_folder", "evaluate_files", "resolve_model"]
 
 logger = logging.getLogger(__name__)
+
+#: The fixed peak threshold of models made before thresholds were calibrated.
+LEGACY_PEAK_THRESHOLD = 0.3
 
 
 def resolve_model(model: str | Path) -> tuple[Path, Config, dict]:
@@ -43,16 +48,30 @@ def resolve_model(model: str | Path) -> tuple[Path, Config, dict]:
 
 def detect_folder(model: str | Path, images: str | Path, out: str | Path, *, pattern: str = "*",
                   threshold: float | None = None, overlays: bool = True,
-                  device: str | None = None) -> int:
+                  device: str | None = None, cell_diameter: float | None = None) -> int:
     """Detect cells in every image of a folder; returns the number of detections.
 
-    Writes ``out/detections.csv`` (napari, frame = image order), ``out/detections_table.csv``
+    Images are resized as in the model's run (its cell size, or ``cell_diameter`` px when
+    the new images' cells differ) and cut at the peak threshold of the model's round
+    (or ``threshold``). Writes ``out/detections.csv`` (napari, frame = image order), ``out/detections_table.csv``
     (image,y,x,value) and, optionally, ``out/overlays/<image>.png``. Every input (model,
     images, device, ``out``) is checked before anything is written. ``device`` replaces
     the run's ``device``.
     """
     check_output_path(out, name="--out", example="--out detections/")
+    if cell_diameter is not None and not (math.isfinite(cell_diameter) and cell_diameter >= 2):
+        raise InvalidInputError(f"--cell-diameter must be a diameter in pixels >= 2, got "
+                                f"{cell_diameter!r}; leave it out to resize as the model's run did")
     path, cfg, ck = resolve_model(model)
+    meta = ck["meta"]
+    threshold = threshold if threshold is not None else (
+        cfg.peak_threshold if cfg.peak_threshold is not None else meta.get("peak_threshold"))
+    if threshold is None:
+        threshold = LEGACY_PEAK_THRESHOLD
+        logger.warning("the model carries no peak threshold; using %.2f (pass --threshold)",
+                       threshold)
+    scale = float(meta.get("scale", 1.0)) if cell_diameter is None else \
+        scale_factor(cell_diameter)
     cfg = cfg.replace(**{k: v for k, v in (("peak_threshold", threshold),
                                            ("device", device)) if v is not None})
     check_device(cfg.device, name="--device" if device is not None else
@@ -63,8 +82,10 @@ def detect_folder(model: str | Path, images: str | Path, out: str | Path, *, pat
     out.mkdir(parents=True, exist_ok=True)
     rows: dict[str, list] = {"image_id": [], "y": [], "x": [], "value": []}
     for i, im in zip(imgs.ids, imgs.images):
-        pts, vals = find_peaks(predict_heatmap(net, im), threshold=cfg.peak_threshold,
+        pts, vals = find_peaks(predict_heatmap(net, resize_image(im, scale)),
+                               threshold=cfg.peak_threshold,
                                min_distance=cfg.peak_min_distance, mode=cfg.peak_mode)
+        pts = from_scaled(pts, im.shape, scale)
         rows["image_id"] += [i] * len(pts)
         rows["y"] += pts[:, 0].tolist()
         rows["x"] += pts[:, 1].tolist()

@@ -92,3 +92,32 @@ def test_equal_values_sorted_by_position():
 def test_bad_mode():
     with pytest.raises(ValueError):
         find_peaks(np.zeros((5, 5)), mode="relative")
+
+
+def test_calibrated_threshold_splits_cells_from_clutter_and_keeps_known_cells():
+    from pseudocell.core.peaks import calibrate_threshold
+
+    rng = np.random.default_rng(0)
+    clutter = rng.uniform(0.25, 0.45, 300)      # a detector firing on background
+    cells = rng.uniform(0.8, 1.1, 200)
+    t = calibrate_threshold(np.r_[clutter, cells], cells[:50])
+    assert clutter.max() < t < cells.min()
+    # known cells with weak peaks pull it down: at most 10 % of them may be cut
+    weak = np.r_[cells[:40], np.full(10, 0.3)]
+    t2 = calibrate_threshold(np.r_[clutter, cells], weak, recall=0.9)
+    assert (weak >= t2).mean() >= 0.9
+    assert t2 <= 0.3
+    # a collapsed heatmap (everything x 0.2) gets a threshold x 0.2: it follows the scale
+    t3 = calibrate_threshold(0.2 * np.r_[clutter, cells], 0.2 * cells[:50])
+    assert 0.2 * clutter.max() < t3 < 0.2 * cells.min()
+    # never below the floor, also with nothing to split
+    assert calibrate_threshold(np.zeros(0), np.zeros(0)) == pytest.approx(0.05)
+
+
+def test_values_at_takes_the_window_maximum():
+    from pseudocell.core.peaks import values_at
+
+    h = np.zeros((10, 10), np.float32)
+    h[4, 6] = 0.7
+    v = values_at(h, np.array([[4.0, 4.0], [0.0, 0.0], [9.4, 9.4]]), 2)
+    np.testing.assert_allclose(v, [0.7, 0.0, 0.0])

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import crop_inputs
 from pseudocell.orchestrator.executors import LocalExecutor
@@ -57,7 +58,13 @@ def test_a_collapsed_last_round_leaves_the_best_earlier_round_in_final(
     assert "collapsed" in caplog.text
     assert [r["annotated_recall"] for r in metrics["rounds"]][1] == 0.0
     final = Path(layout.root) / "final"
-    assert (final / "model.pt").read_bytes() == Path(res.model_uri(0)).read_bytes()
+    got, want = (torch.load(p, weights_only=True) for p in (final / "model.pt",
+                                                            res.model_uri(0)))
+    assert got["state_dict"].keys() == want["state_dict"].keys()
+    assert all(torch.equal(got["state_dict"][k], want["state_dict"][k])
+               for k in want["state_dict"])
+    # the threshold round 0 used travels with its model (None: the run fixed it)
+    assert got["meta"].get("peak_threshold") == metrics["rounds"][0].get("peak_threshold")
     n_rows = len((final / "detections_table.csv").read_text().splitlines()) - 1
     assert n_rows == len(res.detections(0)["y"])
     assert json.loads((final / "metrics.json").read_text())["final_round"] == 0

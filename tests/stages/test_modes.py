@@ -15,7 +15,7 @@ from pseudocell.orchestrator.executors import LocalExecutor
 from pseudocell.orchestrator.run import planned_stages, prepare_run, run_loop
 from pseudocell.results import RunResults
 from pseudocell.stages.base import Input, Mode, Output, StageInputs, StageOutputs, StageSpec
-from pseudocell.stages.loop import PARTIAL
+from pseudocell.stages.loop import PARTIAL, SCALE
 from pseudocell.stages.modes import MODES, get_mode
 from pseudocell.storage import arrays, tables
 from pseudocell.storage.layout import join
@@ -44,7 +44,7 @@ def log_points(inp: StageInputs, cfg) -> StageOutputs:
 LOG_SEEDED = Mode(
     name="log-seeded",
     before=(StageSpec("log_points", log_points, "LabelSelector", uses_gpu=False,
-                      inputs={"images": Input("images")}),),
+                      inputs={"images": Input("images")}), SCALE),
     round_stages=PARTIAL.round_stages,
     final_stages=PARTIAL.final_stages,
     initial_labels=Output("log_points", "points"),
@@ -71,7 +71,8 @@ def test_a_new_mode_runs_end_to_end_without_engine_changes(log_mode, small_crops
     done = [(e.round, e.stage) for e in events if e.status == "done"]
     assert done[0] == (0, "log_points")
     assert done == [(r, s.name) for r, s in planned_stages(layout, cfg)]
-    assert len(done) == 1 + len(PARTIAL.round_stages) + len(PARTIAL.final_stages)
+    assert done[1] == (0, "scale")
+    assert len(done) == 2 + len(PARTIAL.round_stages) + len(PARTIAL.final_stages)
     res = RunResults(layout, cfg)
     seeds = tables.read_table(join(layout.stage_dir(0, "log_points"), "points.parquet"))
     assert len(seeds["y"]) > 0

@@ -60,7 +60,8 @@ def test_the_base_config_is_the_first_trial_when_the_space_holds_it():
     base = Config()
     assert base_point(base, describe("default")) == {"alpha": 0.05, "beta": 0.05, "p": 4.0,
                                                      "lam": 0.1}
-    assert base_point(base, describe("wide"))["rounds"] == 2
+    assert base_point(base.replace(peak_threshold=0.3), describe("wide"))["rounds"] == 2
+    assert base_point(base, describe("wide")) is None  # a calibrated threshold: no point
     assert base_point(base.replace(alpha=0.5), describe("default")) is None  # outside
     assert base_point(base, SPACE) == {"alpha": 0.05, "p": 4.0}
     assert base_point(base.replace(alpha=0.1), SPACE) is None  # not one of the choices

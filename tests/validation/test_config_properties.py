@@ -78,6 +78,9 @@ def _valid_value(name: str, t: str):
         "provisional_top": st.floats(0.01, 0.99), "neg_peak_quantile": st.floats(0.01, 1.0),
         "lam": st.floats(0, 10), "pu_weight_decay": st.floats(0, 1),
         "collapse_ratio": st.floats(0, 1),
+        "cell_diameter": st.one_of(st.none(), st.floats(2, 500)),
+        "peak_threshold": st.one_of(st.none(), st.floats(1e-3, 2)),
+        "peak_recall": st.floats(0.01, 1.0),
     }
     if name in by_name:
         return by_name[name]

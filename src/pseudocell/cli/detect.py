@@ -19,8 +19,11 @@ def detect(
     images: Annotated[str, typer.Option(help="Folder of images to detect cells in.")],
     out: Annotated[str, typer.Option(help="Output folder for detections and overlays.")],
     pattern: Annotated[str, typer.Option(help="Glob selecting images.")] = "*",
-    threshold: Annotated[float | None, typer.Option(help="Peak threshold (default: the "
-                                                         "run's 'peak_threshold').")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Peak threshold (default: the one "
+                                                         "the model's round calibrated).")] = None,
+    cell_diameter: Annotated[float | None, typer.Option(
+        help="Cell diameter (px) in these images, when it differs from the model's run "
+             "(default: resize as that run did).")] = None,
     overlays: Annotated[bool, typer.Option(help="Write overlay PNGs.")] = True,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda[:N] (default: the "
                                                     "run's 'device').")] = None,
@@ -32,7 +35,7 @@ def detect(
     from pseudocell.inference import detect_folder
 
     n = detect_folder(model, images, out, pattern=pattern, threshold=threshold,
-                      overlays=overlays, device=device)
+                      overlays=overlays, device=device, cell_diameter=cell_diameter)
     typer.echo(f"{n} cells detected; see {Path(out) / 'detections.csv'}")
 
 

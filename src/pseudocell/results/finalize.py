@@ -15,7 +15,8 @@ from pseudocell.results.reader import RunResults
 from pseudocell.storage import arrays, fs
 from pseudocell.storage.layout import join
 
-__all__ = ["finalize", "choose_final_round", "round_artifacts", "final_artifacts"]
+__all__ = ["finalize", "choose_final_round", "round_warnings", "round_artifacts",
+           "final_artifacts"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +30,48 @@ def _clean(x):
     if isinstance(x, list):
         return [_clean(v) for v in x]
     return x
+
+
+def round_warnings(rows: list[dict], *, recall_drop: float = 0.05,
+                   count_factor: float = 2.0) -> list[str]:
+    """Rounds that left the run worse than the round before, by what a run knows without
+    ground truth: the share of the annotated points its detector finds
+    (``annotated_recall``) fell by more than ``recall_drop``, or its number of detections
+    on the training images (``n_detections``) shrank or grew by more than
+    ``count_factor``.
+
+    >>> round_warnings([{"round": 0, "annotated_recall": 0.9, "n_detections": 900},
+    ...                 {"round": 1, "annotated_recall": 0.5, "n_detections": 3}])[0][:40]
+    'round 1: its detector finds 50% of the a'
+    >>> round_warnings([{"round": 0, "annotated_recall": 0.9, "n_detections": 900},
+    ...                 {"round": 1, "annotated_recall": 0.88, "n_detections": 700}])
+    []
+    """
+    out = []
+    for prev, row in zip(rows, rows[1:]):
+        r = row["round"]
+        a, b = prev.get("annotated_recall"), row.get("annotated_recall")
+        if a is not None and b is not None and b < a - recall_drop:
+            out.append(f"round {r}: its detector finds {b:.0%} of the annotated points "
+                       f"against {a:.0%} in round {prev['round']}")
+        n0, n1 = prev.get("n_detections"), row.get("n_detections")
+        if n0 and n1 is not None and not n0 / count_factor <= n1 <= n0 * count_factor:
+            out.append(f"round {r}: {n1} detections on the training images against {n0} "
+                       f"in round {prev['round']}")
+    return out
+
+
+def _write_final_model(src_uri: str, dst: Path, peak_threshold: float | None) -> None:
+    """Copy a round's model to ``dst`` with the peak threshold its round used in its meta
+    (``pseudocell detect`` applies it)."""
+    import io
+
+    import torch
+
+    ck = torch.load(io.BytesIO(fs.read_bytes(src_uri)), map_location="cpu", weights_only=True)
+    if peak_threshold is not None:
+        ck["meta"]["peak_threshold"] = float(peak_threshold)
+    torch.save(ck, dst)
 
 
 def choose_final_round(recalls: list[float | None], ratio: float) -> tuple[int, str | None]:
@@ -71,11 +114,15 @@ def finalize(res: RunResults, *, overlays: bool = True) -> dict:
                 ", ".join("-" if v is None else f"{v:.2f}" for v in recalls))
     if reason is not None:
         logger.warning("%s", reason)
+    warnings = round_warnings(rows)
+    for w in warnings:
+        logger.warning("worse than the round before: %s", w)
     final = Path(layout.local_dir) / "final"
     if final.exists() and not layout.is_local:
         shutil.rmtree(final)
     final.mkdir(parents=True, exist_ok=True)
-    (final / "model.pt").write_bytes(fs.read_bytes(res.model_uri(final_round)))
+    _write_final_model(res.model_uri(final_round), final / "model.pt",
+                       rows[final_round].get("peak_threshold"))
     ids = res.image_ids
     det = res.detections(final_round)
     write_napari_csv(final / "detections.csv", ids, det)
@@ -90,7 +137,7 @@ def finalize(res: RunResults, *, overlays: bool = True) -> dict:
         _overlays(res, final / "overlays", labels, det)
     metrics = _clean({"config": res.cfg.to_dict(), "rounds": rows,
                       "final_round": final_round,
-                      "final_reason": reason})
+                      "final_reason": reason, "round_warnings": warnings})
     text = json.dumps(metrics, indent=1)
     (final / "metrics.json").write_text(text)
     (Path(layout.local_dir) / "metrics.json").write_text(text)

@@ -21,7 +21,7 @@ import numpy as np
 from pseudocell.config import Config
 
 __all__ = ["StageInputs", "StageOutputs", "ProgressFn", "stage_seed", "PLAIN", "TRAINING",
-           "SHARDED", "KINDS", "Input", "Output", "Labels", "Ref", "ShardedStage",
+           "SHARDED", "KINDS", "Input", "Output", "Prepared", "Labels", "Ref", "ShardedStage",
            "StageSpec", "Mode"]
 
 #: ``progress(done, total, value)``: training stages call it after every logging window
@@ -92,12 +92,21 @@ class Output:
 
 
 @dataclass(frozen=True)
+class Prepared:
+    """Output ``name`` of a ``before`` stage ``stage`` (they run once, in round 0), seen
+    from any round."""
+
+    stage: str
+    name: str
+
+
+@dataclass(frozen=True)
 class Labels:
     """The labels a round works from: round 0's come from the mode's ``initial_labels``,
     a later round's are the mode's ``labels`` output of the round before."""
 
 
-Ref = Input | Output | Labels
+Ref = Input | Output | Prepared | Labels
 
 PLAIN, TRAINING, SHARDED = "plain", "training", "sharded"
 KINDS = (PLAIN, TRAINING, SHARDED)
@@ -216,7 +225,7 @@ class Mode:
     name: str
     round_stages: tuple[StageSpec, ...]
     final_stages: tuple[StageSpec, ...]
-    initial_labels: Input | Output
+    initial_labels: Input | Output | Prepared
     labels: Output
     products: Mapping[str, Output]
     before: tuple[StageSpec, ...] = ()

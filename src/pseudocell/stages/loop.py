@@ -19,18 +19,20 @@ from pseudocell.core.detector import train_detector as _train_det
 from pseudocell.core.metrics import match_points, near_any, pooled
 from pseudocell.core.parallel import SINGLE, DataParallel
 from pseudocell.core.patches import crop_patches
-from pseudocell.core.peaks import find_peaks
+from pseudocell.core.peaks import PEAK_FLOOR, calibrate_threshold, find_peaks, values_at
 from pseudocell.core.pu import pu_features, train_pu as _train_pu
 from pseudocell.core.select import choose, rank_unlabeled
 from pseudocell.core.targets import make_target
 from pseudocell.data.points import points_by_image
-from pseudocell.stages.base import (SHARDED, TRAINING, Input, Labels, Mode, Output, ProgressFn,
-                                    ShardedStage, StageInputs, StageOutputs, StageSpec)
+from pseudocell.stages.base import (SHARDED, TRAINING, Input, Labels, Mode, Output, Prepared,
+                                    ProgressFn, ShardedStage, StageInputs, StageOutputs,
+                                    StageSpec)
+from pseudocell.stages.scale import read_scale, scale_images
 from pseudocell.storage import arrays, fs, tables
 from pseudocell.storage.layout import join
 
 __all__ = ["train_detector", "predict", "extract_patches", "train_pu", "rank", "select",
-           "update_labels", "evaluate", "PARTIAL"]
+           "update_labels", "evaluate", "SCALE", "PARTIAL"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +63,9 @@ def train_detector(inp: StageInputs, cfg: Config, *, parallel: DataParallel = SI
                    progress: ProgressFn | None = None) -> StageOutputs:
     """Masked-MSE detector on the current labels.
 
-    Inputs: ``images`` (stack), ``points`` (labels table: annotated / pseudo_pos are
-    positives, pseudo_neg are negatives). Outputs: ``model`` (model.pt).
+    Inputs: ``images`` (stack at the canonical scale), ``scale`` (scale.json), ``points``
+    (labels table in original pixels: annotated / pseudo_pos are positives, pseudo_neg
+    are negatives). Outputs: ``model`` (model.pt; its meta holds the scale).
 
     ``progress(step, iters, loss)`` is called every :data:`~pseudocell.core.detector.
     LOSS_WINDOW` steps (on every data-parallel worker).
@@ -73,13 +76,15 @@ def train_detector(inp: StageInputs, cfg: Config, *, parallel: DataParallel = SI
     """
     images_uri = inp.uris["images"]
     ids = arrays.stack_ids(images_uri)
+    sc = read_scale(inp.uris["scale"])
     labels = tables.read_table(inp.uris["points"])
     pos = points_by_image(labels, ids, ("annotated", "pseudo_pos"))
     neg = points_by_image(labels, ids, ("pseudo_neg",))
     imgs, tgts, msks = [], [], []
     for k, i in enumerate(ids):
         im = arrays.read_stack_item(images_uri, k)
-        t, m = make_target(im.shape, pos[i], neg[i], cfg.sigma, cfg.mask_radius)
+        t, m = make_target(im.shape, sc.to_scaled(i, pos[i]), sc.to_scaled(i, neg[i]),
+                           cfg.sigma, cfg.mask_radius)
         imgs.append(im), tgts.append(t), msks.append(m)
     t0 = time.perf_counter()
     res = _train_det(imgs, tgts, msks, widths=cfg.unet_widths, iters=cfg.detector_iters,
@@ -90,7 +95,8 @@ def train_detector(inp: StageInputs, cfg: Config, *, parallel: DataParallel = SI
     if not parallel.is_main:
         return StageOutputs({}, {})
     path = join(inp.out_dir, "model.pt")
-    _save_model(path, res.state_dict, {"widths": list(cfg.unet_widths), "sigma": cfg.sigma})
+    _save_model(path, res.state_dict, {"widths": list(cfg.unet_widths), "sigma": cfg.sigma,
+                                       "scale": sc.scale, "cell_diameter": sc.diameter})
     n_pos = sum(len(v) for v in pos.values())
     n_neg = sum(len(v) for v in neg.values())
     logger.info("train_detector round=%d n_pos=%d n_neg=%d final_loss=%.5f seconds=%.1f",
@@ -146,19 +152,32 @@ def predict_plan(inp: StageInputs, cfg: Config, n_shards: int) -> list[dict]:
 
 def predict_shard(inp: StageInputs, cfg: Config, item: dict, *,
                   device: str | None = None) -> dict:
-    """Heatmaps of the images of one work item (written into their chunks) and their
-    peaks (written as a part table). Returns ``{"part": uri, "prefix": str, "shard": int}``."""
+    """Heatmaps of the images of one work item (written into their chunks), their
+    candidate peaks (written as a part table, in original-image pixels) and, on training
+    images, the heatmap maxima at the known positives (for the calibrated threshold).
+    Returns ``{"part": uri, "prefix": str, "shard": int, "pos_values": [float]}``."""
     ck = _load_model(inp.uris["model"])
     net = load_unet(ck["state_dict"], ck["meta"]["widths"], device or cfg.device)
     images_uri = inp.uris[item["images"]]
     ids = arrays.stack_ids(images_uri)
+    sc = read_scale(inp.uris["scale"])
+    pos = {}
+    if item["prefix"] == "" and "points" in inp.uris:
+        pos = points_by_image(tables.read_table(inp.uris["points"]), ids,
+                              ("annotated", "pseudo_pos"))
+    threshold = PEAK_FLOOR if cfg.peak_threshold is None else cfg.peak_threshold
     hm_uri = join(inp.out_dir, f"{item['prefix']}heatmaps.zarr")
     cols: dict[str, list] = {"image_id": [], "y": [], "x": [], "value": []}
+    pos_values: list[float] = []
     for k in item["indices"]:
         h = predict_heatmap(net, arrays.read_stack_item(images_uri, k))
         arrays.write_stack_item(hm_uri, k, h.astype(np.float16))
-        pts, vals = find_peaks(h, threshold=cfg.peak_threshold,
+        pts, vals = find_peaks(h, threshold=threshold,
                                min_distance=cfg.peak_min_distance, mode=cfg.peak_mode)
+        if ids[k] in pos:
+            pos_values += values_at(h, sc.to_scaled(ids[k], pos[ids[k]]),
+                                    cfg.peak_min_distance).tolist()
+        pts = sc.from_scaled(ids[k], pts)
         cols["image_id"] += [ids[k]] * len(pts)
         cols["y"] += pts[:, 0].tolist()
         cols["x"] += pts[:, 1].tolist()
@@ -168,21 +187,43 @@ def predict_shard(inp: StageInputs, cfg: Config, item: dict, *,
                               "y": np.array(cols["y"], np.float64),
                               "x": np.array(cols["x"], np.float64),
                               "value": np.array(cols["value"], np.float32)})
-    return {"part": part, "prefix": item["prefix"], "shard": item["shard"]}
+    return {"part": part, "prefix": item["prefix"], "shard": item["shard"],
+            "pos_values": pos_values}
 
 
 def predict_merge(inp: StageInputs, cfg: Config, results: list[dict]) -> StageOutputs:
-    """Peaks tables from the parts (in image order); outputs of :func:`predict`."""
+    """Peaks tables from the parts (in image order), cut at the peak threshold; outputs
+    of :func:`predict`.
+
+    With ``peak_threshold=None`` the threshold is calibrated on the training images only
+    (:func:`~pseudocell.core.peaks.calibrate_threshold`: candidate peak values and the
+    heatmap maxima at the labels' positives) and applied to held-out images as well."""
     uris = {}
     results = sorted(results, key=lambda r: r["shard"])  # shards may finish in any order
+    merged = {}
     for prefix in dict.fromkeys(r["prefix"] for r in results):
         parts = [r["part"] for r in results if r["prefix"] == prefix]
         uris[f"{prefix}heatmaps"] = join(inp.out_dir, f"{prefix}heatmaps.zarr")
-        uris[f"{prefix}peaks"] = _merge_parts(inp.out_dir, f"{prefix}peaks", parts,
-                                              _EMPTY_PEAKS)
+        merged[prefix] = tables.read_table(_merge_parts(inp.out_dir, f"{prefix}peaks", parts,
+                                                        _EMPTY_PEAKS))
     fs.remove(join(inp.out_dir, "_parts"))
-    n = len(tables.read_table(uris["peaks"])["y"])
-    return StageOutputs(uris, {"n_detections": n})
+    metrics: dict = {}
+    threshold = cfg.peak_threshold
+    if threshold is None and cfg.peak_mode == "absolute":
+        pos_values = np.array([v for r in results for v in r.get("pos_values", [])])
+        threshold = calibrate_threshold(merged[""]["value"], pos_values, recall=cfg.peak_recall)
+        logger.info("predict round=%d calibrated peak threshold %.3f (%d candidates, %d "
+                    "known positives)", inp.round, threshold, len(merged[""]["value"]),
+                    len(pos_values))
+        metrics["peak_threshold"] = threshold
+    for prefix, table in merged.items():
+        if threshold is not None:
+            table = tables.take(table, np.flatnonzero(table["value"] >= threshold))
+        uris[f"{prefix}peaks"] = join(inp.out_dir, f"{prefix}peaks.parquet")
+        tables.write_table(uris[f"{prefix}peaks"], table)
+    metrics["n_detections"] = len(merged[""]["y"]) if threshold is None else \
+        int((merged[""]["value"] >= threshold).sum())
+    return StageOutputs(uris, metrics)
 
 
 def predict(inp: StageInputs, cfg: Config) -> StageOutputs:
@@ -207,6 +248,7 @@ def extract_patches_plan(inp: StageInputs, cfg: Config, n_shards: int) -> list[d
     point and is not unlabeled.
     """
     ids = arrays.stack_ids(inp.uris["images"])
+    near = read_scale(inp.uris["scale"]).length(cfg.mask_radius)  # original px
     labels = tables.read_table(inp.uris["points"])
     pos = points_by_image(labels, ids, ("annotated", "pseudo_pos"))
     known = points_by_image(labels, ids)
@@ -215,7 +257,7 @@ def extract_patches_plan(inp: StageInputs, cfg: Config, n_shards: int) -> list[d
     det_val = {i: peaks["value"][peaks["image_id"].astype(str) == i] for i in ids}
     rows: dict[str, list] = {"image_id": [], "y": [], "x": [], "set": [], "peak": []}
     for i in ids:
-        unl = ~near_any(det[i], known[i], cfg.mask_radius)
+        unl = ~near_any(det[i], known[i], near)
         pts = np.concatenate([pos[i], det[i][unl]])
         vals = np.concatenate([np.full(len(pos[i]), np.nan), det_val[i][unl]])
         rows["image_id"] += [i] * len(pts)
@@ -243,14 +285,15 @@ def extract_patches_shard(inp: StageInputs, cfg: Config, item: dict, *,
     start, stop = item["rows"]
     table = tables.read_table(join(inp.out_dir, "patches.parquet"))
     images_uri = inp.uris["images"]
+    sc = read_scale(inp.uris["scale"])
     index = {i: k for k, i in enumerate(arrays.stack_ids(images_uri))}
     img = table["image_id"][start:stop].astype(str)
     pts = np.stack([table["y"][start:stop], table["x"][start:stop]], axis=1)
     block = np.zeros((stop - start, 1, cfg.patch_size, cfg.patch_size), np.float32)
     for i in dict.fromkeys(img):  # rows are grouped by image
         m = img == i
-        block[m] = crop_patches(arrays.read_stack_item(images_uri, index[i]), pts[m],
-                                cfg.patch_size)
+        block[m] = crop_patches(arrays.read_stack_item(images_uri, index[i]),
+                                sc.to_scaled(i, pts[m]), cfg.patch_size)
     arrays.write_rows(join(inp.out_dir, "patches.zarr"), start, block)
     return {"rows": [start, stop]}
 
@@ -455,21 +498,23 @@ def _pseudo_label_quality(inp: StageInputs, ids: list[str], gt: dict[str, np.nda
 
 # -- the mode ---------------------------------------------------------------------------
 
-_IMAGES = Input("images")
+_IMAGES = Prepared("scale", "images")
+_SCALE = Prepared("scale", "scale")
 _TABLE = Output("extract_patches", "table")
 _TRAIN_DETECTOR = StageSpec(
     "train_detector", train_detector, "DetectorTrainer", TRAINING,
-    inputs={"images": _IMAGES, "points": Labels()},
+    inputs={"images": _IMAGES, "scale": _SCALE, "points": Labels()},
     series={"detector_loss": ("detector/loss", "detector_loss_steps")},
     row={"n_pos": "labels_pos", "n_neg": "labels_neg"})
 _PREDICT = StageSpec(
     "predict", predict, "Predictor", SHARDED,
-    inputs={"images": _IMAGES, "model": Output("train_detector", "model"),
-            "eval_images": Input("eval_images")},
-    optional=frozenset({"eval_images"}),
+    inputs={"images": _IMAGES, "scale": _SCALE, "model": Output("train_detector", "model"),
+            "points": Labels(), "eval_images": Prepared("scale", "eval_images")},
+    optional=frozenset({"eval_images", "points"}),
+    row={"peak_threshold": "peak_threshold", "n_detections": "n_detections"},
     shards=ShardedStage(predict_plan, predict_shard, predict_merge))
 _EVAL_INPUTS = {"images": _IMAGES, "peaks": Output("predict", "peaks"), "gt": Input("gt"),
-                "eval_images": Input("eval_images"), "eval_gt": Input("eval_gt"),
+                "eval_images": Prepared("scale", "eval_images"), "eval_gt": Input("eval_gt"),
                 "eval_peaks": Output("predict", "eval_peaks")}
 _EVAL = dict(actor="LabelSelector", run_if_any=("gt", "eval_gt"), uses_gpu=False,
              optional=frozenset({"gt", "eval_images", "eval_gt", "eval_peaks"}),
@@ -477,13 +522,22 @@ _EVAL = dict(actor="LabelSelector", run_if_any=("gt", "eval_gt"), uses_gpu=False
 
 #: The partial-annotation loop: clicked points → rounds of detector, PU features, ranker
 #: and pseudo-labels → the final detector.
+#: One cell size per run (the rounds' stages read its images and scale): a mode's last
+#: ``before`` stage, after whatever makes round 0's labels.
+SCALE = StageSpec("scale", scale_images, "Predictor", uses_gpu=False,
+                  inputs={"images": Input("images"), "points": Labels(),
+                          "eval_images": Input("eval_images")},
+                  optional=frozenset({"eval_images"}),
+                  row={"cell_diameter": "cell_diameter", "scale": "scale"})
+
 PARTIAL = Mode(
     name="partial",
+    before=(SCALE,),
     round_stages=(
         _TRAIN_DETECTOR,
         _PREDICT,
         StageSpec("extract_patches", extract_patches, "Predictor", SHARDED,
-                  inputs={"images": _IMAGES, "points": Labels(),
+                  inputs={"images": _IMAGES, "scale": _SCALE, "points": Labels(),
                           "peaks": Output("predict", "peaks")},
                   shards=ShardedStage(extract_patches_plan, extract_patches_shard,
                                       extract_patches_merge)),

@@ -4,7 +4,7 @@ the engine and the run reader."""
 from __future__ import annotations
 
 from pseudocell.errors import RunDirectoryError, StageError
-from pseudocell.stages.base import Input, Labels, Mode, Output, Ref, StageSpec
+from pseudocell.stages.base import Input, Labels, Mode, Output, Prepared, Ref, StageSpec
 from pseudocell.storage.layout import RunLayout
 from pseudocell.storage.manifest import read_manifest
 
@@ -39,7 +39,7 @@ def resolve(layout: RunLayout, mode: Mode, rnd: int, ref: Ref, given: dict, *,
         if required:
             raise StageError(f"the run has no input {ref.store!r}")
         return None
-    r = rnd + ref.offset
+    r = 0 if isinstance(ref, Prepared) else rnd + ref.offset
     path = layout.manifest(r, ref.stage)
     m = read_manifest(path) if r >= 0 else None
     if m is None:

@@ -332,6 +332,8 @@ def base_point(base: Config, space: dict) -> dict | None:
     point = {}
     for key, spec in space.items():
         v = getattr(base, key)
+        if v is None:  # chosen by the run (e.g. a calibrated peak_threshold): no point
+            return None
         inside = (v in spec["values"] if spec["type"] == "choice" else
                   spec["low"] <= v < spec["high"] if spec["type"] == "randint" else
                   spec["low"] <= v <= spec["high"])
