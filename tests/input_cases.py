@@ -296,6 +296,16 @@ CASES = {
         ["'detector_crop'", "multiple of 8", "100"], "Fix these fields"),
     "even patch size": Case(_config_file("patch_size = 28\n"), InvalidConfigError,
                             ["'patch_size'", "odd", "28"], "Fix these fields"),
+    "cell diameter as a word in TOML": Case(
+        _config_file('cell_diameter = "big"\n'), InvalidConfigError,
+        ["'cell_diameter'", "'big'", "'auto'"], "Fix these fields"),
+    "cell diameter of 1 px": Case(_config_file("cell_diameter = 1\n"), InvalidConfigError,
+                                  ["'cell_diameter'", ">= 2"], "Fix these fields"),
+    "--cell-diameter not a number": Case(
+        _override("--cell-diameter", "40px"), InvalidConfigError,
+        ["--cell-diameter", "'40px'"], "--cell-diameter 40"),
+    "peak_recall 0": Case(_config_file("peak_recall = 0\n"), InvalidConfigError,
+                          ["'peak_recall'", "(0, 1]"], "Fix these fields"),
     "alpha + beta = 1": Case(_config_file("alpha = 0.5\nbeta = 0.5\n"), InvalidConfigError,
                              ["'alpha' + 'beta'", "< 1"], "Fix these fields"),
     "negative rounds": Case(_config_file("rounds = -1\n"), InvalidConfigError,

@@ -294,7 +294,8 @@ class Config:
             else:
                 ok = isinstance(v, str)
             if not ok:
-                bad.append(f"{f.name!r} must be of type {t}, got {v!r} ({type(v).__name__})")
+                what = "a number or 'auto'" if f.name in AUTO_FIELDS else f"of type {t}"
+                bad.append(f"{f.name!r} must be {what}, got {v!r} ({type(v).__name__})")
             elif "float" in t and v is not None and not all(
                     math.isfinite(x) for x in (v if isinstance(v, tuple) else (v,))):
                 bad.append(f"{f.name!r} must be a finite number, got {v!r}")

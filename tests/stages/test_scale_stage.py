@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from pseudocell.core.scale import CANONICAL_DIAMETER, resize_image, scaled_shape, to_scaled
 from pseudocell.errors import InvalidInputError
@@ -102,3 +103,37 @@ def test_a_run_on_large_cells_reports_everything_in_original_pixels(small_crops,
     for i, y, x in zip(lab["image_id"][added], lab["y"][added], lab["x"][added]):
         m = det0["image_id"].astype(str) == str(i)
         assert np.min(np.hypot(det0["y"][m] - y, det0["x"][m] - x)) < 1e-6
+
+
+def test_detect_applies_the_final_models_scale_and_threshold(small_crops, tiny_cfg, tmp_path):
+    """A run on large cells, then `detect` with its final model on the same files: the
+    model's meta carries the scale and the calibrated threshold, so the detections are
+    the run's own, byte for byte."""
+    import tifffile
+
+    from pseudocell.inference import detect_folder
+    from pseudocell.validation import load_image_folder
+
+    images, gt = _bigger(*small_crops, 3.0)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, im in zip(images.ids, images.images):
+        tifffile.imwrite(folder / f"{i}.tif", im.astype(np.float32))
+    files = load_image_folder(folder)
+    pts = _bigger(small_crops[0], crop_inputs(small_crops).points, 3.0)[1]
+    cfg = tiny_cfg.replace(rounds=0, peak_threshold=None)
+    layout = prepare_run(tmp_path / "run", cfg, RunInputs(files, pts, None, None, None))
+    metrics = run_loop(layout, cfg, LocalExecutor())
+    ck = torch.load(tmp_path / "run" / "final" / "model.pt", weights_only=True)
+    assert ck["meta"]["scale"] == metrics["rounds"][0]["scale"] < 0.6
+    assert ck["meta"]["peak_threshold"] == metrics["rounds"][0]["peak_threshold"]
+    detect_folder(tmp_path / "run", folder, tmp_path / "det", overlays=False)
+    got = (tmp_path / "det" / "detections_table.csv").read_text()
+    assert got == (tmp_path / "run" / "final" / "detections_table.csv").read_text()
+    assert len(got.splitlines()) > 1
+    # other cells than the run's: --cell-diameter resizes by 10.5 / diameter instead
+    n = detect_folder(tmp_path / "run", folder, tmp_path / "det2", overlays=False,
+                      cell_diameter=CANONICAL_DIAMETER)
+    assert (tmp_path / "det2" / "detections_table.csv").read_text() != got or n == 0
+    with pytest.raises(InvalidInputError, match="--cell-diameter"):
+        detect_folder(tmp_path / "run", folder, tmp_path / "det3", cell_diameter=0.5)

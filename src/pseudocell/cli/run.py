@@ -11,6 +11,7 @@ import typer
 
 from pseudocell.cli.app import command, console, state, with_options
 from pseudocell.cli.options import ExecutorOptions, TrackingOptions
+from pseudocell.errors import InvalidConfigError
 
 __all__ = ["run", "resume", "demo", "execute", "print_round_table"]
 
@@ -66,6 +67,11 @@ def _summary(layout, cfg, metrics: dict, tracker, seconds: float) -> None:
     if metrics.get("final_reason"):
         t.add_row("final detector", f"[yellow]round {final['round']}: "
                                     f"{metrics['final_reason']}[/yellow]")
+    if rounds and rounds[0].get("cell_diameter") is not None:
+        t.add_row("cell diameter", f"{rounds[0]['cell_diameter']:.1f} px (images resized by "
+                                   f"{rounds[0].get('scale', 1.0):.3f})")
+    for w in metrics.get("round_warnings") or []:
+        t.add_row("warning", f"[yellow]{w}[/yellow]")
     if "labels_pos" in final:
         t.add_row("final detector trained on",
                   f"{final['labels_pos']} positive and {final['labels_neg']} negative points")
@@ -104,6 +110,17 @@ def _config(config: str | None, overrides: dict):
     return Config.from_dict({k: v for k, v in overrides.items() if v is not None})
 
 
+def _diameter(text: str | None) -> float | str | None:
+    """``--cell-diameter``: a number of pixels, or 'auto' (validated with the config)."""
+    if text is None or text.strip().lower() == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise InvalidConfigError(f"--cell-diameter {text!r}: give a diameter in pixels "
+                                 "(e.g. --cell-diameter 40) or 'auto'") from None
+
+
 @command()
 @with_options(ex=ExecutorOptions, tracking=TrackingOptions)
 def run(
@@ -130,6 +147,8 @@ def run(
     beta: Annotated[float | None, typer.Option(help="Override config 'beta'.")] = None,
     p: Annotated[float | None, typer.Option(help="Override config 'p'.")] = None,
     seed: Annotated[int | None, typer.Option(help="Override config 'seed'.")] = None,
+    cell_diameter: Annotated[str | None, typer.Option(
+        help="Cell diameter in px, or 'auto' (default: measured at your clicks).")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda[:N].")] = None,
     force: Annotated[bool, typer.Option("--force", help="Delete an existing run directory "
                                                         "that has a different config.")] = False,
@@ -146,7 +165,8 @@ def run(
 
     check_output_path(out, name="--out")
     cfg = _config(config, {"mode": mode, "rounds": rounds, "alpha": alpha, "beta": beta,
-                           "p": p, "seed": seed, "device": device})
+                           "p": p, "seed": seed, "device": device,
+                           "cell_diameter": _diameter(cell_diameter)})
     check_device(cfg.device, name="--device" if device is not None else "config 'device'")
     inputs = load_run_inputs(images, points, gt=gt, eval_images=eval_images, eval_gt=eval_gt,
                              pattern=pattern)
