@@ -7,7 +7,8 @@ from PIL import Image
 
 from pseudocell.bench.datasets import (DatasetSpec, load_dataset, parse_dataset_arg,
                                        read_dataset_toml)
-from pseudocell.bench.methods import estimate_prior_elkan_noto, tune_log_on_points
+from pseudocell.bench.methods import tune_log_on_points
+from pseudocell.core.pu import estimate_prior_elkan_noto
 from pseudocell.bench.quality import markdown_report, run_quality
 from pseudocell.errors import InvalidConfigError
 from conftest import SHARED, require_data

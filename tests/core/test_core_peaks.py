@@ -48,7 +48,7 @@ def test_reference_mode_finds_peaks_on_blank_heatmap_absolute_does_not():
     assert np.all(vals_r < 0.02)
     # the global maximum is always kept in reference mode, and comes first
     gy, gx = np.unravel_index(np.argmax(h), h.shape)
-    assert pts_r[0].tolist() == [float(gy), float(gx)]
+    assert np.rint(pts_r[0]).tolist() == [float(gy), float(gx)]  # sub-pixel: within 0.5
     assert np.all(np.diff(vals_r) <= 0)
 
 
@@ -121,3 +121,15 @@ def test_values_at_takes_the_window_maximum():
     h[4, 6] = 0.7
     v = values_at(h, np.array([[4.0, 4.0], [0.0, 0.0], [9.4, 9.4]]), 2)
     np.testing.assert_allclose(v, [0.7, 0.0, 0.0])
+
+
+def test_subpixel_peaks_recover_off_grid_gaussian_centres():
+    yy, xx = np.mgrid[:48, :64].astype(np.float64)
+    centres = [(10.3, 20.8), (30.5, 40.0), (25.9, 9.2)]
+    h = sum(np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 2.0**2)) for cy, cx in centres)
+    pts, _ = find_peaks(h.astype(np.float32), threshold=0.3, min_distance=4)
+    got = sorted(map(tuple, pts.round(2)))
+    want = sorted(centres)
+    np.testing.assert_allclose(got, want, atol=0.02)
+    whole, _ = find_peaks(h.astype(np.float32), threshold=0.3, min_distance=4, subpixel=False)
+    assert np.all(whole == np.rint(whole))

@@ -15,7 +15,7 @@ from pseudocell.orchestrator.executors import LocalExecutor
 from pseudocell.orchestrator.run import planned_stages, prepare_run, run_loop
 from pseudocell.results import RunResults
 from pseudocell.stages.base import Input, Mode, Output, StageInputs, StageOutputs, StageSpec
-from pseudocell.stages.loop import PARTIAL, SCALE
+from pseudocell.stages.loop import PARTIAL, scale_stage
 from pseudocell.stages.modes import MODES, get_mode
 from pseudocell.storage import arrays, tables
 from pseudocell.storage.layout import join
@@ -44,7 +44,8 @@ def log_points(inp: StageInputs, cfg) -> StageOutputs:
 LOG_SEEDED = Mode(
     name="log-seeded",
     before=(StageSpec("log_points", log_points, "LabelSelector", uses_gpu=False,
-                      inputs={"images": Input("images")}), SCALE),
+                      inputs={"images": Input("images")}),
+            scale_stage(Output("log_points", "points"))),
     round_stages=PARTIAL.round_stages,
     final_stages=PARTIAL.final_stages,
     initial_labels=Output("log_points", "points"),

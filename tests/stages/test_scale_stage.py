@@ -82,7 +82,8 @@ def test_a_run_on_large_cells_reports_everything_in_original_pixels(small_crops,
     images, gt = _bigger(*small_crops, 3.0)
     base = crop_inputs(small_crops)
     pts = _bigger(small_crops[0], base.points, 3.0)[1]
-    cfg = tiny_cfg.replace(rounds=1, radius=45.0, peak_threshold=None)  # calibrated
+    cfg = tiny_cfg.replace(rounds=1, radius=45.0, peak_threshold=None,  # calibrated
+                           background_ratio=2.0)
     layout = prepare_run(tmp_path / "run", cfg, RunInputs(images, pts, gt, images, gt))
     metrics = run_loop(layout, cfg, LocalExecutor())
     res = RunResults(layout, cfg)
@@ -96,13 +97,25 @@ def test_a_run_on_large_cells_reports_everything_in_original_pixels(small_crops,
         for i, y, x in zip(det["image_id"], det["y"], det["x"]):
             H, W = shapes[str(i)]
             assert -0.5 <= y < H - 0.5 and -0.5 <= x < W - 0.5
-    # the labels the rounds add are detections, so they are in original pixels too
+    # the labels round 0 adds are its candidate peaks, so they are in original pixels
+    # too; the background points (round -1) lie inside the images, away from the clicks
     lab = res.training_labels(1)
-    added = lab["kind"].astype(str) != "annotated"
-    det0 = res.detections(0)
+    kind, rnd = lab["kind"].astype(str), lab["round"]
+    cand = tables.read_table(layout.uri(
+        res.manifest(0, "predict")["outputs"]["candidates"]["uri"]))
+    added = (kind != "annotated") & (rnd == 0)
+    assert added.sum() > 0
     for i, y, x in zip(lab["image_id"][added], lab["y"][added], lab["x"][added]):
-        m = det0["image_id"].astype(str) == str(i)
-        assert np.min(np.hypot(det0["y"][m] - y, det0["x"][m] - x)) < 1e-6
+        m = cand["image_id"].astype(str) == str(i)
+        assert np.min(np.hypot(cand["y"][m] - y, cand["x"][m] - x)) < 1e-6
+    bg = (rnd == -1) & (kind == "pseudo_neg")
+    assert bg.sum() > 0
+    clicks = kind == "annotated"
+    for i, y, x in zip(lab["image_id"][bg], lab["y"][bg], lab["x"][bg]):
+        H, W = shapes[str(i)]
+        assert -0.5 <= y < H - 0.5 and -0.5 <= x < W - 0.5
+        m = clicks & (lab["image_id"].astype(str) == str(i))
+        assert np.min(np.hypot(lab["y"][m] - y, lab["x"][m] - x)) >= 1.5 * row0["cell_diameter"] - 1e-6
 
 
 def test_detect_applies_the_final_models_scale_and_threshold(small_crops, tiny_cfg, tmp_path):

@@ -66,7 +66,8 @@ def _valid_value(name: str, t: str):
     """A strategy of values of field ``name`` that Config accepts on their own."""
     by_name = {
         "mode": st.just("partial"), "peak_mode": st.sampled_from(["absolute", "reference"]),
-        "neg_ranker": st.sampled_from(["flip", "provisional"]),
+        "neg_ranker": st.sampled_from(["flip", "provisional"]), "pu_agree": st.booleans(),
+        "pu_prior_estimate": st.sampled_from(["elkan-noto", "reference"]),
         "device": st.sampled_from(["auto", "cpu", "cuda", "cuda:0", "cuda:3"]),
         "seed": st.integers(0, MAX_SEED), "rounds": st.integers(0, 50),
         "patch_size": st.integers(1, 40).map(lambda k: 2 * k + 1),
@@ -80,7 +81,8 @@ def _valid_value(name: str, t: str):
         "collapse_ratio": st.floats(0, 1),
         "cell_diameter": st.one_of(st.none(), st.floats(2, 500)),
         "peak_threshold": st.one_of(st.none(), st.floats(1e-3, 2)),
-        "peak_recall": st.floats(0.01, 1.0),
+        "background_ratio": st.floats(0, 10), "background_level": st.floats(0.01, 1.0),
+        "peak_recall": st.floats(0.01, 1.0), "unlabeled_ratio": st.floats(0.01, 1.0),
     }
     if name in by_name:
         return by_name[name]

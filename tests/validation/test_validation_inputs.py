@@ -36,7 +36,10 @@ def _validate_like_the_cli(images: Path, points: Path, extra: list[str]) -> None
     """The validation the ``run`` command performs, in its order, without the CLI."""
     opts = dict(zip(extra[::2], extra[1::2]))
     cfg = load_config(opts["--config"]) if "--config" in opts else Config()
-    over = {k[2:]: float(v) for k, v in opts.items() if k != "--config"}
+    from pseudocell.cli.run import _diameter
+
+    over = {k[2:].replace("-", "_"): _diameter(v) if k == "--cell-diameter" else float(v)
+            for k, v in opts.items() if k != "--config"}
     if over:
         cfg = cfg.replace(**over)
     imgs = load_image_folder(images, name="--images")

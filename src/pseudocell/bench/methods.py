@@ -16,13 +16,13 @@ from pseudocell.core.detector import load_unet, predict_heatmap, train_detector
 from pseudocell.core.metrics import match_points, near_any, pooled
 from pseudocell.core.patches import crop_patches
 from pseudocell.core.peaks import PEAK_FLOOR, calibrate_threshold, find_peaks, values_at
-from pseudocell.core.pu import pu_features, train_pu
+from pseudocell.core.pu import estimate_prior_elkan_noto, pu_features, train_pu
 from pseudocell.core.scale import from_scaled, resize_image, to_scaled
 from pseudocell.core.targets import make_target
 from pseudocell.data.points import points_by_image
 from pseudocell.validation import ImageSet
 
-__all__ = ["detect_supervised", "tune_log_on_points", "tune_log_full", "detect_log", "estimate_prior_elkan_noto",
+__all__ = ["detect_supervised", "tune_log_on_points", "tune_log_full", "detect_log",
            "pu_direct"]
 
 logger = logging.getLogger(__name__)
@@ -161,30 +161,10 @@ def tune_log_full(train: ImageSet, gt: dict, *, radius: float, scale: float = 1.
     return best or {"polarity": "bright", "sigma": 3.0, "threshold": 0.0, "train_f1": 0.0}
 
 
-def estimate_prior_elkan_noto(x_p: np.ndarray, x_u: np.ndarray, seed: int) -> float:
-    """Class prior of positives in U (Elkan & Noto 2008).
-
-    A probabilistic labeled-vs-unlabeled classifier g (out-of-fold predictions) gives
-    c = E[g | P], the chance that a positive is labeled; each unlabeled x is positive with
-    probability w(x) = (1 - c)/c · g/(1 - g), and pi = mean_U w, clipped to [0.05, 0.95].
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import cross_val_predict
-
-    X = np.concatenate([x_p.reshape(len(x_p), -1), x_u.reshape(len(x_u), -1)])
-    y = np.r_[np.ones(len(x_p)), np.zeros(len(x_u))]
-    g = cross_val_predict(LogisticRegression(max_iter=2000, C=0.1), X, y, cv=3,
-                          method="predict_proba")[:, 1]
-    c = float(np.clip(g[: len(x_p)].mean(), 1e-6, 1 - 1e-6))
-    gu = np.clip(g[len(x_p):], 0.0, 1 - 1e-6)
-    w = (1 - c) / c * gu / (1 - gu)
-    return float(np.clip(np.minimum(w, 1.0).mean(), 0.05, 0.95))
-
-
 def pu_direct(train: ImageSet, points: dict, round0_peaks: dict, test: ImageSet,
               test_peaks: dict, cfg: Config, seed: int,
               scale: float = 1.0) -> tuple[dict[str, np.ndarray], float]:
-    """Classify round-0 detections with an nnPU classifier, no detector re-training.
+    """Classify round-0 candidates with an nnPU classifier, no detector re-training.
 
     P = patches at the annotated points, U = round-0 detections on the training images
     farther than ``mask_radius`` from any annotated point; the prior comes from

@@ -8,7 +8,9 @@ points (seeded), then run
 2. ``masked_round0``: the masked loss only (round 0 of the loop);
 3. ``log``: LoG blob detection, scale and polarity picked on the annotated points,
    threshold by Otsu on its peak responses;
-4. ``pu_direct``: round-0 detections classified by nnPU (Elkan-Noto prior), no re-training;
+4. ``pu_direct``: round-0 candidates (the loop's X_U: local maxima down to
+   ``unlabeled_ratio`` x the threshold) classified by nnPU (Elkan-Noto prior), no
+   re-training;
 5. ``pseudocell``: the loop, ``cfg.rounds`` rounds;
 6. ``full``: the detector trained on all ground-truth points (upper bound);
 7. ``log_full``: LoG with polarity, scale and threshold tuned on the training images'
@@ -38,6 +40,7 @@ from pseudocell.orchestrator.executors import LocalExecutor
 from pseudocell.orchestrator.run import prepare_run, run_loop
 from pseudocell.results.reader import RunResults
 from pseudocell.stages.scale import read_scale
+from pseudocell.storage import tables
 from pseudocell.validation import RunInputs
 
 __all__ = ["METHODS", "run_quality", "summarize", "markdown_report", "write_result",
@@ -114,9 +117,12 @@ def _one_seed(ds: Dataset, cfg: Config, seed: int, keep: float, out: Path,
         timings["log_full"] = time.perf_counter() - t0
     if "pu_direct" in methods:
         t0 = time.perf_counter()
-        det, prior = pu_direct(ds.train, points, _peaks(run.detections(0), ds.train.ids),
-                               ds.test, _peaks(run.detections(0, heldout=True), ds.test.ids),
-                               cfg, seed, sc.scale)
+        cand = {pre: tables.read_table(layout.uri(
+            run.manifest(0, "predict")["outputs"][f"{pre}candidates"]["uri"]))
+            for pre in ("", "eval_")}
+        det, prior = pu_direct(ds.train, points, _peaks(cand[""], ds.train.ids),
+                               ds.test, _peaks(cand["eval_"], ds.test.ids), cfg, seed,
+                               sc.scale)
         score["pu_direct"] = _score(det, ds.test_gt, ds.test.ids, spec.radius)
         res["pu_direct_prior"] = prior
         timings["pu_direct"] = time.perf_counter() - t0

@@ -16,7 +16,7 @@ from pseudocell.core.detector import resolve_device
 from pseudocell.core.parallel import SINGLE, DataParallel
 
 __all__ = ["NNPURisk", "nnpu_risk", "PUNet", "train_pu", "pu_features", "default_prior",
-           "PUTrainResult"]
+           "estimate_prior_elkan_noto", "PUTrainResult"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +71,26 @@ def nnpu_risk(out_p: torch.Tensor, out_u: torch.Tensor, prior: float, *, beta: f
     risk = positive + torch.clamp(negative, min=0.0)
     objective = -gamma * negative if corrected else positive + negative
     return NNPURisk(objective, risk, positive, negative, corrected)
+
+
+def estimate_prior_elkan_noto(x_p: np.ndarray, x_u: np.ndarray, seed: int) -> float:
+    """Class prior of positives in U (Elkan & Noto 2008).
+
+    A probabilistic labeled-vs-unlabeled classifier g (out-of-fold predictions) gives
+    c = E[g | P], the chance that a positive is labeled; each unlabeled x is positive with
+    probability w(x) = (1 - c)/c · g/(1 - g), and pi = mean_U w, clipped to [0.05, 0.95].
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_predict
+
+    X = np.concatenate([x_p.reshape(len(x_p), -1), x_u.reshape(len(x_u), -1)])
+    y = np.r_[np.ones(len(x_p)), np.zeros(len(x_u))]
+    g = cross_val_predict(LogisticRegression(max_iter=2000, C=0.1), X, y, cv=3,
+                          method="predict_proba")[:, 1]
+    c = float(np.clip(g[: len(x_p)].mean(), 1e-6, 1 - 1e-6))
+    gu = np.clip(g[len(x_p):], 0.0, 1 - 1e-6)
+    w = (1 - c) / c * gu / (1 - gu)
+    return float(np.clip(np.minimum(w, 1.0).mean(), 0.05, 0.95))
 
 
 def default_prior(n_p: int, n_u: int) -> float:

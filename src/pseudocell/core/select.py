@@ -64,23 +64,33 @@ def rank_unlabeled(feat_p: np.ndarray, feat_u: np.ndarray, *, p: float, lam: flo
 
 
 def choose(pos_scores: np.ndarray, neg_scores: np.ndarray, *, alpha: float,
-           beta: float, neg_eligible: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+           beta: float, neg_eligible: np.ndarray | None = None,
+           pos_eligible: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top ``alpha`` of U by P-score → positives; top ``beta`` by N-score → negatives;
     a sample in both lists is dropped from both.
 
-    ``neg_eligible`` (bool, (n_u,)) restricts the negatives to those samples; the count
-    stays ``round(beta * n_u)`` (fewer if fewer are eligible).
+    ``neg_eligible`` / ``pos_eligible`` (bool, (n_u,)) restrict the negatives / positives
+    to those samples; the counts stay ``round(beta * n_u)`` / ``round(alpha * n_u)``
+    at most (fewer if fewer are eligible).
 
     >>> pos, neg = choose(np.array([3., 2., 1., 0.]), np.array([0., 1., 2., 3.]),
     ...                   alpha=0.5, beta=0.25)
     >>> pos.tolist(), neg.tolist()
     ([0, 1], [3])
+    >>> pos, neg = choose(np.array([3., 2., 1., 0.]), np.array([0., 1., 2., 3.]),
+    ...                   alpha=0.5, beta=0.25, pos_eligible=np.array([0, 1, 1, 1], bool),
+    ...                   neg_eligible=np.array([1, 1, 1, 0], bool))
+    >>> pos.tolist(), neg.tolist()     # 0 and 3 not eligible; 2 chosen by both: dropped
+    ([1], [])
     """
-    pos = top_fraction(pos_scores, alpha)
-    neg = top_fraction(neg_scores, beta)
-    if neg_eligible is not None:
-        k = len(neg)
-        order = np.lexsort((np.arange(len(neg_scores)), -np.asarray(neg_scores)))
-        neg = order[np.asarray(neg_eligible)[order]][:k]
+    def pick(scores: np.ndarray, frac: float, eligible: np.ndarray | None) -> np.ndarray:
+        chosen = top_fraction(scores, frac)
+        if eligible is None:
+            return chosen
+        order = np.lexsort((np.arange(len(scores)), -np.asarray(scores)))
+        return order[np.asarray(eligible, bool)[order]][:len(chosen)]
+
+    pos = pick(pos_scores, alpha, pos_eligible)
+    neg = pick(neg_scores, beta, neg_eligible)
     both = np.intersect1d(pos, neg)
     return pos[~np.isin(pos, both)], neg[~np.isin(neg, both)]

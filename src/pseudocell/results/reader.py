@@ -116,8 +116,18 @@ class RunResults:
         n = sum(len(pts[i]) for i in ids)
         if n == 0:
             return None
-        hit = sum(int(near_any(pts[i], found[i], self.cfg.mask_radius).sum()) for i in ids)
+        near = self.cfg.mask_radius / self.scale()  # canonical px -> original px
+        hit = sum(int(near_any(pts[i], found[i], near).sum()) for i in ids)
         return hit / n
+
+    def scale(self) -> float:
+        """The run's image resize factor (1.0 for a mode without a ``scale`` product)."""
+        if "scale" not in self.mode.products:
+            return 1.0
+        from pseudocell.stages.scale import read_scale
+
+        uri = self._uri(0, self.mode.products["scale"])
+        return 1.0 if uri is None else read_scale(uri).scale
 
     def round_row(self, rnd: int) -> dict:
         """The flat metrics row of round ``rnd``: what each stage declares in its

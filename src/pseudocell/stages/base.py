@@ -227,7 +227,7 @@ class Mode:
     final_stages: tuple[StageSpec, ...]
     initial_labels: Input | Output | Prepared
     labels: Output
-    products: Mapping[str, Output]
+    products: Mapping[str, Output | Prepared]
     before: tuple[StageSpec, ...] = ()
     required_inputs: tuple[str, ...] = ("images",)
 
@@ -236,7 +236,7 @@ class Mode:
         if len(set(names)) != len(names):
             raise ValueError(f"mode {self.name!r}: stage names repeat within a round: {names}")
         for ref in (self.labels, *self.products.values()):
-            if ref.offset != 0:
+            if isinstance(ref, Output) and ref.offset != 0:
                 raise ValueError(f"mode {self.name!r}: {ref} must name this round's output")
 
     def stages_of(self, rnd: int, rounds: int) -> tuple[StageSpec, ...]:

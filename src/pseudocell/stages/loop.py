@@ -20,19 +20,20 @@ from pseudocell.core.metrics import match_points, near_any, pooled
 from pseudocell.core.parallel import SINGLE, DataParallel
 from pseudocell.core.patches import crop_patches
 from pseudocell.core.peaks import PEAK_FLOOR, calibrate_threshold, find_peaks, values_at
-from pseudocell.core.pu import pu_features, train_pu as _train_pu
+from pseudocell.core.pu import estimate_prior_elkan_noto, pu_features, train_pu as _train_pu
 from pseudocell.core.select import choose, rank_unlabeled
 from pseudocell.core.targets import make_target
 from pseudocell.data.points import points_by_image
 from pseudocell.stages.base import (SHARDED, TRAINING, Input, Labels, Mode, Output, Prepared,
                                     ProgressFn, ShardedStage, StageInputs, StageOutputs,
                                     StageSpec)
+from pseudocell.stages.background import add_background
 from pseudocell.stages.scale import read_scale, scale_images
 from pseudocell.storage import arrays, fs, tables
 from pseudocell.storage.layout import join
 
 __all__ = ["train_detector", "predict", "extract_patches", "train_pu", "rank", "select",
-           "update_labels", "evaluate", "SCALE", "PARTIAL"]
+           "update_labels", "evaluate", "scale_stage", "BACKGROUND", "PARTIAL"]
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +166,8 @@ def predict_shard(inp: StageInputs, cfg: Config, item: dict, *,
     if item["prefix"] == "" and "points" in inp.uris:
         pos = points_by_image(tables.read_table(inp.uris["points"]), ids,
                               ("annotated", "pseudo_pos"))
-    threshold = PEAK_FLOOR if cfg.peak_threshold is None else cfg.peak_threshold
+    threshold = PEAK_FLOOR if cfg.peak_threshold is None else \
+        cfg.unlabeled_ratio * cfg.peak_threshold
     hm_uri = join(inp.out_dir, f"{item['prefix']}heatmaps.zarr")
     cols: dict[str, list] = {"image_id": [], "y": [], "x": [], "value": []}
     pos_values: list[float] = []
@@ -192,8 +194,11 @@ def predict_shard(inp: StageInputs, cfg: Config, item: dict, *,
 
 
 def predict_merge(inp: StageInputs, cfg: Config, results: list[dict]) -> StageOutputs:
-    """Peaks tables from the parts (in image order), cut at the peak threshold; outputs
-    of :func:`predict`.
+    """Peaks tables from the parts (in image order); outputs of :func:`predict`:
+    ``peaks`` (the detections: local maxima >= the peak threshold) and ``candidates``
+    (>= ``unlabeled_ratio`` x the threshold: the unlabeled set X_U comes from them, so
+    that it holds the doubtful band just below the threshold where background
+    detections live), both in original pixels, and ``eval_`` versions of both.
 
     With ``peak_threshold=None`` the threshold is calibrated on the training images only
     (:func:`~pseudocell.core.peaks.calibrate_threshold`: candidate peak values and the
@@ -217,12 +222,17 @@ def predict_merge(inp: StageInputs, cfg: Config, results: list[dict]) -> StageOu
                     len(pos_values))
         metrics["peak_threshold"] = threshold
     for prefix, table in merged.items():
+        cands, det = table, table
         if threshold is not None:
-            table = tables.take(table, np.flatnonzero(table["value"] >= threshold))
-        uris[f"{prefix}peaks"] = join(inp.out_dir, f"{prefix}peaks.parquet")
-        tables.write_table(uris[f"{prefix}peaks"], table)
-    metrics["n_detections"] = len(merged[""]["y"]) if threshold is None else \
-        int((merged[""]["value"] >= threshold).sum())
+            cands = tables.take(table, np.flatnonzero(
+                table["value"] >= cfg.unlabeled_ratio * threshold))
+            det = tables.take(table, np.flatnonzero(table["value"] >= threshold))
+        for name, t in (("peaks", det), ("candidates", cands)):
+            uris[f"{prefix}{name}"] = join(inp.out_dir, f"{prefix}{name}.parquet")
+            tables.write_table(uris[f"{prefix}{name}"], t)
+        if prefix == "":
+            metrics["n_detections"] = len(det["y"])
+            metrics["n_candidates"] = len(cands["y"])
     return StageOutputs(uris, metrics)
 
 
@@ -353,7 +363,10 @@ def train_pu(inp: StageInputs, cfg: Config, *, parallel: DataParallel = SINGLE,
         tables.write_table(s_uri, {"patch_id": table["patch_id"],
                                    "pu_score": np.zeros(len(patches), np.float32)})
         return StageOutputs({"features": f_uri, "pu_scores": s_uri}, {"pu_skipped": True})
-    res = _train_pu(patches[is_p], patches[~is_p], prior=cfg.pu_prior, epochs=cfg.pu_epochs,
+    prior = cfg.pu_prior  # every data-parallel worker estimates the same (seeded) value
+    if prior is None and cfg.pu_prior_estimate == "elkan-noto":
+        prior = estimate_prior_elkan_noto(patches[is_p], patches[~is_p], inp.seed)
+    res = _train_pu(patches[is_p], patches[~is_p], prior=prior, epochs=cfg.pu_epochs,
                     lr=cfg.pu_lr, weight_decay=cfg.pu_weight_decay, batch=cfg.pu_batch,
                     feature_dim=cfg.pu_feature_dim, seed=inp.seed,
                     device=parallel.device or cfg.device, parallel=parallel,
@@ -397,12 +410,21 @@ def select(inp: StageInputs, cfg: Config) -> StageOutputs:
 
     Negatives are taken only among detections whose peak value is at most the
     ``neg_peak_quantile`` quantile of U's peak values: a confident detection is never
-    declared background."""
+    declared background. With ``pu_agree`` a pseudo-label must also agree with the
+    nnPU classifier of this round (positive: PU score > 0; negative: < 0), so a round
+    whose U holds few background detections adds few negatives."""
     s = tables.read_table(inp.uris["scores"])
     peak = s["peak"]
     eligible = peak <= np.quantile(peak, cfg.neg_peak_quantile) if len(peak) else None
+    pos_ok = None
+    if cfg.pu_agree and len(peak) and "pu_scores" in inp.uris:
+        pu = tables.read_table(inp.uris["pu_scores"])
+        by_id = dict(zip(pu["patch_id"].tolist(), pu["pu_score"].tolist()))
+        score = np.array([by_id[int(i)] for i in s["patch_id"]])
+        eligible = eligible & (score < 0)
+        pos_ok = score > 0
     pos, neg = choose(s["pos_score"], s["neg_score"], alpha=cfg.alpha, beta=cfg.beta,
-                      neg_eligible=eligible)
+                      neg_eligible=eligible, pos_eligible=pos_ok)
     uri = join(inp.out_dir, "selected.parquet")
     tables.write_table(uri, {
         "patch_id": np.concatenate([s["patch_id"][pos], s["patch_id"][neg]]).astype(np.int64),
@@ -522,23 +544,30 @@ _EVAL = dict(actor="LabelSelector", run_if_any=("gt", "eval_gt"), uses_gpu=False
 
 #: The partial-annotation loop: clicked points → rounds of detector, PU features, ranker
 #: and pseudo-labels → the final detector.
-#: One cell size per run (the rounds' stages read its images and scale): a mode's last
-#: ``before`` stage, after whatever makes round 0's labels.
-SCALE = StageSpec("scale", scale_images, "Predictor", uses_gpu=False,
-                  inputs={"images": Input("images"), "points": Labels(),
-                          "eval_images": Input("eval_images")},
-                  optional=frozenset({"eval_images"}),
-                  row={"cell_diameter": "cell_diameter", "scale": "scale"})
+def scale_stage(points: Input | Output) -> StageSpec:
+    """The ``scale`` stage of a mode whose clicks (or seed points) are ``points``: one
+    cell size per run, whose images and scale every round's stages read."""
+    return StageSpec("scale", scale_images, "Predictor", uses_gpu=False,
+                     inputs={"images": Input("images"), "points": points,
+                             "eval_images": Input("eval_images")},
+                     optional=frozenset({"eval_images"}),
+                     row={"cell_diameter": "cell_diameter", "scale": "scale"})
+
+
+#: Round 0's labels: the clicks plus confident background points.
+BACKGROUND = StageSpec("background", add_background, "LabelSelector", uses_gpu=False,
+                       inputs={"images": _IMAGES, "scale": _SCALE, "points": Input("points")},
+                       row={"n_background": "n_background"})
 
 PARTIAL = Mode(
     name="partial",
-    before=(SCALE,),
+    before=(scale_stage(Input("points")), BACKGROUND),
     round_stages=(
         _TRAIN_DETECTOR,
         _PREDICT,
         StageSpec("extract_patches", extract_patches, "Predictor", SHARDED,
                   inputs={"images": _IMAGES, "scale": _SCALE, "points": Labels(),
-                          "peaks": Output("predict", "peaks")},
+                          "peaks": Output("predict", "candidates")},
                   shards=ShardedStage(extract_patches_plan, extract_patches_shard,
                                       extract_patches_merge)),
         StageSpec("train_pu", train_pu, "PUFeatureLearner", TRAINING,
@@ -549,7 +578,8 @@ PARTIAL = Mode(
                   inputs={"images": _IMAGES, "features": Output("train_pu", "features"),
                           "table": _TABLE}),
         StageSpec("select", select, "LabelSelector", uses_gpu=False,
-                  inputs={"images": _IMAGES, "scores": Output("rank", "scores")},
+                  inputs={"images": _IMAGES, "scores": Output("rank", "scores"),
+                          "pu_scores": Output("train_pu", "pu_scores")},
                   row={"n_pseudo_pos": "n_pseudo_pos", "n_pseudo_neg": "n_pseudo_neg"}),
         StageSpec("update_labels", update_labels, "LabelSelector", uses_gpu=False,
                   inputs={"images": _IMAGES, "points": Labels(),
@@ -560,10 +590,11 @@ PARTIAL = Mode(
     ),
     final_stages=(_TRAIN_DETECTOR, _PREDICT,
                   StageSpec("evaluate", evaluate, **_EVAL, inputs=_EVAL_INPUTS)),
-    initial_labels=Input("points"),
+    initial_labels=Prepared("background", "points"),
     labels=Output("update_labels", "points"),
     products={"model": Output("train_detector", "model"),
               "detections": Output("predict", "peaks"),
-              "heldout_detections": Output("predict", "eval_peaks")},
+              "heldout_detections": Output("predict", "eval_peaks"),
+              "scale": _SCALE},
     required_inputs=("images", "points"),
 )
