@@ -88,7 +88,7 @@ def test_resume_after_interrupted_stage_gives_identical_outputs(reference_run, s
     events = []
     metrics = resume(layout.root, LocalExecutor(), progress=events.append)
     skipped = {(e.round, e.stage) for e in events if e.status == "skipped"}
-    assert skipped == {(0, "scale"), (0, "train_detector"), (0, "predict"),
+    assert skipped == {(0, "scale"), (0, "background"), (0, "train_detector"), (0, "predict"),
                        (0, "extract_patches")}
     assert _output_digests(layout, cfg) == _output_digests(ref_layout, cfg)
     assert metrics["rounds"] == ref_metrics["rounds"]

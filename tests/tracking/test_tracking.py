@@ -87,8 +87,8 @@ def test_one_child_run_per_round_with_stage_series(tracked, tiny_cfg):
     loss = client.get_metric_history(r1.info.run_id, "detector/loss")
     assert [m.step for m in loss] == [tiny_cfg.detector_iters]  # 20 steps: one window
     stages = {k.split("/")[1] for k in r0.data.metrics if k.startswith("time/")}
-    assert stages == {"scale", "train_detector", "predict", "extract_patches", "train_pu", "rank",
-                      "select", "update_labels", "evaluate"}
+    assert stages == {"scale", "background", "train_detector", "predict", "extract_patches",
+                      "train_pu", "rank", "select", "update_labels", "evaluate"}
     assert "pu/risk" not in r1.data.metrics  # the final round trains no PU model
     assert r0.data.metrics["select/n_pseudo_pos"] == r0.data.metrics["n_pseudo_pos"]
 
