@@ -117,13 +117,12 @@ def _part_uri(out_dir: str, name: str, shard: int) -> str:
     return join(out_dir, "_parts", f"{name}-{shard:05d}.parquet")
 
 
-def _merge_parts(out_dir: str, name: str, parts: list[str], empty: dict) -> str:
-    """Concatenate shard tables (in the given order) into ``<name>.parquet``."""
+def _concat_parts(parts: list[str], empty: dict) -> dict[str, np.ndarray]:
+    """The shard tables ``parts`` concatenated in the given order (``empty`` if none has
+    rows)."""
     tabs = [tables.read_table(u) for u in parts]
     tabs = [t for t in tabs if len(next(iter(t.values())))]
-    uri = join(out_dir, f"{name}.parquet")
-    tables.write_table(uri, tables.concat_tables(*tabs) if tabs else empty)
-    return uri
+    return tables.concat_tables(*tabs) if tabs else empty
 
 
 _EMPTY_PEAKS = {"image_id": np.zeros(0, object), "y": np.zeros(0), "x": np.zeros(0),
@@ -209,8 +208,7 @@ def predict_merge(inp: StageInputs, cfg: Config, results: list[dict]) -> StageOu
     for prefix in dict.fromkeys(r["prefix"] for r in results):
         parts = [r["part"] for r in results if r["prefix"] == prefix]
         uris[f"{prefix}heatmaps"] = join(inp.out_dir, f"{prefix}heatmaps.zarr")
-        merged[prefix] = tables.read_table(_merge_parts(inp.out_dir, f"{prefix}peaks", parts,
-                                                        _EMPTY_PEAKS))
+        merged[prefix] = _concat_parts(parts, _EMPTY_PEAKS)
     fs.remove(join(inp.out_dir, "_parts"))
     metrics: dict = {}
     threshold = cfg.peak_threshold
