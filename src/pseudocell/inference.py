@@ -53,15 +53,16 @@ def detect_folder(model: str | Path, images: str | Path, out: str | Path, *, pat
 
     Images are resized as in the model's run (its cell size, or ``cell_diameter`` px when
     the new images' cells differ) and cut at the peak threshold of the model's round
-    (or ``threshold``). Writes ``out/detections.csv`` (napari, frame = image order), ``out/detections_table.csv``
-    (image,y,x,value) and, optionally, ``out/overlays/<image>.png``. Every input (model,
+    (or ``threshold``). Writes ``out/detections.csv`` (napari, frame = image order),
+    ``out/detections_table.csv`` (image,y,x,value) and, optionally, ``out/overlays/<image>.png``. Every input (model,
     images, device, ``out``) is checked before anything is written. ``device`` replaces
     the run's ``device``.
     """
     check_output_path(out, name="--out", example="--out detections/")
     if cell_diameter is not None and not (math.isfinite(cell_diameter) and cell_diameter >= 2):
         raise InvalidInputError(f"--cell-diameter must be a diameter in pixels >= 2, got "
-                                f"{cell_diameter!r}; leave it out to resize as the model's run did")
+                                f"{cell_diameter!r}; leave it out to resize as the model's "
+                                "run did")
     path, cfg, ck = resolve_model(model)
     meta = ck["meta"]
     threshold = threshold if threshold is not None else (

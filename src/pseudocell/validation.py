@@ -169,7 +169,8 @@ def check_points(refs: list[str | int], yx: np.ndarray, images: ImageSet, *, lay
         if not (-0.5 <= y < h - 0.5 and -0.5 <= x < w - 0.5):
             raise InvalidInputError(
                 f"{name}: point {n} (y={y:g}, x={x:g}) lies outside image {i!r} of size "
-                f"{h}x{w} (valid: -0.5 <= y < {h - 0.5:g}, -0.5 <= x < {w - 0.5:g}). Coordinates are (row y, column x) in pixels; check the axis order."
+                f"{h}x{w} (valid: -0.5 <= y < {h - 0.5:g}, -0.5 <= x < {w - 0.5:g}). "
+                "Coordinates are (row y, column x) in pixels; check the axis order."
             )
     keys = [(i, round(y, 3), round(x, 3)) for i, (y, x) in zip(img_ids, yx)]
     seen: set = set()
