@@ -117,8 +117,8 @@ class Config:
         threshold (detections are those above the threshold). With a calibrated
         threshold the detections are mostly cells; the band below it is where the
         background the detector fires on lives, and where negative pseudo-labels come
-        from. With U = detections only (1.0), 71 % of the demo's round-0 negatives (seed
-        0) were cells, and round 1 lost recall (held-out 0.93 to 0.88).
+        from. With U = detections only (1.0), 71 % of the bright-field benchmark's round-0
+        negatives (seed 0) were cells, and round 1 lost recall (held-out 0.93 to 0.88).
     peak_min_distance : int, default=6
     patch_size : int, default=27
         Side (px, odd) of the patches cropped around peaks for the PU learner.
