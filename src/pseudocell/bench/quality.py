@@ -39,7 +39,6 @@ from pseudocell.data.points import hide_points, points_by_image
 from pseudocell.orchestrator.executors import LocalExecutor
 from pseudocell.orchestrator.run import prepare_run, run_loop
 from pseudocell.results.reader import RunResults
-from pseudocell.stages.scale import read_scale
 from pseudocell.storage import tables
 from pseudocell.validation import RunInputs
 
@@ -80,7 +79,7 @@ def _one_seed(ds: Dataset, cfg: Config, seed: int, keep: float, out: Path,
     timings["pseudocell"] = time.perf_counter() - t0
     rows = metrics["rounds"]
     run = RunResults(layout, cfg)
-    sc = read_scale(layout.uri(run.manifest(0, "scale")["outputs"]["scale"]["uri"]))
+    sc = run.scale_info()
     res["cell_diameter"] = sc.diameter
     res["scale"] = sc.scale
     score["masked_round0"] = _score(_peaks(run.detections(0, heldout=True), ds.test.ids),

@@ -120,14 +120,20 @@ class RunResults:
         hit = sum(int(near_any(pts[i], found[i], near).sum()) for i in ids)
         return hit / n
 
-    def scale(self) -> float:
-        """The run's image resize factor (1.0 for a mode without a ``scale`` product)."""
+    def scale_info(self):
+        """The run's :class:`~pseudocell.stages.scale.ScaleInfo` (cell diameter, resize
+        factor); None for a mode without a ``scale`` product or before it ran."""
         if "scale" not in self.mode.products:
-            return 1.0
+            return None
         from pseudocell.stages.scale import read_scale
 
         uri = self._uri(0, self.mode.products["scale"])
-        return 1.0 if uri is None else read_scale(uri).scale
+        return None if uri is None else read_scale(uri)
+
+    def scale(self) -> float:
+        """The run's image resize factor (1.0 without a :meth:`scale_info`)."""
+        info = self.scale_info()
+        return 1.0 if info is None else info.scale
 
     def round_row(self, rnd: int) -> dict:
         """The flat metrics row of round ``rnd``: what each stage declares in its

@@ -417,8 +417,7 @@ def select(inp: StageInputs, cfg: Config) -> StageOutputs:
     pos_ok = None
     if cfg.pu_agree and len(peak) and "pu_scores" in inp.uris:
         pu = tables.read_table(inp.uris["pu_scores"])
-        by_id = dict(zip(pu["patch_id"].tolist(), pu["pu_score"].tolist()))
-        score = np.array([by_id[int(i)] for i in s["patch_id"]])
+        score = np.asarray(pu["pu_score"])[_rows_of(pu, s["patch_id"])]
         eligible = eligible & (score < 0)
         pos_ok = score > 0
     pos, neg = choose(s["pos_score"], s["neg_score"], alpha=cfg.alpha, beta=cfg.beta,
