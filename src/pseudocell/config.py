@@ -35,6 +35,12 @@ NON_ALGORITHMIC_FIELDS = frozenset({"device", "num_threads"})
 #: so that changing them re-runs no stage.
 FINAL_ONLY_FIELDS = frozenset({"collapse_ratio"})
 
+#: Fields only one mode reads: outside the hash of every other mode's runs (so that a
+#: partial run's hash, and its resume, do not depend on them).
+MODE_FIELDS = {"label-free": frozenset({
+    "fusion_beta", "kmeans_k", "polarity", "seed_fraction", "seed_negatives",
+    "psm_objective", "psm_iters", "psm_batch", "psm_crop", "psm_lr"})}
+
 #: Fields whose None default means "chosen by the run" and that accept "auto" for it.
 AUTO_FIELDS = ("cell_diameter", "peak_threshold")
 
@@ -57,7 +63,8 @@ class Config:
     ----------
     mode : str, default="partial"
         The pipeline (:data:`pseudocell.stages.modes.MODES`): ``partial`` is the loop from
-        clicked points. Left out of the config hash while it is the default, so runs made
+        clicked points; ``label-free`` starts it from seed points found with no click
+        (PSM self-activation maps; clicks may be added). Left out of the config hash while it is the default, so runs made
         before modes existed resume unchanged.
     seed : int, default=0
         Run seed in [0, 2**32 - 1]; every stage derives its own seed from (seed, round,
@@ -170,6 +177,32 @@ class Config:
         round's share of the annotated points (within ``mask_radius``); then that
         earlier round's detector is final and the reason is logged and written to
         ``metrics.json``. 0 turns the guard off. Not part of the config hash.
+    fusion_beta : float, default=2.5
+        Label-free: weight of the raw image in the fused image ``I_f = I_am +
+        fusion_beta * I_raw`` that K-means splits (the paper: 2.5 and 4). 0 clusters the
+        activation map alone.
+    kmeans_k : int, default=3
+        Label-free: K-means clusters per image; the brightest (of the fused image, in
+        which cells are bright) is the cell cluster.
+    polarity : {"auto", "bright", "dark"}, default="auto"
+        Label-free: whether cells are brighter (fluorescence) or darker (H&E nuclei)
+        than their surroundings in the grayscale image; ``auto`` picks the polarity
+        whose extreme intensity cluster breaks into more cell-sized objects.
+    seed_fraction : float, default=0.5
+        Label-free: share of the PSM points, most confident first, that become round
+        0's positive labels (kind ``seed``); the confidence cut.
+    seed_negatives : float, default=1.0
+        Label-free: background points (at least a cell diameter from the cell cluster)
+        per positive label of their image, as round 0's negative labels.
+    psm_objective : {"contrastive", "invariance"}, default="contrastive"
+        Label-free: self-supervised objective of the activation network (see
+        :func:`pseudocell.core.psm.train_activation_net`).
+    psm_iters : int, default=300
+    psm_batch : int, default=16
+    psm_crop : int, default=64
+        Label-free: training steps, tiles per step and tile side (px) of the activation
+        network; the training images must hold 16 such tiles.
+    psm_lr : float, default=1e-3
     device : str, default="auto"
         ``auto`` uses CUDA when present, else CPU. Not part of the config hash.
     num_threads : int or None, default=None
@@ -220,6 +253,17 @@ class Config:
     extra_radii: tuple[float, ...] = ()
     collapse_ratio: float = 0.5
     # execution
+    fusion_beta: float = 2.5
+    kmeans_k: int = 3
+    polarity: str = "auto"
+    seed_fraction: float = 0.5
+    seed_negatives: float = 1.0
+    psm_objective: str = "contrastive"
+    psm_iters: int = 300
+    psm_batch: int = 16
+    psm_crop: int = 64
+    psm_lr: float = 1e-3
+
     device: str = "auto"
     num_threads: int | None = None
 
@@ -311,6 +355,19 @@ class Config:
              "'cuda:N' (N = GPU index)")
         need(self.num_threads is None or self.num_threads > 0, "num_threads", "None or > 0")
         need(bool(self.mode.strip()), "mode", "a mode name such as 'partial'")
+        need(self.fusion_beta >= 0, "fusion_beta", ">= 0 (the raw image's weight in the "
+             "fused image; 0: the activation map alone)")
+        need(2 <= self.kmeans_k <= 8, "kmeans_k", "an integer in [2, 8]")
+        need(self.polarity in ("auto", "bright", "dark"), "polarity",
+             "'auto', 'bright' (cells brighter than background) or 'dark'")
+        need(0.0 < self.seed_fraction <= 1.0, "seed_fraction", "in (0, 1]")
+        need(self.seed_negatives >= 0, "seed_negatives", ">= 0")
+        need(self.psm_objective in ("contrastive", "invariance"), "psm_objective",
+             "'contrastive' or 'invariance'")
+        need(self.psm_iters > 0, "psm_iters", "> 0")
+        need(self.psm_batch > 0, "psm_batch", "> 0")
+        need(self.psm_crop >= 16, "psm_crop", ">= 16")
+        need(self.psm_lr > 0, "psm_lr", "> 0")
         return bad
 
     def _type_errors(self) -> list[str]:
@@ -371,6 +428,9 @@ class Config:
         """sha256 of the algorithmic fields; equal hashes mean equal results on CPU."""
         d = {k: v for k, v in self.to_dict().items()
              if k not in NON_ALGORITHMIC_FIELDS | FINAL_ONLY_FIELDS}
+        for mode, names in MODE_FIELDS.items():
+            if d["mode"] != mode:
+                d = {k: v for k, v in d.items() if k not in names}
         if d["mode"] == DEFAULT_MODE:
             del d["mode"]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()

@@ -20,7 +20,7 @@ from pseudocell.data.images import image_id, list_images, normalize, read_raw, t
 from pseudocell.data.points import read_points_csv
 from pseudocell.errors import InvalidInputError, RunDirectoryError
 
-__all__ = ["ImageSet", "RunInputs", "check_image", "load_image_folder", "check_points",
+__all__ = ["ImageSet", "RunInputs", "check_label_free_inputs", "check_image", "load_image_folder", "check_points",
            "load_points", "load_run_inputs", "check_run_dir", "check_disjoint_images",
            "check_output_path", "check_output_file", "check_port", "check_device",
            "load_model_file", "check_same_images", "check_data_dir"]
@@ -211,6 +211,37 @@ def load_run_inputs(images: str | Path, points: str | Path | None, *,
                            "predicted (detections and overlays), not scored; add --eval-gt "
                            "CSV for their precision, recall and F1", len(ev_imgs.ids))
     return RunInputs(imgs, pts, gt_t, ev_imgs, ev_gt)
+
+
+def check_label_free_inputs(cfg: Config, inputs: RunInputs) -> None:
+    """What the label-free mode needs of its training images: none blank (a constant
+    image, e.g. all black, has nothing to cluster), each at least ``psm_crop`` px on both
+    sides, and together at least 16 tiles of ``psm_crop`` x ``psm_crop`` px to train the
+    activation network on (e.g. one 256 x 256 image for the default 64 px tiles)."""
+    from pseudocell.core.psm import MIN_TILES, min_training_pixels
+
+    imgs = inputs.images
+    blank = [p for p, im in zip(imgs.paths, imgs.images) if float(im.max()) == float(im.min())]
+    if blank:
+        raise InvalidInputError(
+            f"images: {len(blank)} image(s) are blank (every pixel has the same value), e.g. "
+            f"{blank[0]!r}; the label-free mode finds cells by their contrast. Remove them "
+            "from --images")
+    small = [(p, im.shape) for p, im in zip(imgs.paths, imgs.images)
+             if min(im.shape) < cfg.psm_crop]
+    if small:
+        raise InvalidInputError(
+            f"images: {small[0][0]!r} is {small[0][1][0]}x{small[0][1][1]} px, smaller than "
+            f"psm_crop={cfg.psm_crop} (the activation network's training tiles); use larger "
+            "images or set psm_crop (>= 16) below the smallest side")
+    have = sum(im.size for im in imgs.images)
+    need = min_training_pixels(cfg.psm_crop)
+    if have < need:
+        raise InvalidInputError(
+            f"images: {len(imgs.images)} image(s) with {have} pixels in all are too few to "
+            f"train the label-free activation network: it needs {MIN_TILES} tiles of "
+            f"{cfg.psm_crop}x{cfg.psm_crop} px ({need} pixels). Add images, or give clicks "
+            "with --points and use mode 'partial'")
 
 
 def check_run_dir(run_dir: str | Path, cfg: Config, *, force: bool) -> str:

@@ -31,7 +31,7 @@ def test_toml_space_round_trip(tmp_path):
 
 def test_every_problem_is_named_in_one_error():
     bad = {"alhpa": {"type": "uniform", "low": 0, "high": 1},
-           "fusion_beta": {"type": "uniform", "low": 1, "high": 4},
+           "voronoi_lam": {"type": "uniform", "low": 0.1, "high": 1},
            "rounds": {"type": "uniform", "low": 1, "high": 3},
            "lam": {"type": "loguniform", "low": 0.0, "high": 1.0},
            "p": {"type": "normal"},
@@ -40,7 +40,7 @@ def test_every_problem_is_named_in_one_error():
     with pytest.raises(InvalidConfigError) as e:
         check_space(bad)
     msg = str(e.value)
-    for part in ("'alhpa' is not a config field", "'fusion_beta' belongs to label-free",
+    for part in ("'alhpa' is not a config field", "'voronoi_lam' belongs to the Voronoi",
                  "'rounds' is an integer", "loguniform needs low > 0", "'p' needs type",
                  "'beta': low must be below high", "'device' is not a hyper-parameter"):
         assert part in msg, part

@@ -83,6 +83,10 @@ def _valid_value(name: str, t: str):
         "peak_threshold": st.one_of(st.none(), st.floats(1e-3, 2)),
         "background_ratio": st.floats(0, 10), "background_level": st.floats(0.01, 1.0),
         "peak_recall": st.floats(0.01, 1.0), "unlabeled_ratio": st.floats(0.01, 1.0),
+        "psm_objective": st.sampled_from(["contrastive", "invariance"]),
+        "polarity": st.sampled_from(["auto", "bright", "dark"]),
+        "kmeans_k": st.integers(2, 8), "seed_fraction": st.floats(0.01, 1.0),
+        "fusion_beta": st.floats(0, 100), "psm_crop": st.integers(16, 512),
     }
     if name in by_name:
         return by_name[name]

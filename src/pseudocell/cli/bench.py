@@ -28,14 +28,25 @@ def bench(
     seeds: Annotated[int, typer.Option(help="Number of seeds (0..n-1).")] = 3,
     keep: Annotated[float, typer.Option(help="Fraction of training points kept.")] = 0.1,
     config: Annotated[Path | None, typer.Option(help="TOML config of the detector and loop.")] = None,
+    protocol: Annotated[str, typer.Option(
+        help="'partial': the loop from clicks against every baseline; 'label-free': no "
+             "click (classical, PSM points, PSM + loop) against the loop from clicks and "
+             "the fully supervised detector.")] = "partial",
+    reference: Annotated[Path | None, typer.Option(
+        help="label-free: folder of a 'partial' benchmark of the same datasets, config and "
+             "seeds whose results are the reference rows (default: OUT/reference, computed "
+             "when missing).")] = None,
 ) -> None:
     """Compare pseudocell with every baseline on held-out images.
 
-    Writes OUT/quality.json and OUT/quality.md.
+    Writes OUT/quality.json and OUT/quality.md (label-free: OUT/label_free.json, .md).
 
     Example: pseudocell bench --quick
+
+    Example: pseudocell bench --protocol label-free --datasets benchmarks/datasets.toml
     """
     from pseudocell.bench.datasets import default_datasets, parse_dataset_arg, read_dataset_toml
+    from pseudocell.bench.quality import METHODS as QUALITY_METHODS
     from pseudocell.bench.quality import QUICK_CONFIG, markdown_report, run_quality, write_result
     from pseudocell.config import Config, load_config
     from pseudocell.validation import check_output_path
@@ -53,6 +64,23 @@ def bench(
         cfg = QUICK_CONFIG if quick else Config()
     if not 0.0 < keep <= 1.0:
         raise InvalidInputError(f"--keep must be in (0, 1], got {keep}")
+    if protocol not in ("partial", "label-free"):
+        raise InvalidInputError(f"--protocol {protocol!r}: use 'partial' or 'label-free'")
+    if protocol == "label-free":
+        from pseudocell.bench import label_free
+
+        ref = out / "reference" if reference is None else reference
+        methods = ("full",) if reference is None else QUALITY_METHODS
+        result = label_free.run_label_free(
+            specs, cfg=cfg, seeds=range(1 if quick else seeds), keep=keep, out_dir=out,
+            reference_dir=ref, reference_methods=methods, max_train=10 if quick else None,
+            max_test=5 if quick else None)
+        write_result(result, out / "label_free.json")
+        report = label_free.markdown_report(result)
+        (out / "label_free.md").write_text(report + "\n")
+        typer.echo(report)
+        typer.echo(f"wrote {out / 'label_free.json'}")
+        return
     result = run_quality(specs, cfg=cfg, seeds=range(1 if quick else seeds), keep=keep,
                          out_dir=out, max_train=10 if quick else None,
                          max_test=5 if quick else None)

@@ -132,7 +132,8 @@ def run(
     tracking: TrackingOptions,
     points: Annotated[str | None, typer.Option(help="Annotated cell centres: napari points "
                                                      "CSV or 'image,y,x' CSV (the partial "
-                                                     "mode needs them).")] = None,
+                                                     "mode needs them; label-free: "
+                                                     "optional extra clicks).")] = None,
     config: Annotated[str | None, typer.Option(help="TOML config file.")] = None,
     gt: Annotated[str | None, typer.Option(help="Optional full ground truth of the training "
                                                  "images (CSV), for evaluation only.")] = None,
@@ -140,8 +141,9 @@ def run(
                                                           "only; never used for training).")] = None,
     eval_gt: Annotated[str | None, typer.Option(help="Ground truth of --eval-images (CSV).")] = None,
     pattern: Annotated[str, typer.Option(help="Glob selecting images in --images.")] = "*",
-    mode: Annotated[str | None, typer.Option(help="Override config 'mode' (default "
-                                                  "'partial': the loop from your clicks).")] = None,
+    mode: Annotated[str | None, typer.Option(help="Override config 'mode': 'partial' (default; "
+                                                  "the loop from your clicks) or 'label-free' "
+                                                  "(no clicks needed).")] = None,
     rounds: Annotated[int | None, typer.Option(help="Override config 'rounds'.")] = None,
     alpha: Annotated[float | None, typer.Option(help="Override config 'alpha'.")] = None,
     beta: Annotated[float | None, typer.Option(help="Override config 'beta'.")] = None,
@@ -157,6 +159,8 @@ def run(
 
     Example: pseudocell run --images imgs/ --points clicks.csv --out runs/exp1 --rounds 2
 
+    No clicks at all: pseudocell run --mode label-free --images imgs/ --out runs/lf1
+
     On a Ray cluster: pseudocell run ... --executor ray --address auto
     """
     from pseudocell.orchestrator.run import check_mode_inputs, prepare_run
@@ -170,7 +174,7 @@ def run(
     check_device(cfg.device, name="--device" if device is not None else "config 'device'")
     inputs = load_run_inputs(images, points, gt=gt, eval_images=eval_images, eval_gt=eval_gt,
                              pattern=pattern)
-    check_mode_inputs(get_mode(cfg.mode), inputs)  # before Ray starts, too
+    check_mode_inputs(get_mode(cfg.mode), inputs, cfg)  # before Ray starts, too
     # the executor (and Ray) starts before anything is written: a bad --executor option
     # leaves no run directory behind
     with ex.build() as executor:

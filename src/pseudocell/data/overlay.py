@@ -11,11 +11,13 @@ __all__ = ["COLORS", "draw_overlay"]
 COLORS = {
     "detection": (255, 221, 0),     # yellow ring
     "annotated": (0, 200, 0),       # green dot
+    "seed": (200, 0, 200),          # magenta dot (label-free seed points)
     "pseudo_pos": (0, 160, 255),    # blue dot
     "pseudo_neg": (255, 40, 40),    # red cross
 }
 
-_LEGEND = {"detection": "detected", "annotated": "annotated", "pseudo_pos": "pseudo+",
+_LEGEND = {"detection": "detected", "annotated": "annotated", "seed": "seed",
+           "pseudo_pos": "pseudo+",
            "pseudo_neg": "pseudo-"}
 
 
@@ -36,7 +38,7 @@ def draw_overlay(path: str | Path, image: np.ndarray, layers: dict[str, np.ndarr
         g = (im - im.min()) / max(float(im.max() - im.min()), 1.0) * 255
     rgb = Image.fromarray(np.repeat(g.astype(np.uint8)[..., None], 3, axis=2))
     d = ImageDraw.Draw(rgb)
-    for kind in ("detection", "annotated", "pseudo_pos", "pseudo_neg"):
+    for kind in COLORS:
         pts = layers.get(kind)
         if pts is None:
             continue

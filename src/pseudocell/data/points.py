@@ -15,8 +15,16 @@ import numpy as np
 
 from pseudocell.errors import InvalidInputError
 
-__all__ = ["read_points_csv", "write_napari_csv", "write_points_csv", "points_by_image",
-           "hide_points"]
+__all__ = ["LABEL_KINDS", "ROUND0_POSITIVE", "POSITIVE_KINDS", "read_points_csv",
+           "write_napari_csv", "write_points_csv", "points_by_image", "hide_points"]
+
+#: Kinds of a labels table: clicked cells, label-free seed points (round 0's positives
+#: when no one clicked), positive and negative pseudo-labels.
+LABEL_KINDS = ("annotated", "seed", "pseudo_pos", "pseudo_neg")
+#: Round 0's positive labels (what the run was given or bootstrapped).
+ROUND0_POSITIVE = ("annotated", "seed")
+#: Every positive label (the detector's Gaussians, the PU learner's P set).
+POSITIVE_KINDS = ("annotated", "seed", "pseudo_pos")
 
 
 def _float(v: str, where: str, line: int, col: str) -> float:

@@ -102,7 +102,7 @@ def prepare_run(run_dir: str | Path, cfg: Config, inputs: RunInputs, *, force: b
     A directory holding a run with the same config continues only if its inputs are
     the same too; otherwise it is refused unless ``force``.
     """
-    check_mode_inputs(get_mode(cfg.mode), inputs)
+    check_mode_inputs(get_mode(cfg.mode), inputs, cfg)
     run_dir = fs.resolve_root(run_dir)
     action = check_run_dir(run_dir, cfg, force=force)
     layout = RunLayout(run_dir)
@@ -127,12 +127,15 @@ def prepare_run(run_dir: str | Path, cfg: Config, inputs: RunInputs, *, force: b
     return layout
 
 
-def check_mode_inputs(mode: Mode, inputs: RunInputs) -> None:
-    """Refuse inputs that lack a store the mode needs (before anything is written)."""
+def check_mode_inputs(mode: Mode, inputs: RunInputs, cfg: Config) -> None:
+    """Refuse inputs that lack a store the mode needs, or that the mode's own check
+    (:attr:`Mode.check_inputs`) refuses, before anything is written."""
     missing = [k for k in mode.required_inputs if getattr(inputs, k, None) is None]
     if missing:
         raise InvalidInputError(f"mode {mode.name!r} needs {', '.join(missing)}; give "
                                 + " and ".join(f"--{k.replace('_', '-')}" for k in missing))
+    if mode.check_inputs is not None:
+        mode.check_inputs(cfg, inputs)
 
 
 def write_inputs(layout: RunLayout, inputs: RunInputs, fingerprint: str | None = None) -> None:

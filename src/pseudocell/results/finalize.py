@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 from pseudocell.data.overlay import draw_overlay
-from pseudocell.data.points import points_by_image, write_napari_csv, write_points_csv
+from pseudocell.data.points import LABEL_KINDS, points_by_image, write_napari_csv, write_points_csv
 from pseudocell.results.export import write_points
 from pseudocell.results.reader import RunResults
 from pseudocell.storage import arrays, fs
@@ -155,7 +155,7 @@ def _overlays(res: RunResults, out: Path, labels: dict, det: dict,
     out.mkdir(parents=True, exist_ok=True)
     ids = res.image_ids
     by_kind = {k: points_by_image(labels, ids, (k,))
-               for k in ("annotated", "pseudo_pos", "pseudo_neg")}
+               for k in LABEL_KINDS}
     dets = points_by_image(det, ids)
     paths = []
     for k, i in enumerate(ids[:limit]):
@@ -171,7 +171,8 @@ def round_artifacts(res: RunResults, rnd: int, n_overlays: int) -> list[tuple[st
     ``(path, artifact folder)`` pairs (a folder's files go into the artifact folder):
     overlays of the first ``n_overlays`` images
     (annotated / pseudo+ / pseudo- / detections), detections and labels as napari CSV
-    and QuPath GeoJSON, and the round's detector weights."""
+    and QuPath GeoJSON, the outputs its stages declare as ``artifacts`` (e.g. the
+    label-free maps) and the round's detector weights."""
     layout = res.layout
     out = Path(layout.local_dir) / "tracking" / f"round_{rnd:03d}"
     ids = res.image_ids
@@ -186,6 +187,15 @@ def round_artifacts(res: RunResults, rnd: int, n_overlays: int) -> list[tuple[st
         for fmt in ("napari", "geojson"):
             write_points(out / name, name, table, ids, fmt, object_type=kind)
         files.append((str(out / name), name))
+    for name, uri in res.stage_artifacts(rnd):
+        if not layout.is_local:  # MLflow logs local files
+            local = out / name
+            for rel in fs.list_files(uri):
+                dst = local / rel if rel else local
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                dst.write_bytes(fs.read_bytes(uri.rstrip("/") + "/" + rel if rel else uri))
+            uri = str(local)
+        files.append((uri, name))
     uri = res.model_uri(rnd)
     if uri is not None:
         if not layout.is_local:  # MLflow logs local files

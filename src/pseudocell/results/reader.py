@@ -14,9 +14,9 @@ import numpy as np
 
 from pseudocell.config import Config, load_config
 from pseudocell.core.metrics import near_any
-from pseudocell.data.points import points_by_image
+from pseudocell.data.points import ROUND0_POSITIVE, points_by_image
 from pseudocell.errors import RunDirectoryError
-from pseudocell.stages.base import Labels, Mode
+from pseudocell.stages.base import Labels, Mode, Output
 from pseudocell.stages.modes import get_mode
 from pseudocell.stages.plan import given_inputs, resolve
 from pseudocell.storage import arrays, fs, tables
@@ -77,6 +77,17 @@ class RunResults:
         return read_manifest(self.layout.manifest(rnd, stage))
 
     # -- what a round holds ------------------------------------------------------------
+    def stage_artifacts(self, rnd: int) -> list[tuple[str, str]]:
+        """``(stage name, URI)`` of every output round ``rnd``'s stages declare as
+        ``artifacts`` and have written."""
+        out = []
+        for spec in self.mode.stages_of(rnd, self.rounds):
+            for name in spec.artifacts:
+                uri = self._uri(rnd, Output(spec.name, name))
+                if uri is not None:
+                    out.append((spec.name, uri))
+        return out
+
     def training_labels(self, rnd: int) -> dict[str, np.ndarray] | None:
         """The labels table (image_id, y, x, kind, round, score) round ``rnd``'s detector
         was trained on; None when they do not exist yet."""
@@ -111,7 +122,7 @@ class RunResults:
         if seeds is None or det is None:
             return None
         ids = self.image_ids
-        pts = points_by_image(seeds, ids, ("annotated",))
+        pts = points_by_image(seeds, ids, ROUND0_POSITIVE)
         found = points_by_image(det, ids)
         n = sum(len(pts[i]) for i in ids)
         if n == 0:

@@ -161,6 +161,9 @@ class StageSpec:
     row : mapping of str to str, or "*"
         Metrics that go into the round's row of ``metrics.json`` (metric → column); "*"
         takes every metric, P/R/F dicts flattened as ``key/precision`` ...
+    artifacts : tuple of str
+        Outputs (files or folders, e.g. pictures of what the stage saw) that the MLflow
+        record of its round keeps as artefacts, under the stage's name.
     """
 
     name: str
@@ -176,6 +179,7 @@ class StageSpec:
     series: Mapping[str, tuple[str, str | None]] = field(default_factory=dict)
     journal_scalars: bool = True
     row: Mapping[str, str] | str = field(default_factory=dict)
+    artifacts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -220,6 +224,10 @@ class Mode:
         → the stage output that holds it in a round.
     required_inputs : tuple of str
         Run input stores the mode cannot run without.
+    check_inputs : callable or None
+        ``check_inputs(cfg, inputs)`` refuses run inputs this mode cannot work from
+        (raises :class:`~pseudocell.errors.InvalidInputError`) before anything is
+        written; it lives in :mod:`pseudocell.validation`.
     """
 
     name: str
@@ -230,6 +238,7 @@ class Mode:
     products: Mapping[str, Output | Prepared]
     before: tuple[StageSpec, ...] = ()
     required_inputs: tuple[str, ...] = ("images",)
+    check_inputs: Callable[[Config, Any], None] | None = None
 
     def __post_init__(self) -> None:
         names = [s.name for s in self.before + self.round_stages]

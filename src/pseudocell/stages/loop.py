@@ -23,7 +23,7 @@ from pseudocell.core.peaks import PEAK_FLOOR, calibrate_threshold, find_peaks, v
 from pseudocell.core.pu import estimate_prior_elkan_noto, pu_features, train_pu as _train_pu
 from pseudocell.core.select import choose, rank_unlabeled
 from pseudocell.core.targets import make_target
-from pseudocell.data.points import points_by_image
+from pseudocell.data.points import LABEL_KINDS, POSITIVE_KINDS, points_by_image
 from pseudocell.stages.base import (SHARDED, TRAINING, Input, Labels, Mode, Output, Prepared,
                                     ProgressFn, ShardedStage, StageInputs, StageOutputs,
                                     StageSpec)
@@ -65,7 +65,7 @@ def train_detector(inp: StageInputs, cfg: Config, *, parallel: DataParallel = SI
     """Masked-MSE detector on the current labels.
 
     Inputs: ``images`` (stack at the canonical scale), ``scale`` (scale.json), ``points``
-    (labels table in original pixels: annotated / pseudo_pos are positives, pseudo_neg
+    (labels table in original pixels: annotated / seed / pseudo_pos are positives, pseudo_neg
     are negatives). Outputs: ``model`` (model.pt; its meta holds the scale).
 
     ``progress(step, iters, loss)`` is called every :data:`~pseudocell.core.detector.
@@ -79,7 +79,7 @@ def train_detector(inp: StageInputs, cfg: Config, *, parallel: DataParallel = SI
     ids = arrays.stack_ids(images_uri)
     sc = read_scale(inp.uris["scale"])
     labels = tables.read_table(inp.uris["points"])
-    pos = points_by_image(labels, ids, ("annotated", "pseudo_pos"))
+    pos = points_by_image(labels, ids, POSITIVE_KINDS)
     neg = points_by_image(labels, ids, ("pseudo_neg",))
     imgs, tgts, msks = [], [], []
     for k, i in enumerate(ids):
@@ -164,7 +164,7 @@ def predict_shard(inp: StageInputs, cfg: Config, item: dict, *,
     pos = {}
     if item["prefix"] == "" and "points" in inp.uris:
         pos = points_by_image(tables.read_table(inp.uris["points"]), ids,
-                              ("annotated", "pseudo_pos"))
+                              POSITIVE_KINDS)
     threshold = PEAK_FLOOR if cfg.peak_threshold is None else \
         cfg.unlabeled_ratio * cfg.peak_threshold
     hm_uri = join(inp.out_dir, f"{item['prefix']}heatmaps.zarr")
@@ -258,7 +258,7 @@ def extract_patches_plan(inp: StageInputs, cfg: Config, n_shards: int) -> list[d
     ids = arrays.stack_ids(inp.uris["images"])
     near = read_scale(inp.uris["scale"]).length(cfg.mask_radius)  # original px
     labels = tables.read_table(inp.uris["points"])
-    pos = points_by_image(labels, ids, ("annotated", "pseudo_pos"))
+    pos = points_by_image(labels, ids, POSITIVE_KINDS)
     known = points_by_image(labels, ids)
     peaks = tables.read_table(inp.uris["peaks"])
     det = points_by_image(peaks, ids)
@@ -454,8 +454,9 @@ def update_labels(inp: StageInputs, cfg: Config) -> StageOutputs:
     out = tables.concat_tables({k: labels[k] for k in tables.POINT_COLUMNS}, new)
     uri = join(inp.out_dir, "points.parquet")
     tables.write_table(uri, out)
-    counts = {k: int((out["kind"].astype(str) == k).sum())
-              for k in ("annotated", "pseudo_pos", "pseudo_neg")}
+    kinds = out["kind"].astype(str)
+    counts = {k: int((kinds == k).sum()) for k in LABEL_KINDS
+              if k != "seed" or (kinds == k).any()}  # seeds: label-free runs only
     return StageOutputs({"points": uri}, {f"total_{k}": v for k, v in counts.items()})
 
 
@@ -494,8 +495,7 @@ def _pseudo_label_quality(inp: StageInputs, ids: list[str], gt: dict[str, np.nda
     before) and the fraction of negative pseudo-labels with no GT cell within radius."""
     sel = tables.read_table(inp.uris["selected"])
     table = tables.read_table(inp.uris["table"])
-    prior = points_by_image(tables.read_table(inp.uris["points"]), ids, ("annotated",
-                                                                          "pseudo_pos"))
+    prior = points_by_image(tables.read_table(inp.uris["points"]), ids, POSITIVE_KINDS)
     idx = _rows_of(table, sel["patch_id"])
     sub = tables.take(table, idx) if len(idx) else {k: v[:0] for k, v in table.items()}
     kinds = sel["kind"].astype(str)

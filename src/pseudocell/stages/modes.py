@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from pseudocell.errors import InvalidConfigError
 from pseudocell.stages.base import Mode
+from pseudocell.stages.label_free import LABEL_FREE
 from pseudocell.stages.loop import PARTIAL
 
 __all__ = ["MODES", "get_mode", "actor_kinds"]
 
 #: mode name → pipeline.
-MODES: dict[str, Mode] = {PARTIAL.name: PARTIAL}
+MODES: dict[str, Mode] = {m.name: m for m in (PARTIAL, LABEL_FREE)}
 
 
 def get_mode(name: str) -> Mode:

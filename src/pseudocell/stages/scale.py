@@ -19,7 +19,7 @@ import numpy as np
 from pseudocell.config import Config
 from pseudocell.core.scale import (CANONICAL_DIAMETER, estimate_diameter, from_scaled,
                                    resize_image, scale_factor, scaled_shape, to_scaled)
-from pseudocell.data.points import points_by_image
+from pseudocell.data.points import ROUND0_POSITIVE, points_by_image
 from pseudocell.errors import InvalidInputError
 from pseudocell.stages.base import StageInputs, StageOutputs
 from pseudocell.storage import arrays, fs, tables
@@ -88,7 +88,7 @@ def scale_images(inp: StageInputs, cfg: Config) -> StageOutputs:
     if cfg.cell_diameter is not None:
         diameter, source, extra = float(cfg.cell_diameter), "config", {}
     else:
-        pts = points_by_image(tables.read_table(inp.uris["points"]), ids, ("annotated",))
+        pts = points_by_image(tables.read_table(inp.uris["points"]), ids, ROUND0_POSITIVE)
         with_pts = [k for k, i in enumerate(ids) if len(pts[ids[k]])]
         if not with_pts:
             raise InvalidInputError("cell_diameter='auto' needs at least one clicked cell to "

@@ -18,7 +18,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from pseudocell.config import Config
+from pseudocell.config import MODE_FIELDS, Config
 from pseudocell.errors import InvalidConfigError
 
 __all__ = ["SPACES", "FUTURE_PARAMS", "describe", "load_space", "check_space", "to_tune",
@@ -28,10 +28,10 @@ __all__ = ["SPACES", "FUTURE_PARAMS", "describe", "load_space", "check_space", "
 _TYPES = {"uniform": ("low", "high"), "loguniform": ("low", "high"),
           "randint": ("low", "high"), "choice": ("values",)}
 
-#: Parameters of modes pseudocell does not have yet (label-free bootstrapping, domain
+#: Parameters of parts pseudocell does not have yet (PSM's Voronoi-supervised head, domain
 #: adaptation); a space naming them is refused rather than silently ignored.
-FUTURE_PARAMS = {"fusion_beta": "label-free bootstrapping", "voronoi_lam": "label-free "
-                 "bootstrapping", "grl_lambda": "domain adaptation (DANN)"}
+FUTURE_PARAMS = {"voronoi_lam": "the Voronoi-supervised head of label-free PSM",
+                 "grl_lambda": "domain adaptation (DANN)"}
 
 _DEFAULT = {
     # selection rates of positive / negative pseudo-labels per round
@@ -50,9 +50,19 @@ _WIDE = {
     "peak_threshold": {"type": "uniform", "low": 0.1, "high": 0.6},
 }
 
+_LABEL_FREE = {
+    **_DEFAULT,
+    # the raw image's weight in the fused image, the clusters, the confidence cut
+    "fusion_beta": {"type": "uniform", "low": 0.5, "high": 6.0},
+    "kmeans_k": {"type": "choice", "values": [2, 3, 4]},
+    "seed_fraction": {"type": "uniform", "low": 0.2, "high": 0.9},
+}
+
 #: Built-in spaces (``default``: the selection and ranker settings; ``wide``: also the
-#: number of rounds and the detector's target, mask and peak settings).
-SPACES: dict[str, dict[str, dict]] = {"default": _DEFAULT, "wide": _WIDE}
+#: number of rounds and the detector's target, mask and peak settings; ``label-free``:
+#: the selection settings and the PSM seed settings, for a config with that mode).
+SPACES: dict[str, dict[str, dict]] = {"default": _DEFAULT, "wide": _WIDE,
+                                      "label-free": _LABEL_FREE}
 
 
 def describe(name: str) -> dict[str, dict]:
@@ -83,8 +93,11 @@ def load_space(path: str | Path) -> dict[str, dict]:
     return check_space(space, source=str(path))
 
 
-def check_space(space: dict[str, Any], source: str = "search space") -> dict[str, dict]:
-    """Validate a space description; every problem is named in one error."""
+def check_space(space: dict[str, Any], source: str = "search space", *,
+                mode: str | None = None) -> dict[str, dict]:
+    """Validate a space description; every problem is named in one error. With ``mode``
+    (the base config's), a setting only another mode reads is refused too (it would be
+    searched and change nothing)."""
     types = {f.name: str(f.type) for f in fields(Config)}
     names = set(types)
     problems = []
@@ -97,6 +110,11 @@ def check_space(space: dict[str, Any], source: str = "search space") -> dict[str
             continue
         if key not in names:
             problems.append(f"{key!r} is not a config field")
+            continue
+        owner = next((m for m, f in MODE_FIELDS.items() if key in f), None)
+        if mode is not None and owner is not None and owner != mode:
+            problems.append(f"{key!r} is a setting of mode {owner!r} and the base config's "
+                            f"mode is {mode!r}; set mode = {owner!r} in --config or remove it")
             continue
         if key in ("device", "num_threads", "seed"):
             problems.append(f"{key!r} is not a hyper-parameter to search")

@@ -112,6 +112,7 @@ def prepare_sweep(sweep_dir: str | Path, base: Config, inputs: RunInputs, option
     on: any overlap with the validation images is refused.
     """
     sweep_dir = Path(sweep_dir).resolve()
+    check_space(options.space, mode=base.mode)
     if inputs.eval_images is None or inputs.eval_gt is None:
         raise InvalidInputError("a sweep needs validation images with full ground truth "
                                 "(--val-images and --val-gt): its objective is their F1")
