@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 TORCH_INDEX ?=
 
-.PHONY: demo test test-slow test-all bench bench-quick bench-quality bench-perf bench-executor bench-tune clean
+.PHONY: demo test test-slow test-all bench bench-quick bench-quality bench-label-free bench-perf bench-executor bench-tune clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null 2>&1 || { echo "error: $(PY) not found; install Python 3.11 or run 'make PY=/path/to/python3.11 ...'"; exit 1; }
@@ -43,6 +43,9 @@ bench-quick: $(STAMP)
 
 bench-quality: $(STAMP)
 	$(BIN)/pseudocell bench --datasets benchmarks/datasets.toml --config benchmarks/quality_config.toml --seeds 3 --out runs/bench-quality
+
+bench-label-free: $(STAMP)
+	$(BIN)/pseudocell bench --protocol label-free --datasets benchmarks/datasets.toml --config benchmarks/quality_config.toml --seeds 3 --out runs/bench-label-free --reference runs/bench-quality
 
 bench-perf: $(STAMP)
 	$(BIN)/python benchmarks/perf.py --out runs/bench_perf.json

@@ -263,3 +263,13 @@ def test_batchnorm_statistics_are_recalibrated_after_training():
     conv_out = net.body[0](torch.from_numpy(np.concatenate([p, u]))).detach()
     np.testing.assert_allclose(first_bn.running_mean.numpy(),
                                conv_out.mean(dim=(0, 2, 3)).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_elkan_noto_prior_falls_back_to_the_reference_prior_on_tiny_sets():
+    """Two labeled patches cannot be split into 3 folds with a positive in each: the
+    reference prior (#P + 0.5 #U) / N is used instead of failing."""
+    from pseudocell.core.pu import default_prior, estimate_prior_elkan_noto
+
+    rng = np.random.default_rng(0)
+    x_p, x_u = rng.normal(size=(2, 1, 5, 5)), rng.normal(size=(20, 1, 5, 5))
+    assert estimate_prior_elkan_noto(x_p, x_u, 0) == default_prior(2, 20) == 12 / 22

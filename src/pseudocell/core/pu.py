@@ -79,7 +79,11 @@ def estimate_prior_elkan_noto(x_p: np.ndarray, x_u: np.ndarray, seed: int) -> fl
     A probabilistic labeled-vs-unlabeled classifier g (out-of-fold predictions) gives
     c = E[g | P], the chance that a positive is labeled; each unlabeled x is positive with
     probability w(x) = (1 - c)/c · g/(1 - g), and pi = mean_U w, clipped to [0.05, 0.95].
+    With fewer than 3 patches in P or in U (3 folds need one of each in every training
+    part) it is :func:`default_prior`.
     """
+    if min(len(x_p), len(x_u)) < 3:
+        return default_prior(len(x_p), len(x_u))
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_predict
 
