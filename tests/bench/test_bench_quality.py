@@ -107,3 +107,38 @@ def test_protocol_end_to_end_on_tiny_data(tmp_path, crops_dir, tiny_cfg):
         seeds["0"]["rounds"][0]["heldout@15/f1"])
     report = markdown_report(result)
     assert "| pseudocell |" in report and "crops F1 (mean ± sd)" in report
+
+
+def test_classical_label_free_finds_discs_with_no_label():
+    from pseudocell.bench.label_free import classical_label_free
+    from pseudocell.core.metrics import match_points
+
+    rng = np.random.default_rng(0)
+    im = rng.normal(0.1, 0.02, (120, 120)).astype(np.float32)
+    yy, xx = np.mgrid[:120, :120]
+    centres = np.array([(20 + 25 * a, 20 + 25 * b) for a in range(4) for b in range(4)], float)
+    for y, x in centres:
+        im[(yy - y) ** 2 + (xx - x) ** 2 <= 36] = 0.9
+    found = classical_label_free([im, 1 - im], "bright")
+    assert match_points(found[0], centres, 3.0).tp == 16 and len(found[0]) == 16
+    assert match_points(classical_label_free([1 - im], "dark")[0], centres, 3.0).tp == 16
+
+
+def test_label_free_protocol_end_to_end_on_tiny_data(tmp_path, crops_dir, tiny_cfg):
+    from pseudocell.bench.label_free import markdown_report as lf_report
+    from pseudocell.bench.label_free import run_label_free
+
+    spec = DatasetSpec(name="crops", images=str(crops_dir), pattern="*cells.png", gt="dots",
+                       gt_replace=("cells", "dots"), test_fraction=0.25, radius=15.0)
+    cfg = tiny_cfg.replace(psm_iters=10, psm_batch=4, psm_crop=32)
+    result = run_label_free([spec], cfg=cfg, seeds=(0,), keep=0.3, out_dir=tmp_path / "lf",
+                            reference_dir=tmp_path / "ref")
+    s0 = result["datasets"]["crops"]["seeds"]["0"]
+    assert set(s0["scores"]) == {"classical", "psm_points", "psm_loop", "partial_loop", "full"}
+    assert s0["scores"]["psm_loop"]["f1"] == pytest.approx(s0["rounds"][-1]["heldout@15/f1"])
+    # the reference rows are the quality benchmark's own result for that seed
+    ref = run_quality([spec], cfg=tiny_cfg, seeds=(0,), keep=0.3, out_dir=tmp_path / "ref",
+                      methods=("full",))["datasets"]["crops"]["seeds"]["0"]["scores"]
+    assert s0["scores"]["partial_loop"] == ref["pseudocell"] and s0["scores"]["full"] == ref["full"]
+    report = lf_report(result)
+    assert "| psm_loop |" in report and "psm_loop / full" in report

@@ -111,6 +111,19 @@ def _run(*extra: str, images: bool = True, points: bool = True, out: bool = True
     return argv
 
 
+def _with_blank(c: Ctx) -> str:
+    """The crops plus an all-black image, in a folder of their own."""
+    import numpy as np
+    from PIL import Image
+
+    d = c.tmp / "with_blank"
+    d.mkdir()
+    for p in c.images.iterdir():
+        (d / p.name).write_bytes(p.read_bytes())
+    Image.fromarray(np.zeros((96, 128), np.uint8)).save(d / "black.png")
+    return str(d)
+
+
 def _from_case(case):
     def argv(c: Ctx) -> list[str]:
         images, points, extra = case.build(c.tmp, c.images)
@@ -135,7 +148,20 @@ TABLE: dict[str, Bad] = {
     "run --alpha nan": Bad(_run("--alpha", "nan"), 1, ("'alpha'", "finite")),
     "run --alpha inf": Bad(_run("--alpha", "inf"), 1, ("'alpha'", "finite")),
     "run --p 0": Bad(_run("--p", "0"), 1, ("'p'", "> 0")),
-    "run --mode nope": Bad(_run("--mode", "nope"), 1, ("mode='nope'", "use one of partial")),
+    "run --mode nope": Bad(_run("--mode", "nope"), 1, ("mode='nope'",
+                                                       "use one of label-free, partial")),
+    # the label-free mode (issue 16): too few pixels, a blank image, fusion_beta < 0
+    "run --mode label-free on two small crops": Bad(
+        _run("--mode", "label-free", points=False), 1,
+        ("2 image(s) with 24576 pixels", "16 tiles of 64x64", "Add images")),
+    "run --mode label-free with a blank image": Bad(
+        lambda c: ["run", "--mode", "label-free", "--images", _with_blank(c),
+                   "--out", c.out, "--config", c.file("c.toml", "psm_crop = 16\n")], 1,
+        ("blank", "black.png", "Remove them")),
+    "run --mode label-free, fusion_beta < 0": Bad(
+        lambda c: ["run", "--mode", "label-free", "--images", str(c.images), "--out", c.out,
+                   "--config", c.file("c.toml", "fusion_beta = -1.0\n")], 1,
+        ("'fusion_beta'", ">= 0")),
     "run --mode blank": Bad(_run("--mode", " "), 1, ("'mode'", "a mode name")),
     "run --device tpu": Bad(_run("--device", "tpu"), 1, ("'device'", "'tpu'")),
     "run --device cuda:99 (issue: fails 11 s into training)": Bad(

@@ -30,7 +30,8 @@ from skimage.filters import threshold_otsu
 
 from pseudocell.bench.datasets import Dataset, DatasetSpec, load_dataset
 from pseudocell.bench.quality import METHODS as QUALITY_METHODS
-from pseudocell.bench.quality import _cached_seed, _score, _subset, _versions
+from pseudocell.bench.quality import (_cached_seed, _score, _subset, _versions, method_stats,
+                                      methods_table)
 from pseudocell.config import Config
 from pseudocell.core import psm
 from pseudocell.data.points import points_by_image
@@ -166,13 +167,7 @@ def summarize(result: dict) -> dict:
     classical and psm_points, and its ratio to full."""
     out = {}
     for name, d in result["datasets"].items():
-        rows = {}
-        for m in METHODS:
-            vals = [s["scores"][m] for s in d["seeds"].values() if m in s["scores"]]
-            if vals:
-                rows[m] = {k: {"mean": float(np.mean([v[k] for v in vals])),
-                               "sd": float(np.std([v[k] for v in vals], ddof=1))
-                               if len(vals) > 1 else 0.0} for k in ("precision", "recall", "f1")}
+        rows = method_stats(d["seeds"], METHODS)
         f = {m: r["f1"]["mean"] for m, r in rows.items()}
         if "psm_loop" in f:
             rows["targets"] = {
@@ -186,19 +181,9 @@ def summarize(result: dict) -> dict:
 def markdown_report(result: dict) -> str:
     """Methods x datasets F1 table (mean ± sd over seeds) and the targets."""
     summ = result["summary"]
-    names = list(summ)
     lines = [f"Held-out images, one-to-one matching at each dataset's radius; "
              f"{len(result['seeds'])} seed(s); no label used except for scoring (rows 1-3).",
-             "", "| method | " + " | ".join(f"{n} F1 (mean ± sd) | P | R" for n in names) + " |",
-             "|---|" + "---:|---:|---:|" * len(names)]
-    for m in METHODS:
-        cells = []
-        for n in names:
-            r = summ[n].get(m)
-            cells += ["-", "-", "-"] if r is None else [
-                f"{r['f1']['mean']:.3f} ± {r['f1']['sd']:.3f}", f"{r['precision']['mean']:.3f}",
-                f"{r['recall']['mean']:.3f}"]
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+             "", *methods_table(summ, METHODS)]
     lines += ["", "| dataset | psm_loop > classical | psm_loop > psm_points | "
                   "psm_loop / full | polarity | diameter (px) |", "|---|---|---|---:|---|---|"]
     for n, d in result["datasets"].items():

@@ -208,19 +208,41 @@ def _versions() -> dict:
             "platform": platform.platform()}
 
 
-def summarize(result: dict) -> dict:
-    """Mean and sd over seeds of P, R, F1 per dataset and method; pseudocell/full ratio."""
-    out = {}
-    for name, d in result["datasets"].items():
-        rows = {}
-        for m in result["methods"]:
-            vals = [s["scores"][m] for s in d["seeds"].values() if m in s["scores"]]
-            if not vals:
-                continue
+def method_stats(seeds: dict, methods: Sequence[str]) -> dict:
+    """Mean and sd over the seeds' ``scores`` of P, R and F1 of every method that has
+    any (``{method: {"f1": {"mean", "sd"}, ...}}``)."""
+    rows = {}
+    for m in methods:
+        vals = [s["scores"][m] for s in seeds.values() if m in s["scores"]]
+        if vals:
             rows[m] = {k: {"mean": float(np.mean([v[k] for v in vals])),
                            "sd": float(np.std([v[k] for v in vals], ddof=1)) if len(vals) > 1
                            else 0.0}
                        for k in ("precision", "recall", "f1")}
+    return rows
+
+
+def methods_table(summary: dict, methods: Sequence[str]) -> list[str]:
+    """Markdown lines of the methods x datasets table (F1 mean ± sd, P, R)."""
+    names = list(summary)
+    lines = ["| method | " + " | ".join(f"{n} F1 (mean ± sd) | P | R" for n in names) + " |",
+             "|---|" + "---:|---:|---:|" * len(names)]
+    for m in methods:
+        cells = []
+        for n in names:
+            r = summary[n].get(m)
+            cells += ["-", "-", "-"] if r is None else [
+                f"{r['f1']['mean']:.3f} ± {r['f1']['sd']:.3f}", f"{r['precision']['mean']:.3f}",
+                f"{r['recall']['mean']:.3f}"]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def summarize(result: dict) -> dict:
+    """Mean and sd over seeds of P, R, F1 per dataset and method; pseudocell/full ratio."""
+    out = {}
+    for name, d in result["datasets"].items():
+        rows = method_stats(d["seeds"], result["methods"])
         if "pseudocell" in rows and "full" in rows and rows["full"]["f1"]["mean"] > 0:
             rows["ratio_pseudocell_over_full"] = (rows["pseudocell"]["f1"]["mean"]
                                                   / rows["full"]["f1"]["mean"])
@@ -257,21 +279,9 @@ def targets(seeds: dict) -> dict:
 def markdown_report(result: dict) -> str:
     """The methods × datasets table, the ratio, and the per-round table of seed 0."""
     summ = result["summary"]
-    names = list(summ)
     lines = [f"Held-out images, one-to-one matching at each dataset's radius; "
              f"{len(result['seeds'])} seed(s), {result['keep']:.0%} of training points kept.",
-             "", "| method | " + " | ".join(f"{n} F1 (mean ± sd) | P | R" for n in names) + " |",
-             "|---|" + "---:|---:|---:|" * len(names)]
-    for m in result["methods"]:
-        cells = []
-        for n in names:
-            r = summ[n].get(m)
-            if r is None:
-                cells += ["-", "-", "-"]
-            else:
-                cells += [f"{r['f1']['mean']:.3f} ± {r['f1']['sd']:.3f}",
-                          f"{r['precision']['mean']:.3f}", f"{r['recall']['mean']:.3f}"]
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+             "", *methods_table(summ, result["methods"])]
     lines += ["", "Per dataset: cell diameter estimated at the clicks (px, per seed), F1 per "
                   "seed, and issue 15's targets.", "",
               "| dataset | diameter | pseudocell F1 per seed | full F1 per seed | "

@@ -88,7 +88,7 @@ def activation_map(inp: StageInputs, cfg: Config, *, parallel: DataParallel = SI
 
 
 _EMPTY = {"image_id": np.zeros(0, object), "y": np.zeros(0), "x": np.zeros(0),
-          "value": np.zeros(0), "kind": np.zeros(0, object), "diameter": np.zeros(0)}
+          "value": np.zeros(0), "kind": np.zeros(0, object)}
 
 
 #: Training images (evenly spaced) the plan measures the cell size on.
@@ -223,8 +223,7 @@ def bootstrap_shard(inp: StageInputs, cfg: Config, item: dict, *,
                       "y": np.concatenate([pts[:, 0], bg[:, 0]]),
                       "x": np.concatenate([pts[:, 1], bg[:, 1]]),
                       "value": np.concatenate([conf, np.zeros(m)]),
-                      "kind": np.array(["candidate"] * n + ["background"] * m, object),
-                      "diameter": np.full(n + m, float(d))})
+                      "kind": np.array(["candidate"] * n + ["background"] * m, object)})
         if prefix == "" and k < N_PANELS:
             top = conf >= np.quantile(conf, 1 - cfg.seed_fraction) if n else np.zeros(0, bool)
             _panel(join(inp.out_dir, "panels", f"{ids[k]}.png"), image, amap, cl,
@@ -235,13 +234,13 @@ def bootstrap_shard(inp: StageInputs, cfg: Config, item: dict, *,
             "polarity": item["polarity"], "diameter": d}
 
 
-def _labels(table: dict, clicks: dict | None, ids: list[str], cfg: Config,
+def _labels(table: dict, clicks: dict | None, ids: list[str], cfg: Config, d: float,
             rng: np.random.Generator) -> tuple[dict, dict]:
     """Round 0's labels from the training images' part table: the most confident
     ``seed_fraction`` of the candidates (kind ``seed``, score = confidence), background
     grid points (``pseudo_neg``), at most ``seed_negatives`` per seed of their image and
-    chosen at random, and the clicks (``annotated``). Seeds within half a cell of a
-    click and background within a cell of one are dropped."""
+    chosen at random, and the clicks (``annotated``). Seeds within half a cell (``d``
+    px) of a click and background within a cell of one are dropped."""
     kind = table["kind"].astype(str)
     cand = np.flatnonzero(kind == "candidate")
     order = cand[np.argsort(-table["value"][cand], kind="stable")]
@@ -254,13 +253,12 @@ def _labels(table: dict, clicks: dict | None, ids: list[str], cfg: Config,
     keep_pos, keep_neg = [], []
     for i in ids:
         rows = seeds[img[seeds] == i]
-        d = table["diameter"][rows[0]] if len(rows) else None
-        if d is not None and len(click_pts[i]):
+        if len(click_pts[i]):
             rows = rows[~near_any(pts[rows], click_pts[i], d / 2)]
         keep_pos.append(rows)
         bg = np.flatnonzero((kind == "background") & (img == i))
         if len(bg) and len(click_pts[i]):
-            bg = bg[~near_any(pts[bg], click_pts[i], table["diameter"][bg[0]])]
+            bg = bg[~near_any(pts[bg], click_pts[i], d)]
         n_neg = int(np.floor(cfg.seed_negatives * (len(rows) + len(click_pts[i]))))
         if len(bg) > n_neg:
             bg = np.sort(rng.choice(bg, n_neg, replace=False))
@@ -301,7 +299,8 @@ def bootstrap_merge(inp: StageInputs, cfg: Config, results: list[dict]) -> Stage
             f"{results[0]['diameter']:.1f} px); check the images, set polarity ('bright': "
             "cells brighter than background, 'dark'), or give cell_diameter")
     clicks = tables.read_table(inp.uris["points"]) if "points" in inp.uris else None
-    labels, counts = _labels(train, clicks, ids, cfg, np.random.default_rng(inp.seed))
+    diam = float(results[0]["diameter"])
+    labels, counts = _labels(train, clicks, ids, cfg, diam, np.random.default_rng(inp.seed))
     uris = {"points": join(inp.out_dir, "points.parquet")}
     tables.write_table(uris["points"], labels)
     for prefix, table in fs_parts.items():
@@ -313,7 +312,6 @@ def bootstrap_merge(inp: StageInputs, cfg: Config, results: list[dict]) -> Stage
     if fs.exists(join(inp.out_dir, "panels")):
         uris["panels"] = join(inp.out_dir, "panels")
     cand = train["kind"].astype(str) == "candidate"
-    diam = float(results[0]["diameter"])
     logger.info("bootstrap_points: %d candidates, %d seeds, %d background points, cell "
                 "diameter about %.1f px (%s cells)", int(cand.sum()), counts["n_seeds"],
                 counts["n_background"], diam, results[0]["polarity"])
