@@ -215,11 +215,12 @@ def test_read_image_uint16_tiff(stardist_crop):
 # -- overlays ------------------------------------------------------------------------------
 
 def _layers(rng, shape, n=6):
-    """Points of every kind, away from the legend strip (rows 0..12) and the borders."""
+    """Points of every kind, away from the legend (two rows on a 256 px wide image: rows
+    0..24) and the borders."""
     def pts():
-        return np.stack([rng.uniform(30, shape[0] - 10, n), rng.uniform(10, shape[1] - 10, n)], 1)
+        return np.stack([rng.uniform(40, shape[0] - 10, n), rng.uniform(10, shape[1] - 10, n)], 1)
 
-    return {k: pts() for k in ("detection", "annotated", "pseudo_pos", "pseudo_neg")}
+    return {k: pts() for k in COLORS}
 
 
 def _has(rgb: np.ndarray, colour) -> bool:
@@ -235,10 +236,10 @@ def test_draw_overlay_writes_png_with_legend(tmp_path, bf_dir):
     with Image.open(out) as f:
         assert f.format == "PNG" and f.size == (256, 128) and f.mode == "RGB"
         rgb = np.asarray(f)
-    strip = rgb[:13]
+    strip = rgb[:25]
     for kind, c in COLORS.items():
         assert _has(strip, c), f"legend colour of {kind} {c} missing"
-        assert _has(rgb[20:], c), f"no {kind} drawn in {c}"
+        assert _has(rgb[30:], c), f"no {kind} drawn in {c}"
     # outside the legend and the marks, the image itself is there (grey levels)
     assert rgb[20:, :, 0].std() > 5
 

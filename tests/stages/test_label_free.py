@@ -171,13 +171,18 @@ def test_tune_space_of_label_free_fields_needs_that_mode():
 
 
 @pytest.mark.ray
-def test_ray_executor_gives_the_local_bytes(lf_run, tmp_path, small_crops, ray_address):
+def test_ray_executor_gives_the_local_bytes(tmp_path, small_crops, ray_address):
+    """The label-free stages (training, sharded bootstrap over a pool of 2) and the final
+    detector on Ray give the local executor's bytes (rounds=0 keeps it short; the
+    partial loop's rounds are proven in tests/orchestrator/test_ray_executor.py)."""
     from pseudocell.orchestrator.ray_executor import RayExecutor, RayOptions
 
-    layout, cfg, _ = lf_run
     images, gt = small_crops
-    lay2 = prepare_run(tmp_path / "run", cfg, RunInputs(images, None, gt, images, gt))
+    cfg = lf_config(rounds=0)
+    local = prepare_run(tmp_path / "local", cfg, RunInputs(images, None, gt, images, gt))
+    run_loop(local, cfg, LocalExecutor())
+    lay2 = prepare_run(tmp_path / "ray", cfg, RunInputs(images, None, gt, images, gt))
     with RayExecutor(RayOptions(address=ray_address, train="actor", pool_size=2,
                                 shards_per_actor=2)) as ex:
         run_loop(lay2, cfg, ex)
-    assert output_digests(lay2, cfg) == output_digests(layout, cfg)
+    assert output_digests(lay2, cfg) == output_digests(local, cfg)
