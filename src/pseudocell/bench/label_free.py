@@ -149,12 +149,24 @@ def run_label_free(specs: Sequence[DatasetSpec], *, cfg: Config, seeds: Sequence
             ds = _subset(ds, max_train, max_test)
         per_seed = {}
         for seed in seeds:
-            logger.info("label-free bench dataset=%s seed=%d", spec.name, seed)
             path = out_dir / spec.name / f"seed{seed}" / "result.json"
+            key = {"config_hash": cfg.replace(mode="label-free").config_hash, "keep": keep,
+                   "reference": reference_dir is not None,
+                   "spec": {k: (list(v) if isinstance(v, tuple) else v)
+                            for k, v in spec.__dict__.items()},
+                   "n_train": len(ds.train.ids), "n_test": len(ds.test.ids)}
+            old = json.loads(path.read_text()) if path.exists() else {}
+            if old.get("key") == key:  # a finished seed of a stopped benchmark
+                logger.info("label-free bench dataset=%s seed=%d: reusing %s", spec.name,
+                            seed, path)
+                per_seed[str(seed)] = old["result"]
+                continue
+            logger.info("label-free bench dataset=%s seed=%d", spec.name, seed)
             per_seed[str(seed)] = _one_seed(
                 ds, cfg, seed, keep, path.parent,
                 None if reference_dir is None else Path(reference_dir), reference_methods)
-            path.write_text(json.dumps(per_seed[str(seed)], indent=1, default=float))
+            path.write_text(json.dumps({"key": key, "result": per_seed[str(seed)]}, indent=1,
+                                       default=float))
         result["datasets"][spec.name] = {"n_train": len(ds.train.ids),
                                          "n_test": len(ds.test.ids), "radius": spec.radius,
                                          "seeds": per_seed}
