@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import torch
 
 from pseudocell.config import Config
 from pseudocell.core import psm
@@ -25,7 +24,7 @@ from pseudocell.errors import InvalidInputError
 from pseudocell.stages.base import (SHARDED, TRAINING, Input, Mode, Output, Prepared,
                                     ProgressFn, ShardedStage, StageInputs, StageOutputs,
                                     StageSpec)
-from pseudocell.stages.loop import PARTIAL, scale_stage
+from pseudocell.stages.loop import PARTIAL, _save_model, scale_stage
 from pseudocell.storage import arrays, fs, tables
 from pseudocell.storage.layout import join
 from pseudocell.validation import check_label_free_inputs
@@ -39,11 +38,6 @@ logger = logging.getLogger(__name__)
 ACTIVATION_WIDTH = 16
 #: Images per run whose raw | map | clusters | points panel is written (and logged).
 N_PANELS = 4
-
-
-def _save(uri: str, state: dict, meta: dict) -> None:
-    with fs.open_uri(uri, "wb") as f:
-        torch.save({"state_dict": state, "meta": meta}, f)
 
 
 def activation_map(inp: StageInputs, cfg: Config, *, parallel: DataParallel = SINGLE,
@@ -70,7 +64,7 @@ def activation_map(inp: StageInputs, cfg: Config, *, parallel: DataParallel = SI
     if not parallel.is_main:
         return StageOutputs({}, {})
     out = {"model": join(inp.out_dir, "activation.pt")}
-    _save(out["model"], res.state_dict, {"width": ACTIVATION_WIDTH,
+    _save_model(out["model"], res.state_dict, {"width": ACTIVATION_WIDTH,
                                          "objective": cfg.psm_objective})
     net = psm.load_activation_net(res.state_dict, ACTIVATION_WIDTH, cfg.device)
     for prefix, key in (("", "images"), ("eval_", "eval_images")):
