@@ -19,7 +19,6 @@ quality`, at the same config, split and seed):
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -29,9 +28,8 @@ import numpy as np
 from skimage.filters import threshold_otsu
 
 from pseudocell.bench.datasets import Dataset, DatasetSpec, load_dataset
-from pseudocell.bench.quality import METHODS as QUALITY_METHODS
-from pseudocell.bench.quality import (_cached_seed, _score, _subset, _versions, method_stats,
-                                      methods_table)
+from pseudocell.bench.quality import (_cached_seed, _score, _subset, _versions, cached_seed,
+                                      method_stats, methods_table, seed_key)
 from pseudocell.config import Config
 from pseudocell.core import psm
 from pseudocell.data.points import points_by_image
@@ -149,24 +147,14 @@ def run_label_free(specs: Sequence[DatasetSpec], *, cfg: Config, seeds: Sequence
             ds = _subset(ds, max_train, max_test)
         per_seed = {}
         for seed in seeds:
-            path = out_dir / spec.name / f"seed{seed}" / "result.json"
-            key = {"config_hash": cfg.replace(mode="label-free").config_hash, "keep": keep,
-                   "reference": reference_dir is not None,
-                   "spec": {k: (list(v) if isinstance(v, tuple) else v)
-                            for k, v in spec.__dict__.items()},
-                   "n_train": len(ds.train.ids), "n_test": len(ds.test.ids)}
-            old = json.loads(path.read_text()) if path.exists() else {}
-            if old.get("key") == key:  # a finished seed of a stopped benchmark
-                logger.info("label-free bench dataset=%s seed=%d: reusing %s", spec.name,
-                            seed, path)
-                per_seed[str(seed)] = old["result"]
-                continue
-            logger.info("label-free bench dataset=%s seed=%d", spec.name, seed)
-            per_seed[str(seed)] = _one_seed(
-                ds, cfg, seed, keep, path.parent,
-                None if reference_dir is None else Path(reference_dir), reference_methods)
-            path.write_text(json.dumps({"key": key, "result": per_seed[str(seed)]}, indent=1,
-                                       default=float))
+            key = seed_key(ds, cfg.replace(mode="label-free"), keep,
+                           reference=reference_dir is not None)
+            per_seed[str(seed)] = cached_seed(
+                out_dir / spec.name / f"seed{seed}" / "result.json", key,
+                lambda: _one_seed(ds, cfg, seed, keep, out_dir / spec.name / f"seed{seed}",
+                                  None if reference_dir is None else Path(reference_dir),
+                                  reference_methods),
+                f"label-free bench dataset={spec.name} seed={seed}")
         result["datasets"][spec.name] = {"n_train": len(ds.train.ids),
                                          "n_test": len(ds.test.ids), "radius": spec.radius,
                                          "seeds": per_seed}

@@ -25,7 +25,7 @@ import json
 import logging
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -130,31 +130,42 @@ def _one_seed(ds: Dataset, cfg: Config, seed: int, keep: float, out: Path,
     return res
 
 
-def _cached_seed(ds: Dataset, cfg: Config, seed: int, keep: float, out: Path,
-                 methods: Sequence[str]) -> dict:
-    """:func:`_one_seed`, written to ``out/result.json`` as soon as it is done and reused
-    when the same dataset, config, keep and methods ask for it again (a long benchmark
-    that stops keeps every finished seed)."""
-    key = {"config_hash": cfg.config_hash, "keep": keep, "methods": sorted(methods),
-           "spec": {k: (list(v) if isinstance(v, tuple) else v)
-                    for k, v in ds.spec.__dict__.items()},
-           "n_train": len(ds.train.ids), "n_test": len(ds.test.ids)}
-    path = out / "result.json"
+def seed_key(ds: Dataset, cfg: Config, keep: float, **extra) -> dict:
+    """What a finished seed's result depends on: config hash, keep, dataset spec and
+    split sizes, plus ``extra`` (e.g. the methods)."""
+    return {"config_hash": cfg.config_hash, "keep": keep, **extra,
+            "spec": {k: (list(v) if isinstance(v, tuple) else v)
+                     for k, v in ds.spec.__dict__.items()},
+            "n_train": len(ds.train.ids), "n_test": len(ds.test.ids)}
+
+
+def cached_seed(path: Path, key: dict, compute: Callable[[], dict], what: str) -> dict:
+    """``compute()``, written to ``path`` (JSON ``{"key", "result"}``, atomically) as soon
+    as it is done, and reused when ``path`` already holds a result with the same ``key``
+    (a long benchmark that stops keeps every finished seed)."""
     if path.exists():
         try:
             old = json.loads(path.read_text())
         except (OSError, ValueError):
             old = None
         if old is not None and old.get("key") == key:
-            logger.info("bench dataset=%s seed=%d: reusing %s", ds.spec.name, seed, path)
+            logger.info("%s: reusing %s", what, path)
             return old["result"]
-    logger.info("bench dataset=%s seed=%d", ds.spec.name, seed)
-    res = _one_seed(ds, cfg, seed, keep, out, methods)
-    out.mkdir(parents=True, exist_ok=True)
+    logger.info("%s", what)
+    res = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"key": key, "result": res}, indent=1, default=float))
     tmp.replace(path)
     return res
+
+
+def _cached_seed(ds: Dataset, cfg: Config, seed: int, keep: float, out: Path,
+                 methods: Sequence[str]) -> dict:
+    """:func:`_one_seed` through :func:`cached_seed` (``out/result.json``)."""
+    return cached_seed(out / "result.json", seed_key(ds, cfg, keep, methods=sorted(methods)),
+                       lambda: _one_seed(ds, cfg, seed, keep, out, methods),
+                       f"bench dataset={ds.spec.name} seed={seed}")
 
 
 def run_quality(specs: Sequence[DatasetSpec], *, cfg: Config, seeds: Sequence[int] = (0, 1, 2),
