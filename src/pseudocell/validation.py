@@ -20,7 +20,7 @@ from pseudocell.data.images import image_id, list_images, normalize, read_raw, t
 from pseudocell.data.points import read_points_csv
 from pseudocell.errors import InvalidInputError, RunDirectoryError
 
-__all__ = ["ImageSet", "RunInputs", "check_label_free_inputs", "check_image", "load_image_folder", "check_points",
+__all__ = ["ImageSet", "RunInputs", "check_label_free_inputs", "check_adapt_inputs", "check_image", "load_image_folder", "check_points",
            "load_points", "load_run_inputs", "check_run_dir", "check_disjoint_images",
            "check_output_path", "check_output_file", "check_port", "check_device",
            "load_model_file", "check_same_images", "check_data_dir"]
@@ -35,6 +35,9 @@ class ImageSet:
     ids: list[str]
     images: list[np.ndarray]
     paths: list[str]
+    #: Colour channels of each file as read (1 grey, 3 RGB), before conversion to grey;
+    #: empty when unknown (images not read from files).
+    channels: tuple[int, ...] = ()
 
     @property
     def shapes(self) -> dict[str, tuple[int, int]]:
@@ -47,14 +50,18 @@ class RunInputs:
 
     ``points`` are the annotated points; ``gt`` (full ground truth of the training
     images) and ``eval_images`` + ``eval_gt`` (held-out images) are optional and are only
-    used by evaluation stages, never by the loop.
+    used by evaluation stages, never by the loop. ``source_images`` + ``source_points``
+    (every cell of them annotated) are the source domain of the ``adapt`` modes, whose
+    ``images`` are the unlabeled target.
     """
 
     images: ImageSet
-    points: dict[str, np.ndarray]
+    points: dict[str, np.ndarray] | None
     gt: dict[str, np.ndarray] | None = None
     eval_images: ImageSet | None = None
     eval_gt: dict[str, np.ndarray] | None = None
+    source_images: ImageSet | None = None
+    source_points: dict[str, np.ndarray] | None = None
 
 
 def check_image(arr: np.ndarray, *, name: str) -> np.ndarray:
@@ -106,7 +113,7 @@ def load_image_folder(folder: str | Path, *, pattern: str = "*", name: str = "im
             f"{name}: folder {str(folder)!r} holds no image matching {pattern!r} "
             "(.png, .tif, .tiff, .jpg). Point it at the folder with the images."
         )
-    ids, imgs = [], []
+    ids, imgs, channels = [], [], []
     for p in paths:
         try:
             raw = read_raw(p)
@@ -115,11 +122,12 @@ def load_image_folder(folder: str | Path, *, pattern: str = "*", name: str = "im
                                     "re-export it as PNG or TIFF") from e
         imgs.append(check_image(raw, name=repr(str(p))))
         ids.append(image_id(p))
+        channels.append(1 if np.ndim(raw) == 2 else 3)
     dup = sorted({i for i in ids if ids.count(i) > 1})
     if dup:
         raise InvalidInputError(f"{name}: several files share the id(s) {dup} (same name, "
                                 "different suffix); keep one file per image")
-    return ImageSet(ids, imgs, [str(p) for p in paths])
+    return ImageSet(ids, imgs, [str(p) for p in paths], tuple(channels))
 
 
 def check_points(refs: list[str | int], yx: np.ndarray, images: ImageSet, *, layout: str,
@@ -192,12 +200,20 @@ def load_points(path: str | Path, images: ImageSet, *, name: str = "points",
 def load_run_inputs(images: str | Path, points: str | Path | None, *,
                     gt: str | Path | None = None,
                     eval_images: str | Path | None = None, eval_gt: str | Path | None = None,
-                    pattern: str = "*") -> RunInputs:
+                    pattern: str = "*", source_images: str | Path | None = None,
+                    source_points: str | Path | None = None) -> RunInputs:
     """Read and check every input of a run, named as on the command line (``--images``,
-    ``--points``, ``--gt``, ``--eval-images``, ``--eval-gt``); nothing is written.
-    Whether the run's mode needs ``points`` is checked when the run is prepared."""
+    ``--points``, ``--gt``, ``--eval-images``, ``--eval-gt``, ``--source-images``,
+    ``--source-points``); nothing is written. Whether the run's mode needs ``points``
+    (or the source) is checked when the run is prepared."""
     if eval_gt is not None and eval_images is None:
         raise InvalidInputError("--eval-gt needs --eval-images")
+    if source_points is not None and source_images is None:
+        raise InvalidInputError("--source-points needs --source-images (the fully "
+                                "annotated images of the source domain)")
+    if source_images is not None and source_points is None:
+        raise InvalidInputError("--source-images needs --source-points: a CSV with every "
+                                "cell of the source images (image,y,x or napari)")
     imgs = load_image_folder(images, pattern=pattern, name="--images")
     pts = load_points(points, imgs, name="--points") if points is not None else None
     gt_t = load_points(gt, imgs, name="--gt") if gt is not None else None
@@ -210,7 +226,11 @@ def load_run_inputs(images: str | Path, points: str | Path | None, *,
             logger.warning("--eval-images without --eval-gt: the %d held-out images are only "
                            "predicted (detections and overlays), not scored; add --eval-gt "
                            "CSV for their precision, recall and F1", len(ev_imgs.ids))
-    return RunInputs(imgs, pts, gt_t, ev_imgs, ev_gt)
+    src = src_pts = None
+    if source_images is not None:
+        src = load_image_folder(source_images, pattern=pattern, name="--source-images")
+        src_pts = load_points(source_points, src, name="--source-points")
+    return RunInputs(imgs, pts, gt_t, ev_imgs, ev_gt, src, src_pts)
 
 
 def check_label_free_inputs(cfg: Config, inputs: RunInputs) -> None:
@@ -242,6 +262,37 @@ def check_label_free_inputs(cfg: Config, inputs: RunInputs) -> None:
             f"train the label-free activation network: it needs {MIN_TILES} tiles of "
             f"{cfg.psm_crop}x{cfg.psm_crop} px ({need} pixels). Add images, or give clicks "
             "with --points and use mode 'partial'")
+
+
+def check_adapt_inputs(cfg: Config, inputs: RunInputs) -> None:
+    """What the ``adapt`` modes need: source images with points, target images that
+    are not the source (no image shared, by file or by pixels), and both domains read
+    with the same number of colour channels (grey vs RGB: the detector sees one grey
+    plane, and a grey-from-RGB target is another instrument, not an adaptation).
+    Held-out images must not be training images of either domain."""
+    src, tgt = inputs.source_images, inputs.images
+    if src is None or inputs.source_points is None:
+        raise InvalidInputError(f"mode {cfg.mode!r} needs the source domain: give "
+                                "--source-images DIR and --source-points CSV (every cell "
+                                "of the source images)")
+    if not len(inputs.source_points["y"]):
+        raise InvalidInputError("--source-points: no points; the source images must have "
+                                "every cell annotated")
+    check_disjoint_images(src, tgt, "--source-images", "--images (target)",
+                          why="the target must be new images")
+    if inputs.eval_images is not None:
+        check_disjoint_images(tgt, inputs.eval_images, "--images (target)", "--eval-images",
+                              why="held-out images are for evaluation only")
+        check_disjoint_images(src, inputs.eval_images, "--source-images", "--eval-images",
+                              why="held-out images are for evaluation only")
+    cs, ct = set(src.channels), set(tgt.channels)
+    if cs and ct and (len(cs | ct) > 1):
+        def say(c: set[int]) -> str:
+            return " and ".join("grey" if k == 1 else "RGB" for k in sorted(c))
+        raise InvalidInputError(
+            f"--source-images are {say(cs)} and --images (target) are {say(ct)}: both "
+            "domains must have the same number of channels. Convert one set (e.g. save "
+            "the RGB images as grey) so that the detector sees the same kind of input")
 
 
 def check_run_dir(run_dir: str | Path, cfg: Config, *, force: bool) -> str:
@@ -279,7 +330,9 @@ def check_run_dir(run_dir: str | Path, cfg: Config, *, force: bool) -> str:
     )
 
 
-def check_disjoint_images(a: ImageSet, b: ImageSet, name_a: str, name_b: str) -> None:
+def check_disjoint_images(a: ImageSet, b: ImageSet, name_a: str, name_b: str, *,
+                          why: str = "or the tuned settings are judged on images that "
+                                     "chose them") -> None:
     """Refuse two image sets that share an image: the same file, or the same pixels
     under another name (e.g. validation and test images of a sweep)."""
     import hashlib
@@ -298,8 +351,7 @@ def check_disjoint_images(a: ImageSet, b: ImageSet, name_a: str, name_b: str) ->
         pairs = ", ".join(f"{x} = {y}" for x, y in shared[:5])
         raise InvalidInputError(
             f"{name_a} and {name_b} share {len(shared)} image(s) ({pairs}"
-            f"{' ...' if len(shared) > 5 else ''}); they must be disjoint, or the tuned "
-            "settings are judged on images that chose them")
+            f"{' ...' if len(shared) > 5 else ''}); they must be disjoint, {why}")
 
 
 def check_output_path(value: str | Path | None, *, name: str,

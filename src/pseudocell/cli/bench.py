@@ -31,7 +31,11 @@ def bench(
     protocol: Annotated[str, typer.Option(
         help="'partial': the loop from clicks against every baseline; 'label-free': no "
              "click (classical, PSM points, PSM + loop) against the loop from clicks and "
-             "the fully supervised detector.")] = "partial",
+             "the fully supervised detector; 'adapt': source-trained detectors on another "
+             "dataset (needs --pair).")] = "partial",
+    pair: Annotated[list[str] | None, typer.Option(
+        help="adapt: SOURCE:TARGET dataset names (repeatable), optionally with a harder "
+             "shift of the target: SOURCE:TARGET@half-magnification.")] = None,
     reference: Annotated[Path | None, typer.Option(
         help="label-free: folder of a 'partial' benchmark of the same datasets, config and "
              "seeds whose results are the reference rows (default: OUT/reference, computed "
@@ -44,6 +48,9 @@ def bench(
     Example: pseudocell bench --quick
 
     Example: pseudocell bench --protocol label-free --datasets benchmarks/datasets.toml
+
+    Example: pseudocell bench --protocol adapt --datasets benchmarks/datasets.toml
+    --pair u2os:nih3t3 --pair nih3t3:u2os@half-magnification
     """
     from pseudocell.bench.datasets import default_datasets, parse_dataset_arg, read_dataset_toml
     from pseudocell.bench.quality import METHODS as QUALITY_METHODS
@@ -64,8 +71,27 @@ def bench(
         cfg = QUICK_CONFIG if quick else Config()
     if not 0.0 < keep <= 1.0:
         raise InvalidInputError(f"--keep must be in (0, 1], got {keep}")
-    if protocol not in ("partial", "label-free"):
-        raise InvalidInputError(f"--protocol {protocol!r}: use 'partial' or 'label-free'")
+    if protocol not in ("partial", "label-free", "adapt"):
+        raise InvalidInputError(f"--protocol {protocol!r}: use 'partial', 'label-free' or "
+                                "'adapt'")
+    if pair and protocol != "adapt":
+        raise InvalidInputError("--pair is for --protocol adapt")
+    if protocol == "adapt":
+        from pseudocell.bench import adapt
+
+        if not pair:
+            raise InvalidInputError("--protocol adapt needs at least one --pair SOURCE:TARGET "
+                                    f"(datasets: {', '.join(s.name for s in specs)})")
+        pairs = [adapt.parse_pair(t, [s.name for s in specs]) for t in pair]
+        result = adapt.run_adapt(specs, pairs, cfg=cfg, seeds=range(1 if quick else seeds),
+                                 out_dir=out, max_train=10 if quick else None,
+                                 max_test=5 if quick else None)
+        write_result(result, out / "adapt.json")
+        report = adapt.markdown_report(result)
+        (out / "adapt.md").write_text(report + "\n")
+        typer.echo(report)
+        typer.echo(f"wrote {out / 'adapt.json'}")
+        return
     if protocol == "label-free":
         from pseudocell.bench import label_free
 

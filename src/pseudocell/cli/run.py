@@ -140,10 +140,19 @@ def run(
     eval_images: Annotated[str | None, typer.Option(help="Optional held-out images (evaluation "
                                                           "only; never used for training).")] = None,
     eval_gt: Annotated[str | None, typer.Option(help="Ground truth of --eval-images (CSV).")] = None,
-    pattern: Annotated[str, typer.Option(help="Glob selecting images in --images.")] = "*",
+    pattern: Annotated[str, typer.Option(help="Glob selecting images in --images (and "
+                                              "--source-images).")] = "*",
     mode: Annotated[str | None, typer.Option(help="Override config 'mode': 'partial' (default; "
-                                                  "the loop from your clicks) or 'label-free' "
-                                                  "(no clicks needed).")] = None,
+                                                  "the loop from your clicks), 'label-free' "
+                                                  "(no clicks needed), 'adapt' or "
+                                                  "'adapt-ranker' (--images are an unlabeled "
+                                                  "target; needs --source-images and "
+                                                  "--source-points).")] = None,
+    source_images: Annotated[str | None, typer.Option(
+        help="adapt: folder of the source images, every cell annotated; --images are then "
+             "the unlabeled target images.")] = None,
+    source_points: Annotated[str | None, typer.Option(
+        help="adapt: every cell of --source-images (CSV: image,y,x or napari).")] = None,
     rounds: Annotated[int | None, typer.Option(help="Override config 'rounds'.")] = None,
     alpha: Annotated[float | None, typer.Option(help="Override config 'alpha'.")] = None,
     beta: Annotated[float | None, typer.Option(help="Override config 'beta'.")] = None,
@@ -161,6 +170,9 @@ def run(
 
     No clicks at all: pseudocell run --mode label-free --images imgs/ --out runs/lf1
 
+    Adapt a detector from annotated images to new ones: pseudocell run --mode adapt
+    --source-images old/ --source-points old.csv --images new/ --out runs/da1
+
     On a Ray cluster: pseudocell run ... --executor ray --address auto
     """
     from pseudocell.orchestrator.run import check_mode_inputs, prepare_run
@@ -173,7 +185,8 @@ def run(
                            "cell_diameter": _diameter(cell_diameter)})
     check_device(cfg.device, name="--device" if device is not None else "config 'device'")
     inputs = load_run_inputs(images, points, gt=gt, eval_images=eval_images, eval_gt=eval_gt,
-                             pattern=pattern)
+                             pattern=pattern, source_images=source_images,
+                             source_points=source_points)
     check_mode_inputs(get_mode(cfg.mode), inputs, cfg)  # before Ray starts, too
     # the executor (and Ray) starts before anything is written: a bad --executor option
     # leaves no run directory behind

@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch import nn
 
+from pseudocell.core.domain import DomainHead, augment_intensity, ganin_lambda, grad_reverse
 from pseudocell.core.parallel import SINGLE, DataParallel
 from pseudocell.core.unet import UNet
 
-__all__ = ["LOSS_WINDOW", "DetectorTrainResult", "resolve_device", "train_detector",
-           "predict_heatmap", "build_unet"]
+__all__ = ["LOSS_WINDOW", "DetectorTrainResult", "DomainTask", "resolve_device",
+           "train_detector", "predict_heatmap", "build_unet", "heatmap_passes", "DIHEDRAL"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,11 +30,11 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def build_unet(widths: Sequence[int], seed: int) -> UNet:
+def build_unet(widths: Sequence[int], seed: int, dropout: float = 0.0) -> UNet:
     """A U-Net whose initial weights depend only on ``seed``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return UNet(in_channels=1, widths=tuple(widths), out_channels=1)
+        return UNet(in_channels=1, widths=tuple(widths), out_channels=1, dropout=dropout)
 
 
 #: Optimiser steps per entry of :attr:`DetectorTrainResult.losses` (the last window of a
@@ -42,10 +44,57 @@ LOSS_WINDOW = 50
 
 @dataclass
 class DetectorTrainResult:
-    """``state_dict`` (CPU tensors) and the mean masked loss of each logging window."""
+    """``state_dict`` (CPU tensors) and the mean masked loss of each logging window;
+    with a :class:`DomainTask`, also the domain classifier's accuracy and loss per
+    window (DANN works when the accuracy hovers near 0.5)."""
 
     state_dict: dict
     losses: list[float]
+    domain_accuracy: list[float] = field(default_factory=list)
+    domain_loss: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DomainTask:
+    """DANN: a domain classifier behind a gradient-reversal layer on the U-Net's
+    encoder level ``level`` (0: first block, -1: bottleneck), trained to tell source
+    crops from crops of ``images`` (target, unlabeled; (H, W) float32 each), with the
+    reversal weight :func:`~pseudocell.core.domain.ganin_lambda` (progress, ``grl_lambda``).
+    """
+
+    images: Sequence[np.ndarray]
+    level: int = -1
+    grl_lambda: float = 1.0
+
+
+class _Dann(nn.Module):
+    """U-Net plus domain head on one module (so data-parallel wrappers see both)."""
+
+    def __init__(self, unet: UNet, level: int) -> None:
+        super().__init__()
+        self.unet, self.level, self.lam = unet, level, 0.0
+        self.head = DomainHead(unet.widths[level])
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out, feats = self.unet.forward_tap(x, self.level)
+        return out, self.head(grad_reverse(feats, self.lam))
+
+
+def _random_crops(images: Sequence[np.ndarray], crop: int, batch: int,
+                  rng: np.random.Generator) -> np.ndarray:
+    """``batch`` crops at uniform random places of random images, flipped/rotated like
+    :func:`_sample_crops`; zero-padded where an image is smaller than ``crop``."""
+    xb = np.zeros((batch, 1, crop, crop), np.float32)
+    for b in range(batch):
+        img = images[rng.integers(len(images))]
+        H, W = img.shape
+        ch, cw = min(crop, H), min(crop, W)
+        y0, x0 = int(rng.integers(H - ch + 1)), int(rng.integers(W - cw + 1))
+        a = np.rot90(img[y0:y0 + ch, x0:x0 + cw], int(rng.integers(4)))
+        if rng.integers(2):
+            a = a[:, ::-1]
+        xb[b, 0, :a.shape[0], :a.shape[1]] = a
+    return xb
 
 
 def _sample_crops(
@@ -91,6 +140,9 @@ def train_detector(
     device: str = "auto",
     progress: Callable[[int, float], None] | None = None,
     parallel: DataParallel = SINGLE,
+    augment: bool = False,
+    domain: DomainTask | None = None,
+    dropout: float = 0.0,
 ) -> DetectorTrainResult:
     """Train a U-Net on masked MSE: loss only where ``mask`` is true.
 
@@ -109,6 +161,15 @@ def train_detector(
     parallel : DataParallel
         Data-parallel worker settings: each worker trains on its slice of every batch
         (see :mod:`pseudocell.core.parallel`); the default is one process.
+    augment : bool
+        Jitter each crop's intensity response (:func:`~pseudocell.core.domain.
+        augment_intensity`): the input-level augmentation baseline of domain adaptation.
+    domain : DomainTask, optional
+        Also train a DANN domain classifier against crops of the target images; each
+        step adds its cross-entropy (source crops = 0, as many target crops = 1) to the
+        masked MSE, through the gradient-reversal layer.
+    dropout : float
+        The U-Net's channel dropout (see :class:`~pseudocell.core.unet.UNet`).
 
     Returns
     -------
@@ -129,38 +190,68 @@ def train_detector(
             anchors.extend((i, int(y), int(x)) for y, x in zip(ys[::step], xs[::step]))
     if not anchors:
         raise ValueError("no supervised pixel: every loss mask is empty (no points given)")
-    base = build_unet(widths, seed).to(dev)
-    model = parallel.prepare(base)
+    base = build_unet(widths, seed, dropout).to(dev)
+    dann = None
+    if domain is not None:
+        if not len(domain.images):
+            raise ValueError("domain: no target image to tell the source from")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + 1)
+            dann = _Dann(base, domain.level).to(dev)
+    model = parallel.prepare(dann if dann is not None else base)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
     mine = parallel.shard(np.arange(batch))
-    losses: list[float] = []
+    res = DetectorTrainResult(state_dict={}, losses=[])
     window: list[float] = []
+    dom_window: list[tuple[float, float]] = []
     for step in range(1, iters + 1):
-        xb, tb, mb = (a[mine] for a in _sample_crops(images, targets, masks, anchors, crop,
-                                                     batch, rng))
+        xb, tb, mb = _sample_crops(images, targets, masks, anchors, crop, batch, rng)
+        if augment:
+            xb = augment_intensity(xb, rng)
+        xb, tb, mb = xb[mine], tb[mine], mb[mine]
         x = torch.from_numpy(xb).to(dev)
         t = torch.from_numpy(tb).to(dev)
         m = torch.from_numpy(mb).to(dev)
-        out = model(x)
-        loss = ((out - t) ** 2 * m).sum() / m.sum().clamp_min(1.0)
+        if dann is None:
+            out = model(x)
+            loss = mse = ((out - t) ** 2 * m).sum() / m.sum().clamp_min(1.0)
+        else:
+            xt = _random_crops(domain.images, crop, batch, rng)[mine]
+            dann.lam = ganin_lambda((step - 1) / max(1, iters - 1), domain.grl_lambda)
+            out, logit = model(torch.cat([x, torch.from_numpy(xt).to(dev)]))
+            n = len(xb)
+            out = out[:n]
+            truth = torch.cat([torch.zeros(n), torch.ones(len(xt))]).to(dev)
+            dom = nn.functional.binary_cross_entropy_with_logits(logit, truth)
+            mse = ((out - t) ** 2 * m).sum() / m.sum().clamp_min(1.0)
+            loss = mse + dom
+            acc = float(((logit.detach() > 0).float() == truth).float().mean())
+            dom_window.append((acc, float(dom.detach())))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        window.append(float(loss.detach()))
+        window.append(float(mse.detach()))
         if step % LOSS_WINDOW == 0 or step == iters:
-            losses.append(float(np.mean(window)))
+            res.losses.append(float(np.mean(window)))
             window = []
+            if dom_window:
+                acc, dl = np.mean(dom_window, axis=0)
+                res.domain_accuracy.append(float(acc))
+                res.domain_loss.append(float(dl))
+                dom_window = []
+                logger.debug("detector step=%d domain accuracy=%.3f", step, acc)
             if progress is not None:
-                progress(step, losses[-1])
-            logger.debug("detector step=%d loss=%.5f", step, losses[-1])
-    state = {k: v.detach().cpu().clone() for k, v in base.state_dict().items()}
-    return DetectorTrainResult(state_dict=state, losses=losses)
+                progress(step, res.losses[-1])
+            logger.debug("detector step=%d loss=%.5f", step, res.losses[-1])
+    res.state_dict = {k: v.detach().cpu().clone() for k, v in base.state_dict().items()}
+    return res
 
 
-def load_unet(state_dict: dict, widths: Sequence[int], device: str = "auto") -> UNet:
+def load_unet(state_dict: dict, widths: Sequence[int], device: str = "auto",
+              dropout: float = 0.0) -> UNet:
     """Rebuild a trained U-Net in eval mode on ``device``."""
-    model = UNet(in_channels=1, widths=tuple(widths), out_channels=1)
+    model = UNet(in_channels=1, widths=tuple(widths), out_channels=1, dropout=dropout)
     model.load_state_dict(state_dict)
     return model.to(resolve_device(device)).eval()
 
@@ -207,4 +298,59 @@ def predict_heatmap(model: UNet, image: np.ndarray, *, tile: int = 512, margin: 
             pred = model(torch.from_numpy(np.ascontiguousarray(win))[None, None].to(dev))
             pred = pred[0, 0].float().cpu().numpy()
             out[y0:y1, x0:x1] = pred[margin: margin + (y1 - y0), margin: margin + (x1 - x0)]
+    return out
+
+
+#: The 8 flips/rotations of the square: (k quarter turns, then a left-right flip?).
+DIHEDRAL = tuple((k, f) for f in (False, True) for k in range(4))
+
+
+@torch.no_grad()
+def heatmap_passes(model: UNet, image: np.ndarray, *, method: str, passes: int,
+                   seed: int) -> np.ndarray:
+    """``passes`` stochastic heatmaps of one image, for the uncertainty of each peak.
+
+    ``method="tta"``: the model on the image turned/flipped by the first ``passes``
+    elements of :data:`DIHEDRAL` (at most 8), each heatmap turned back (pass 0 is the
+    plain prediction). ``method="mc-dropout"``: ``passes`` predictions with the model's
+    dropout layers active (the model must have ``dropout > 0``), seeded by ``seed``
+    without touching the global torch state.
+
+    Parameters
+    ----------
+    model : UNet in eval mode
+    image : ndarray of shape (H, W), float32
+
+    Returns
+    -------
+    ndarray of shape (passes, H, W), float32
+    """
+    img = np.asarray(image, np.float32)
+    out = np.empty((passes, *img.shape), np.float32)
+    if method == "tta":
+        if not 1 <= passes <= len(DIHEDRAL):
+            raise ValueError(f"passes={passes}: test-time augmentation has 1..8 passes")
+        for t, (k, flip) in enumerate(DIHEDRAL[:passes]):
+            a = np.rot90(img, k)
+            a = a[:, ::-1] if flip else a
+            h = predict_heatmap(model, np.ascontiguousarray(a))
+            h = h[:, ::-1] if flip else h
+            out[t] = np.rot90(h, -k)
+        return out
+    if method != "mc-dropout":
+        raise ValueError(f"method={method!r}: use 'tta' or 'mc-dropout'")
+    drops = [m for m in model.modules() if isinstance(m, nn.Dropout2d)]
+    if not drops:
+        raise ValueError("mc-dropout needs a model trained with dropout > 0")
+    dev = next(model.parameters()).device
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for m in drops:
+            m.train()
+        try:
+            for t in range(passes):
+                out[t] = predict_heatmap(model, img)
+        finally:
+            for m in drops:
+                m.eval()
     return out

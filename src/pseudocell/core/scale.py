@@ -114,6 +114,60 @@ def estimate_diameter(images: list[np.ndarray], points: list[np.ndarray], *,
             "profile": [[float(d), float(v)] for d, v in zip(diam, prof)]}
 
 
+def estimate_diameter_unlabeled(images: list[np.ndarray], guess: float, *,
+                                polarity: str = "bright", max_images: int = 16,
+                                iters: int = 4) -> dict:
+    """Cell diameter (px) of images nobody clicked, starting from a ``guess`` (e.g. the
+    diameter in another image set).
+
+    Each round: the strongest half of the local maxima of the scale-normalised LoG at
+    the guessed size (cells of ``polarity``) stand in for clicks, and
+    :func:`estimate_diameter` at them is the next guess; it stops when the guess moves
+    by less than 5 %. The blob filter finds the centres of cells from about half to
+    twice its size, so a guess within that range converges (on the shared Hoechst sets,
+    from the other cell line's diameter: NIH3T3 40.4 px against 38.6 at the ground
+    truth, U2OS at half magnification 27.6 against 25.6).
+
+    Parameters
+    ----------
+    images : list of (H, W) float arrays
+    guess : float
+        Starting diameter (px).
+    polarity : {"bright", "dark"}
+    max_images, iters : int
+
+    Returns
+    -------
+    dict
+        ``diameter`` (float), ``n_points`` (int), ``guesses`` (list of float).
+    """
+    from skimage.feature import peak_local_max
+
+    sign = 1.0 if polarity == "bright" else -1.0
+    ims = [np.asarray(im, np.float64) for im in images[:max_images]]
+    ims = [(im - im.mean()) / (im.std() + 1e-12) for im in ims]
+    d, guesses, n = float(guess), [float(guess)], 0
+    for _ in range(iters):
+        sigma = d / (2.0 * math.sqrt(2.0))
+        pts = []
+        for im in ims:
+            r = -sign * sigma**2 * ndimage.gaussian_laplace(im, sigma)
+            p = peak_local_max(r, min_distance=max(1, int(d / 2)), threshold_abs=0.0)
+            v = r[p[:, 0], p[:, 1]]
+            pts.append(p[v >= np.median(v)].astype(np.float64) if len(v) else
+                       np.zeros((0, 2)))
+        if not any(len(p) for p in pts):
+            break
+        est = estimate_diameter(ims, pts, max_images=max_images)
+        new, n = est["diameter"], est["n_points"]
+        guesses.append(new)
+        moved = abs(new - d) / d
+        d = new
+        if moved < 0.05:
+            break
+    return {"diameter": d, "n_points": n, "guesses": guesses}
+
+
 def scale_factor(diameter: float, canonical: float = CANONICAL_DIAMETER,
                  tolerance: float = RESCALE_TOLERANCE) -> float:
     """Factor that brings cells of ``diameter`` px to ``canonical`` px; 1.0 when within

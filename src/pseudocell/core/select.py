@@ -3,9 +3,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from scipy import ndimage
+
+from pseudocell.core.metrics import near_any
+from pseudocell.core.peaks import find_peaks, values_at
 from pseudocell.core.ranker import fit_ranker
 
-__all__ = ["top_fraction", "rank_unlabeled", "choose"]
+__all__ = ["top_fraction", "rank_unlabeled", "choose", "peak_confidence", "empty_points",
+           "curriculum_fraction", "admit"]
 
 
 def top_fraction(scores: np.ndarray, fraction: float) -> np.ndarray:
@@ -94,3 +99,124 @@ def choose(pos_scores: np.ndarray, neg_scores: np.ndarray, *, alpha: float,
     neg = pick(neg_scores, beta, neg_eligible)
     both = np.intersect1d(pos, neg)
     return pos[~np.isin(pos, both)], neg[~np.isin(neg, both)]
+
+
+# -- domain adaptation: uncertainty and curriculum (Cho et al. 2022) --------------------
+
+def peak_confidence(passes: np.ndarray, peaks: np.ndarray, *, radius: int,
+                    min_distance: int) -> dict[str, np.ndarray]:
+    """How sure a detector is of each peak, from ``T`` stochastic heatmaps of one image.
+
+    Per peak and pass t: ``h_t`` = the pass's largest value within ``radius`` px (a
+    (2 radius + 1)² window). ``height`` = mean of ``h_t``, ``spread`` = their standard
+    deviation, ``freq`` = share of passes that have a local maximum of at least half
+    the peak's ``height`` within ``radius`` px. The score is a lower confidence bound
+    of the peak's height, counted only as often as the peak appears::
+
+        confidence = freq * max(height - spread, 0)
+
+    Parameters
+    ----------
+    passes : ndarray of shape (T, H, W), float32
+        Heatmaps of the same image (:func:`~pseudocell.core.detector.heatmap_passes`).
+    peaks : ndarray of shape (N, 2), float64
+        Peak positions (y, x) in the heatmaps' pixels.
+    radius : int
+        Search radius (px) for a peak's value and its re-appearance in a pass.
+    min_distance : int
+        Peak separation used to find each pass's local maxima.
+
+    Returns
+    -------
+    dict of (N,) float64 arrays: ``confidence``, ``height``, ``spread``, ``freq``
+
+    >>> p = np.zeros((2, 9, 9), np.float32); p[0, 4, 4] = 1.0; p[1, 4, 5] = 0.6
+    >>> c = peak_confidence(p, np.array([[4.0, 4.0]]), radius=1, min_distance=1)
+    >>> [round(float(c[k][0]), 3) for k in ("height", "spread", "freq", "confidence")]
+    [0.8, 0.2, 1.0, 0.6]
+    """
+    peaks = np.asarray(peaks, np.float64).reshape(-1, 2)
+    h = np.stack([values_at(p, peaks, radius) for p in passes]).astype(np.float64)
+    height = h.mean(axis=0) if len(passes) else np.zeros(len(peaks))
+    spread = h.std(axis=0) if len(passes) else np.zeros(len(peaks))
+    found = np.zeros(len(peaks))
+    floor = float(height.min()) / 2 if len(peaks) else 0.0
+    for k, p in enumerate(passes):
+        if not len(peaks):
+            break
+        pts, vals = find_peaks(p, threshold=max(floor, 1e-6), min_distance=min_distance,
+                               subpixel=False)
+        for j in range(len(peaks)):
+            strong = pts[vals >= height[j] / 2]
+            found[j] += bool(near_any(peaks[j:j + 1], strong, radius)[0])
+    freq = found / max(1, len(passes))
+    return {"confidence": freq * np.maximum(height - spread, 0.0), "height": height,
+            "spread": spread, "freq": freq}
+
+
+def empty_points(passes: np.ndarray, avoid: np.ndarray, *, spacing: float,
+                 clearance: float, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Confidently empty places of one image: grid points (every ``spacing`` px) where no
+    pass of the detector comes near a cell.
+
+    A grid point qualifies when the largest value of every pass within ``spacing`` px
+    (a square window) is below ``level`` and no point of ``avoid`` (e.g. every
+    candidate peak, however weak) lies within ``clearance`` px.
+
+    Parameters
+    ----------
+    passes : ndarray of shape (T, H, W), float32
+    avoid : ndarray of shape (N, 2)
+    spacing : float
+        Grid step (px).
+    clearance : float
+        Smallest distance (px) to a point of ``avoid``.
+    level : float
+        Highest heatmap value an empty place may show.
+
+    Returns
+    -------
+    points : ndarray of shape (M, 2), float64, emptiest first
+    values : ndarray of shape (M,), float32, their largest value over passes and window
+
+    >>> p = np.zeros((2, 20, 20), np.float32); p[1, 5, 5] = 1.0
+    >>> pts, _ = empty_points(p, np.array([[15.0, 15.0]]), spacing=4, clearance=6, level=0.5)
+    >>> sorted(map(tuple, pts.astype(int).tolist()))
+    [(4, 12), (4, 16), (8, 12), (8, 16), (12, 4), (12, 8), (16, 4), (16, 8)]
+    """
+    top = np.asarray(passes, np.float32).max(axis=0)
+    r = max(1, int(round(spacing)))
+    near = ndimage.maximum_filter(top, size=2 * r + 1, mode="nearest")
+    ys, xs = np.meshgrid(np.arange(r, top.shape[0] - r + 1, r),
+                         np.arange(r, top.shape[1] - r + 1, r), indexing="ij")
+    grid = np.stack([ys.ravel(), xs.ravel()], axis=1).astype(np.float64)
+    vals = near[ys.ravel(), xs.ravel()]
+    keep = (vals < level) & ~near_any(grid, avoid, clearance)
+    grid, vals = grid[keep], vals[keep]
+    order = np.lexsort((np.arange(len(vals)), vals))
+    return grid[order], vals[order].astype(np.float32)
+
+
+def curriculum_fraction(schedule: tuple[float, ...], rnd: int) -> float:
+    """Share of the target's peaks admitted in round ``rnd``: ``schedule[rnd]``, the last
+    entry for every later round.
+
+    >>> curriculum_fraction((0.2, 0.4), 0), curriculum_fraction((0.2, 0.4), 5)
+    (0.2, 0.4)
+    """
+    return float(schedule[min(rnd, len(schedule) - 1)])
+
+
+def admit(confidence: np.ndarray, fraction: float, min_confidence: float = 0.0) -> np.ndarray:
+    """Indices of the most confident ``round(fraction * n)`` peaks, among those whose
+    confidence is > 0 and >= ``min_confidence`` (the confidence cut), most confident
+    first.
+
+    >>> admit(np.array([0.9, 0.1, 0.5, 0.0]), 0.5).tolist()
+    [0, 2]
+    >>> admit(np.array([0.9, 0.1, 0.5, 0.0]), 1.0, min_confidence=0.4).tolist()
+    [0, 2]
+    """
+    conf = np.asarray(confidence, np.float64)
+    chosen = top_fraction(conf, fraction)
+    return chosen[(conf[chosen] > 0) & (conf[chosen] >= min_confidence)]

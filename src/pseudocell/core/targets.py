@@ -73,11 +73,16 @@ def make_target(
     negatives_yx: np.ndarray | None,
     sigma: float,
     mask_radius: float,
+    neg_radius: float | None = None,
+    context_yx: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Target heatmap and loss mask for one image.
 
     The target is the Gaussian heatmap of the positives. The mask is the union of discs
-    of ``mask_radius`` around positives and negatives. Inside a negative disc that no
+    of ``mask_radius`` around positives and of ``neg_radius`` (default: ``mask_radius``)
+    around negatives. ``context_yx`` (cells believed but not trusted) are drawn into
+    the target too, with no disc of their own: where a label's disc reaches them, the
+    loss sees a cell there rather than background. Inside a negative disc that no
     positive disc overlaps, the target is forced to 0 (a negative pseudo-point says
     "no cell here"); where discs overlap, the positive Gaussian wins.
 
@@ -91,7 +96,10 @@ def make_target(
     (1.0, True, 0.0, False)
     """
     pos_mask = disc_mask(shape, positives_yx, mask_radius)
-    neg_mask = disc_mask(shape, negatives_yx, mask_radius)
-    target = gaussian_heatmap(shape, positives_yx, sigma)
+    neg_mask = disc_mask(shape, negatives_yx, mask_radius if neg_radius is None else neg_radius)
+    drawn = positives_yx
+    if context_yx is not None and len(context_yx):
+        drawn = np.concatenate([_as_points(positives_yx), _as_points(context_yx)])
+    target = gaussian_heatmap(shape, drawn, sigma)
     target[neg_mask & ~pos_mask] = 0.0
     return target, pos_mask | neg_mask

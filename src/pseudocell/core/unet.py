@@ -24,6 +24,11 @@ class UNet(nn.Module):
         Channels at each level, shallow to deep. H and W of the input must be multiples
         of ``2 ** (len(widths) - 1)`` (:attr:`multiple`); tiled prediction pads for you.
     out_channels : int, default=1
+    dropout : float, default=0.0
+        Channel dropout (``Dropout2d``) after the bottleneck and after every decoder
+        block; 0 builds none. With it, stochastic passes at test time (MC dropout,
+        :func:`pseudocell.core.detector.heatmap_passes`) measure the model's uncertainty.
+        No weights depend on it, so a model saved with any dropout loads into any.
 
     The output is linear (no activation): it is regressed onto Gaussian targets in [0, 1].
 
@@ -33,10 +38,12 @@ class UNet(nn.Module):
     """
 
     def __init__(self, in_channels: int = 1, widths: tuple[int, ...] = (16, 32, 64, 128),
-                 out_channels: int = 1) -> None:
+                 out_channels: int = 1, dropout: float = 0.0) -> None:
         super().__init__()
         widths = tuple(int(w) for w in widths)
         self.widths = widths
+        self.dropout = float(dropout)
+        self.drop = nn.Dropout2d(self.dropout) if self.dropout > 0 else nn.Identity()
         self.down = nn.ModuleList()
         cin = in_channels
         for w in widths:
@@ -55,14 +62,27 @@ class UNet(nn.Module):
         return 2 ** (len(self.widths) - 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_tap(x, None)[0]
+
+    def forward_tap(self, x: torch.Tensor,
+                    level: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The heatmap and the features of encoder level ``level`` (0: the first block,
+        ``len(widths) - 1`` or -1: the bottleneck; None: no features), e.g. for a domain
+        classifier behind a gradient-reversal layer.
+
+        Returns ``(heatmap (B, 1, H, W), features (B, widths[level], H / 2**level,
+        W / 2**level) or None)``.
+        """
         skips = []
         for i, block in enumerate(self.down):
             if i > 0:
                 x = self.pool(x)
             x = block(x)
             skips.append(x)
+        feats = None if level is None else skips[level]
+        x = self.drop(x)
         for block, skip in zip(self.up, reversed(skips[:-1])):
             x = nn.functional.interpolate(x, size=skip.shape[-2:], mode="bilinear",
                                           align_corners=False)
-            x = block(torch.cat([x, skip], dim=1))
-        return self.head(x)
+            x = self.drop(block(torch.cat([x, skip], dim=1)))
+        return self.head(x), feats

@@ -14,11 +14,12 @@ COLORS = {
     "seed": (200, 0, 200),          # magenta dot (label-free seed points)
     "pseudo_pos": (0, 160, 255),    # blue dot
     "pseudo_neg": (255, 40, 40),    # red cross
+    "uncertain": (150, 150, 150),   # grey dot (adapt: detections not trusted yet)
 }
 
 _LEGEND = {"detection": "detected", "annotated": "annotated", "seed": "seed",
            "pseudo_pos": "pseudo+",
-           "pseudo_neg": "pseudo-"}
+           "pseudo_neg": "pseudo-", "uncertain": "unsure"}
 
 
 def draw_overlay(path: str | Path, image: np.ndarray, layers: dict[str, np.ndarray],

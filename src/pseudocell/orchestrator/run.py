@@ -32,7 +32,7 @@ from pseudocell.stages.base import Mode, StageInputs, StageOutputs, StageSpec, s
 from pseudocell.stages.modes import get_mode
 from pseudocell.stages.plan import given_inputs, runs, stage_plan
 from pseudocell.storage import arrays, fs, tables
-from pseudocell.storage.layout import SCHEMA_VERSION, RunLayout
+from pseudocell.storage.layout import SCHEMA_VERSION, RunLayout, source_id
 from pseudocell.storage.manifest import (checksum, manifest_hash, read_manifest, remove_tree,
                                          verify_outputs, write_manifest)
 from pseudocell.validation import ImageSet, RunInputs, check_run_dir
@@ -91,6 +91,10 @@ def inputs_fingerprint(inputs: RunInputs) -> str:
     add_points(inputs.gt)
     add_images(inputs.eval_images)
     add_points(inputs.eval_gt)
+    if inputs.source_images is not None:  # runs without a source hash as before
+        h.update(b"source\0")
+        add_images(inputs.source_images)
+        add_points(inputs.source_points)
     return h.hexdigest()
 
 
@@ -159,6 +163,19 @@ def write_inputs(layout: RunLayout, inputs: RunInputs, fingerprint: str | None =
         if inputs.eval_gt is not None:
             tables.write_table(layout.eval_gt, inputs.eval_gt)
             outputs["eval_gt"] = layout.eval_gt
+    if inputs.source_images is not None:
+        # source ids carry a prefix: a source and a target image may share a file name
+        arrays.write_stack(layout.source_images,
+                           [source_id(i) for i in inputs.source_images.ids],
+                           inputs.source_images.images)
+        outputs["source_images"] = layout.source_images
+        sp = inputs.source_points
+        n = len(sp["y"])
+        tables.write_table(layout.source_points, {
+            "image_id": np.array([source_id(i) for i in sp["image_id"]], object),
+            "y": sp["y"], "x": sp["x"], "kind": np.array(["annotated"] * n, object),
+            "round": np.full(n, -1, np.int64), "score": np.full(n, np.nan)})
+        outputs["source_points"] = layout.source_points
     write_manifest(layout.inputs_manifest, {
         "stage": "inputs", "schema_version": SCHEMA_VERSION,
         "fingerprint": fingerprint or inputs_fingerprint(inputs),
@@ -166,6 +183,8 @@ def write_inputs(layout: RunLayout, inputs: RunInputs, fingerprint: str | None =
                     for k, v in outputs.items()},
         "image_paths": inputs.images.paths,
         "eval_image_paths": inputs.eval_images.paths if inputs.eval_images else [],
+        **({"source_image_paths": inputs.source_images.paths} if inputs.source_images
+           else {}),
         "versions": _versions(),
     })
 

@@ -24,7 +24,7 @@ from pseudocell.errors import InvalidInputError
 from pseudocell.stages.base import (SHARDED, TRAINING, Input, Mode, Output, Prepared,
                                     ProgressFn, ShardedStage, StageInputs, StageOutputs,
                                     StageSpec)
-from pseudocell.stages.loop import PARTIAL, _save_model, scale_stage
+from pseudocell.stages.loop import PARTIAL, save_model, scale_stage
 from pseudocell.storage import arrays, fs, tables
 from pseudocell.storage.layout import join
 from pseudocell.validation import check_label_free_inputs
@@ -64,7 +64,7 @@ def activation_map(inp: StageInputs, cfg: Config, *, parallel: DataParallel = SI
     if not parallel.is_main:
         return StageOutputs({}, {})
     out = {"model": join(inp.out_dir, "activation.pt")}
-    _save_model(out["model"], res.state_dict, {"width": ACTIVATION_WIDTH,
+    save_model(out["model"], res.state_dict, {"width": ACTIVATION_WIDTH,
                                          "objective": cfg.psm_objective})
     net = psm.load_activation_net(res.state_dict, ACTIVATION_WIDTH, cfg.device)
     for prefix, key in (("", "images"), ("eval_", "eval_images")):

@@ -23,17 +23,19 @@ from pseudocell.core.peaks import PEAK_FLOOR, calibrate_threshold, find_peaks, v
 from pseudocell.core.pu import estimate_prior_elkan_noto, pu_features, train_pu as _train_pu
 from pseudocell.core.select import choose, rank_unlabeled
 from pseudocell.core.targets import make_target
-from pseudocell.data.points import LABEL_KINDS, POSITIVE_KINDS, points_by_image
+from pseudocell.data.points import DECIDED_KINDS, LABEL_KINDS, POSITIVE_KINDS, points_by_image
 from pseudocell.stages.base import (SHARDED, TRAINING, Input, Labels, Mode, Output, Prepared,
                                     ProgressFn, ShardedStage, StageInputs, StageOutputs,
                                     StageSpec)
 from pseudocell.stages.background import add_background
-from pseudocell.stages.scale import read_scale, scale_images
+from pseudocell.stages.scale import ScaleInfo, read_scale, scale_images
 from pseudocell.storage import arrays, fs, tables
 from pseudocell.storage.layout import join
 
 __all__ = ["train_detector", "predict", "extract_patches", "train_pu", "rank", "select",
-           "update_labels", "evaluate", "scale_stage", "BACKGROUND", "PARTIAL"]
+           "update_labels", "evaluate", "scale_stage", "ranker_stages", "detector_data",
+           "fit_detector", "loss_series", "save_model", "load_model", "PREDICT", "EVAL_INPUTS", "EVAL_SPEC", "BACKGROUND",
+           "PARTIAL"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,14 +52,71 @@ def _log_every(every: int, stage: str, rnd: int, total: int,
     return report
 
 
-def _save_model(uri: str, state: dict, meta: dict) -> None:
+def save_model(uri: str, state: dict, meta: dict) -> None:
     with fs.open_uri(uri, "wb") as f:
         torch.save({"state_dict": state, "meta": meta}, f)
 
 
-def _load_model(uri: str) -> dict:
+def load_model(uri: str) -> dict:
     with fs.open_uri(uri, "rb") as f:
         return torch.load(f, map_location="cpu", weights_only=True)
+
+
+def detector_data(images_uri: str, sc: ScaleInfo, labels: dict[str, np.ndarray],
+                  cfg: Config, *, full_mask: bool = False,
+                  neg_radius: float | None = None):
+    """Training images, heatmap targets and loss masks of one image stack and its
+    ``labels`` (annotated / seed / pseudo_pos are positives, pseudo_neg negatives,
+    uncertain ones drawn without a disc: see :func:`~pseudocell.core.targets.make_target`).
+
+    ``full_mask``: the loss covers every pixel (images with every cell labelled, where
+    the absence of a label means background); otherwise only discs of ``mask_radius``
+    around the labels (``neg_radius`` around negatives, default ``mask_radius``).
+    Returns ``(images, targets, masks, n_pos, n_neg)``.
+    """
+    ids = arrays.stack_ids(images_uri)
+    pos = points_by_image(labels, ids, POSITIVE_KINDS)
+    neg = points_by_image(labels, ids, ("pseudo_neg",))
+    ctx = points_by_image(labels, ids, ("uncertain",))
+    imgs, tgts, msks = [], [], []
+    for k, i in enumerate(ids):
+        im = arrays.read_stack_item(images_uri, k)
+        t, m = make_target(im.shape, sc.to_scaled(i, pos[i]), sc.to_scaled(i, neg[i]),
+                           cfg.sigma, cfg.mask_radius, neg_radius, sc.to_scaled(i, ctx[i]))
+        imgs.append(im), tgts.append(t), msks.append(np.ones_like(m) if full_mask else m)
+    return (imgs, tgts, msks, sum(len(v) for v in pos.values()),
+            sum(len(v) for v in neg.values()))
+
+
+def fit_detector(inp: StageInputs, cfg: Config, sc: ScaleInfo, data: tuple, *,
+                 parallel: DataParallel = SINGLE, progress: ProgressFn | None = None,
+                 stage: str = "train_detector", **train_kw) -> tuple[str, object] | None:
+    """Train the detector on ``data`` = (images, targets, masks) and save ``model.pt``
+    (its meta holds the widths, sigma, scale and dropout). ``train_kw`` go to
+    :func:`pseudocell.core.detector.train_detector` (``augment``, ``domain``,
+    ``dropout``). Returns ``(model URI, DetectorTrainResult)``, or None on a
+    data-parallel worker that is not the main one."""
+    imgs, tgts, msks = data[:3]
+    res = _train_det(imgs, tgts, msks, widths=cfg.unet_widths, iters=cfg.detector_iters,
+                     batch=cfg.detector_batch, crop=cfg.detector_crop, lr=cfg.detector_lr,
+                     seed=inp.seed, device=parallel.device or cfg.device, parallel=parallel,
+                     progress=_log_every(100, stage, inp.round, cfg.detector_iters,
+                                         progress), **train_kw)
+    if not parallel.is_main:
+        return None
+    path = join(inp.out_dir, "model.pt")
+    meta = {"widths": list(cfg.unet_widths), "sigma": cfg.sigma, "scale": sc.scale,
+            "cell_diameter": sc.diameter}
+    if train_kw.get("dropout"):
+        meta["dropout"] = float(train_kw["dropout"])
+    save_model(path, res.state_dict, meta)
+    return path, res
+
+
+def loss_series(res, cfg: Config) -> dict:
+    """The detector's loss per logging window and the step each window ends at."""
+    steps = [min((k + 1) * LOSS_WINDOW, cfg.detector_iters) for k in range(len(res.losses))]
+    return {"detector_loss": res.losses, "detector_loss_steps": steps}
 
 
 def train_detector(inp: StageInputs, cfg: Config, *, parallel: DataParallel = SINGLE,
@@ -75,36 +134,17 @@ def train_detector(inp: StageInputs, cfg: Config, *, parallel: DataParallel = SI
     path) every worker runs this function; only the main worker writes outputs, the
     others return empty outputs.
     """
-    images_uri = inp.uris["images"]
-    ids = arrays.stack_ids(images_uri)
     sc = read_scale(inp.uris["scale"])
-    labels = tables.read_table(inp.uris["points"])
-    pos = points_by_image(labels, ids, POSITIVE_KINDS)
-    neg = points_by_image(labels, ids, ("pseudo_neg",))
-    imgs, tgts, msks = [], [], []
-    for k, i in enumerate(ids):
-        im = arrays.read_stack_item(images_uri, k)
-        t, m = make_target(im.shape, sc.to_scaled(i, pos[i]), sc.to_scaled(i, neg[i]),
-                           cfg.sigma, cfg.mask_radius)
-        imgs.append(im), tgts.append(t), msks.append(m)
+    data = detector_data(inp.uris["images"], sc, tables.read_table(inp.uris["points"]), cfg)
     t0 = time.perf_counter()
-    res = _train_det(imgs, tgts, msks, widths=cfg.unet_widths, iters=cfg.detector_iters,
-                     batch=cfg.detector_batch, crop=cfg.detector_crop, lr=cfg.detector_lr,
-                     seed=inp.seed, device=parallel.device or cfg.device, parallel=parallel,
-                     progress=_log_every(100, "train_detector", inp.round, cfg.detector_iters,
-                                         progress))
-    if not parallel.is_main:
+    fitted = fit_detector(inp, cfg, sc, data, parallel=parallel, progress=progress)
+    if fitted is None:
         return StageOutputs({}, {})
-    path = join(inp.out_dir, "model.pt")
-    _save_model(path, res.state_dict, {"widths": list(cfg.unet_widths), "sigma": cfg.sigma,
-                                       "scale": sc.scale, "cell_diameter": sc.diameter})
-    n_pos = sum(len(v) for v in pos.values())
-    n_neg = sum(len(v) for v in neg.values())
+    path, res = fitted
+    n_pos, n_neg = data[3], data[4]
     logger.info("train_detector round=%d n_pos=%d n_neg=%d final_loss=%.5f seconds=%.1f",
                 inp.round, n_pos, n_neg, res.losses[-1], time.perf_counter() - t0)
-    steps = [min((k + 1) * LOSS_WINDOW, cfg.detector_iters) for k in range(len(res.losses))]
-    return StageOutputs({"model": path}, {"detector_loss": res.losses,
-                                          "detector_loss_steps": steps, "n_pos": n_pos,
+    return StageOutputs({"model": path}, {**loss_series(res, cfg), "n_pos": n_pos,
                                           "n_neg": n_neg})
 
 
@@ -136,7 +176,7 @@ def predict_plan(inp: StageInputs, cfg: Config, n_shards: int) -> list[dict]:
     order, in parallel, without two writers touching one chunk.
     """
     items = []
-    for prefix, key in (("", "images"), ("eval_", "eval_images")):
+    for prefix, key in (("", "images"), ("eval_", "eval_images"), ("source_", "source_images")):
         if key not in inp.uris:
             continue
         uri = inp.uris[key]
@@ -156,15 +196,15 @@ def predict_shard(inp: StageInputs, cfg: Config, item: dict, *,
     candidate peaks (written as a part table, in original-image pixels) and, on training
     images, the heatmap maxima at the known positives (for the calibrated threshold).
     Returns ``{"part": uri, "prefix": str, "shard": int, "pos_values": [float]}``."""
-    ck = _load_model(inp.uris["model"])
+    ck = load_model(inp.uris["model"])
     net = load_unet(ck["state_dict"], ck["meta"]["widths"], device or cfg.device)
     images_uri = inp.uris[item["images"]]
     ids = arrays.stack_ids(images_uri)
     sc = read_scale(inp.uris["scale"])
     pos = {}
-    if item["prefix"] == "" and "points" in inp.uris:
-        pos = points_by_image(tables.read_table(inp.uris["points"]), ids,
-                              POSITIVE_KINDS)
+    known = {"": "points", "source_": "source_points"}.get(item["prefix"])
+    if known in inp.uris:
+        pos = points_by_image(tables.read_table(inp.uris[known]), ids, POSITIVE_KINDS)
     threshold = PEAK_FLOOR if cfg.peak_threshold is None else \
         cfg.unlabeled_ratio * cfg.peak_threshold
     hm_uri = join(inp.out_dir, f"{item['prefix']}heatmaps.zarr")
@@ -201,7 +241,9 @@ def predict_merge(inp: StageInputs, cfg: Config, results: list[dict]) -> StageOu
 
     With ``peak_threshold=None`` the threshold is calibrated on the training images only
     (:func:`~pseudocell.core.peaks.calibrate_threshold`: candidate peak values and the
-    heatmap maxima at the labels' positives) and applied to held-out images as well."""
+    heatmap maxima at the labels' positives) and applied to held-out images as well.
+    With ``source_images`` (the adapt modes) it is calibrated on them instead, at their
+    ``source_points``: the one set whose every cell is known."""
     uris = {}
     results = sorted(results, key=lambda r: r["shard"])  # shards may finish in any order
     merged = {}
@@ -213,11 +255,13 @@ def predict_merge(inp: StageInputs, cfg: Config, results: list[dict]) -> StageOu
     metrics: dict = {}
     threshold = cfg.peak_threshold
     if threshold is None and cfg.peak_mode == "absolute":
-        pos_values = np.array([v for r in results for v in r.get("pos_values", [])])
-        threshold = calibrate_threshold(merged[""]["value"], pos_values, recall=cfg.peak_recall)
+        on = "source_" if "source_" in merged else ""
+        pos_values = np.array([v for r in results if r["prefix"] == on
+                               for v in r.get("pos_values", [])])
+        threshold = calibrate_threshold(merged[on]["value"], pos_values, recall=cfg.peak_recall)
         logger.info("predict round=%d calibrated peak threshold %.3f (%d candidates, %d "
-                    "known positives)", inp.round, threshold, len(merged[""]["value"]),
-                    len(pos_values))
+                    "known positives, %s images)", inp.round, threshold, len(merged[on]["value"]),
+                    len(pos_values), "source" if on else "training")
         metrics["peak_threshold"] = threshold
     for prefix, table in merged.items():
         cands, det = table, table
@@ -259,7 +303,7 @@ def extract_patches_plan(inp: StageInputs, cfg: Config, n_shards: int) -> list[d
     near = read_scale(inp.uris["scale"]).length(cfg.mask_radius)  # original px
     labels = tables.read_table(inp.uris["points"])
     pos = points_by_image(labels, ids, POSITIVE_KINDS)
-    known = points_by_image(labels, ids)
+    known = points_by_image(labels, ids, DECIDED_KINDS)
     peaks = tables.read_table(inp.uris["peaks"])
     det = points_by_image(peaks, ids)
     det_val = {i: peaks["value"][peaks["image_id"].astype(str) == i] for i in ids}
@@ -374,7 +418,7 @@ def train_pu(inp: StageInputs, cfg: Config, *, parallel: DataParallel = SINGLE,
     feats, scores = pu_features(res.state_dict, patches, feature_dim=cfg.pu_feature_dim,
                                 device=parallel.device or cfg.device)
     m_uri = join(inp.out_dir, "model.pt")
-    _save_model(m_uri, res.state_dict, {"feature_dim": cfg.pu_feature_dim, "prior": res.prior})
+    save_model(m_uri, res.state_dict, {"feature_dim": cfg.pu_feature_dim, "prior": res.prior})
     arrays.write_array(f_uri, feats)
     tables.write_table(s_uri, {"patch_id": table["patch_id"], "pu_score": scores})
     logger.info("train_pu round=%d prior=%.3f final_risk=%.4f corrected_steps=%d",
@@ -455,8 +499,8 @@ def update_labels(inp: StageInputs, cfg: Config) -> StageOutputs:
     uri = join(inp.out_dir, "points.parquet")
     tables.write_table(uri, out)
     kinds = out["kind"].astype(str)
-    counts = {k: int((kinds == k).sum()) for k in LABEL_KINDS
-              if k != "seed" or (kinds == k).any()}  # seeds: label-free runs only
+    counts = {k: int((kinds == k).sum()) for k in LABEL_KINDS  # seeds, uncertain: only
+              if k not in ("seed", "uncertain") or (kinds == k).any()}  # in their modes
     return StageOutputs({"points": uri}, {f"total_{k}": v for k, v in counts.items()})
 
 
@@ -525,22 +569,23 @@ _TRAIN_DETECTOR = StageSpec(
     inputs={"images": _IMAGES, "scale": _SCALE, "points": Labels()},
     series={"detector_loss": ("detector/loss", "detector_loss_steps")},
     row={"n_pos": "labels_pos", "n_neg": "labels_neg"})
-_PREDICT = StageSpec(
+#: The predict stage (its model: this round's ``train_detector``).
+PREDICT = StageSpec(
     "predict", predict, "Predictor", SHARDED,
     inputs={"images": _IMAGES, "scale": _SCALE, "model": Output("train_detector", "model"),
             "points": Labels(), "eval_images": Prepared("scale", "eval_images")},
     optional=frozenset({"eval_images", "points"}),
     row={"peak_threshold": "peak_threshold", "n_detections": "n_detections"},
     shards=ShardedStage(predict_plan, predict_shard, predict_merge))
-_EVAL_INPUTS = {"images": _IMAGES, "peaks": Output("predict", "peaks"), "gt": Input("gt"),
-                "eval_images": Prepared("scale", "eval_images"), "eval_gt": Input("eval_gt"),
-                "eval_peaks": Output("predict", "eval_peaks")}
-_EVAL = dict(actor="LabelSelector", run_if_any=("gt", "eval_gt"), uses_gpu=False,
-             optional=frozenset({"gt", "eval_images", "eval_gt", "eval_peaks"}),
-             journal_scalars=False, row="*")
+#: The evaluation stage's inputs and settings (modes add ``points``, ``selected`` ...).
+EVAL_INPUTS = {"images": _IMAGES, "peaks": Output("predict", "peaks"), "gt": Input("gt"),
+               "eval_images": Prepared("scale", "eval_images"), "eval_gt": Input("eval_gt"),
+               "eval_peaks": Output("predict", "eval_peaks")}
+EVAL_SPEC = dict(actor="LabelSelector", run_if_any=("gt", "eval_gt"), uses_gpu=False,
+                 optional=frozenset({"gt", "eval_images", "eval_gt", "eval_peaks"}),
+                 journal_scalars=False, row="*")
 
-#: The partial-annotation loop: clicked points → rounds of detector, PU features, ranker
-#: and pseudo-labels → the final detector.
+
 def scale_stage(points: Input | Output) -> StageSpec:
     """The ``scale`` stage of a mode whose clicks (or seed points) are ``points``: one
     cell size per run, whose images and scale every round's stages read."""
@@ -551,19 +596,13 @@ def scale_stage(points: Input | Output) -> StageSpec:
                      row={"cell_diameter": "cell_diameter", "scale": "scale"})
 
 
-#: Round 0's labels: the clicks plus confident background points.
-BACKGROUND = StageSpec("background", add_background, "LabelSelector", uses_gpu=False,
-                       inputs={"images": _IMAGES, "scale": _SCALE, "points": Input("points")},
-                       row={"n_background": "n_background"})
-
-PARTIAL = Mode(
-    name="partial",
-    before=(scale_stage(Input("points")), BACKGROUND),
-    round_stages=(
-        _TRAIN_DETECTOR,
-        _PREDICT,
+def ranker_stages(labels: Labels | Output) -> tuple[StageSpec, ...]:
+    """The PU and P-ranker half of a round, whose labels (P: the positives) are
+    ``labels``: extract_patches → train_pu → rank → select → update_labels (``labels``
+    plus the selections)."""
+    return (
         StageSpec("extract_patches", extract_patches, "Predictor", SHARDED,
-                  inputs={"images": _IMAGES, "scale": _SCALE, "points": Labels(),
+                  inputs={"images": _IMAGES, "scale": _SCALE, "points": labels,
                           "peaks": Output("predict", "candidates")},
                   shards=ShardedStage(extract_patches_plan, extract_patches_shard,
                                       extract_patches_merge)),
@@ -579,14 +618,31 @@ PARTIAL = Mode(
                           "pu_scores": Output("train_pu", "pu_scores")},
                   row={"n_pseudo_pos": "n_pseudo_pos", "n_pseudo_neg": "n_pseudo_neg"}),
         StageSpec("update_labels", update_labels, "LabelSelector", uses_gpu=False,
-                  inputs={"images": _IMAGES, "points": Labels(),
+                  inputs={"images": _IMAGES, "points": labels,
                           "selected": Output("select", "selected"), "table": _TABLE}),
-        StageSpec("evaluate", evaluate, **_EVAL,
-                  inputs={**_EVAL_INPUTS, "points": Labels(),
+    )
+
+
+#: Round 0's labels: the clicks plus confident background points.
+BACKGROUND = StageSpec("background", add_background, "LabelSelector", uses_gpu=False,
+                       inputs={"images": _IMAGES, "scale": _SCALE, "points": Input("points")},
+                       row={"n_background": "n_background"})
+
+#: The partial-annotation loop: clicked points → rounds of detector, PU features, ranker
+#: and pseudo-labels → the final detector.
+PARTIAL = Mode(
+    name="partial",
+    before=(scale_stage(Input("points")), BACKGROUND),
+    round_stages=(
+        _TRAIN_DETECTOR,
+        PREDICT,
+        *ranker_stages(Labels()),
+        StageSpec("evaluate", evaluate, **EVAL_SPEC,
+                  inputs={**EVAL_INPUTS, "points": Labels(),
                           "selected": Output("select", "selected"), "table": _TABLE}),
     ),
-    final_stages=(_TRAIN_DETECTOR, _PREDICT,
-                  StageSpec("evaluate", evaluate, **_EVAL, inputs=_EVAL_INPUTS)),
+    final_stages=(_TRAIN_DETECTOR, PREDICT,
+                  StageSpec("evaluate", evaluate, **EVAL_SPEC, inputs=EVAL_INPUTS)),
     initial_labels=Prepared("background", "points"),
     labels=Output("update_labels", "points"),
     products={"model": Output("train_detector", "model"),

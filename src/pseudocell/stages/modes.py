@@ -8,6 +8,7 @@ the declaration.
 from __future__ import annotations
 
 from pseudocell.errors import InvalidConfigError
+from pseudocell.stages.adapt import ADAPT, ADAPT_RANKER
 from pseudocell.stages.base import Mode
 from pseudocell.stages.label_free import LABEL_FREE
 from pseudocell.stages.loop import PARTIAL
@@ -15,7 +16,7 @@ from pseudocell.stages.loop import PARTIAL
 __all__ = ["MODES", "get_mode", "actor_kinds"]
 
 #: mode name → pipeline.
-MODES: dict[str, Mode] = {m.name: m for m in (PARTIAL, LABEL_FREE)}
+MODES: dict[str, Mode] = {m.name: m for m in (PARTIAL, LABEL_FREE, ADAPT, ADAPT_RANKER)}
 
 
 def get_mode(name: str) -> Mode:

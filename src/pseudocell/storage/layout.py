@@ -19,12 +19,26 @@ from dataclasses import dataclass
 
 from pseudocell.errors import RunDirectoryError
 
-__all__ = ["SCHEMA_VERSION", "RunLayout", "join", "is_relative"]
+__all__ = ["SCHEMA_VERSION", "SOURCE_PREFIX", "RunLayout", "join", "is_relative", "source_id"]
 
 SCHEMA_VERSION = 1
 
 #: The first folder of a run-relative path (where an old absolute record's own part starts).
 _RUN_PART = re.compile(r"/(?:inputs|final|round_\d{3})/")
+
+
+#: Prefix of source-domain image ids in a run (``adapt`` modes): a source and a target
+#: image may have the same file name.
+SOURCE_PREFIX = "source:"
+
+
+def source_id(image_id: str) -> str:
+    """The run's id of source image ``image_id``.
+
+    >>> source_id("img01")
+    'source:img01'
+    """
+    return SOURCE_PREFIX + str(image_id)
 
 
 def is_relative(uri: str) -> bool:
@@ -128,6 +142,14 @@ class RunLayout:
     @property
     def eval_gt(self) -> str:
         return join(self.inputs, "eval_gt.parquet")
+
+    @property
+    def source_images(self) -> str:
+        return join(self.inputs, "source_images.zarr")
+
+    @property
+    def source_points(self) -> str:
+        return join(self.inputs, "source_points.parquet")
 
     @property
     def inputs_manifest(self) -> str:

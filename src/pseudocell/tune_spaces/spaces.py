@@ -28,10 +28,9 @@ __all__ = ["SPACES", "FUTURE_PARAMS", "describe", "load_space", "check_space", "
 _TYPES = {"uniform": ("low", "high"), "loguniform": ("low", "high"),
           "randint": ("low", "high"), "choice": ("values",)}
 
-#: Parameters of parts pseudocell does not have yet (PSM's Voronoi-supervised head, domain
-#: adaptation); a space naming them is refused rather than silently ignored.
-FUTURE_PARAMS = {"voronoi_lam": "the Voronoi-supervised head of label-free PSM",
-                 "grl_lambda": "domain adaptation (DANN)"}
+#: Parameters of parts pseudocell does not have yet (PSM's Voronoi-supervised head); a
+#: space naming them is refused rather than silently ignored.
+FUTURE_PARAMS = {"voronoi_lam": "the Voronoi-supervised head of label-free PSM"}
 
 _DEFAULT = {
     # selection rates of positive / negative pseudo-labels per round
@@ -58,11 +57,29 @@ _LABEL_FREE = {
     "seed_fraction": {"type": "uniform", "low": 0.2, "high": 0.9},
 }
 
+_ADAPT = {
+    # the curriculum, the passes per peak, the confidence cut, the number of rounds
+    "adapt_schedule": {"type": "choice", "values": [[0.2, 0.4, 0.6], [0.3, 0.6, 0.9],
+                                                    [0.1, 0.3, 0.5], [0.4, 0.7, 1.0]]},
+    "mc_passes": {"type": "choice", "values": [2, 4, 8]},
+    "adapt_min_confidence": {"type": "uniform", "low": 0.0, "high": 0.6},
+    "rounds": {"type": "randint", "low": 1, "high": 5},  # 1..4
+}
+_ADAPT_DANN = {
+    # the DANN baseline (a base config with source_training = "dann"): the reversal
+    # weight and the level the domain classifier reads
+    "grl_lambda": {"type": "loguniform", "low": 0.03, "high": 3.0},
+    "grl_level": {"type": "choice", "values": [1, 2, -1]},
+}
+
 #: Built-in spaces (``default``: the selection and ranker settings; ``wide``: also the
 #: number of rounds and the detector's target, mask and peak settings; ``label-free``:
-#: the selection settings and the PSM seed settings, for a config with that mode).
+#: the selection settings and the PSM seed settings, for a config with that mode;
+#: ``adapt``: the curriculum, passes, confidence cut and rounds of the adapt modes;
+#: ``adapt-dann``: the gradient-reversal weight and level of their DANN training).
 SPACES: dict[str, dict[str, dict]] = {"default": _DEFAULT, "wide": _WIDE,
-                                      "label-free": _LABEL_FREE}
+                                      "label-free": _LABEL_FREE, "adapt": _ADAPT,
+                                      "adapt-dann": _ADAPT_DANN}
 
 
 def describe(name: str) -> dict[str, dict]:
@@ -111,10 +128,12 @@ def check_space(space: dict[str, Any], source: str = "search space", *,
         if key not in names:
             problems.append(f"{key!r} is not a config field")
             continue
-        owner = next((m for m, f in MODE_FIELDS.items() if key in f), None)
-        if mode is not None and owner is not None and owner != mode:
-            problems.append(f"{key!r} is a setting of mode {owner!r} and the base config's "
-                            f"mode is {mode!r}; set mode = {owner!r} in --config or remove it")
+        owners = [m for m, f in MODE_FIELDS.items() if key in f]
+        if mode is not None and owners and mode not in owners:
+            which = " or ".join(repr(m) for m in owners)
+            problems.append(f"{key!r} is a setting of mode {which} and the base config's "
+                            f"mode is {mode!r}; set mode = {owners[0]!r} in --config or "
+                            "remove it")
             continue
         if key in ("device", "num_threads", "seed"):
             problems.append(f"{key!r} is not a hyper-parameter to search")
