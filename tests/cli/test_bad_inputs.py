@@ -149,7 +149,8 @@ TABLE: dict[str, Bad] = {
     "run --alpha inf": Bad(_run("--alpha", "inf"), 1, ("'alpha'", "finite")),
     "run --p 0": Bad(_run("--p", "0"), 1, ("'p'", "> 0")),
     "run --mode nope": Bad(_run("--mode", "nope"), 1, ("mode='nope'",
-                                                       "use one of label-free, partial")),
+                                                       "use one of adapt, adapt-ranker, "
+                                                       "label-free, partial")),
     # the label-free mode (issue 16): too few pixels, a blank image, fusion_beta < 0
     "run --mode label-free on two small crops": Bad(
         _run("--mode", "label-free", points=False), 1,
@@ -162,6 +163,26 @@ TABLE: dict[str, Bad] = {
         lambda c: ["run", "--mode", "label-free", "--images", str(c.images), "--out", c.out,
                    "--config", c.file("c.toml", "fusion_beta = -1.0\n")], 1,
         ("'fusion_beta'", ">= 0")),
+    # the adapt modes (issue 17): no source, the same images as source and target, a
+    # negative reversal weight, a curriculum that shrinks
+    "run --mode adapt without a source": Bad(
+        _run("--mode", "adapt", points=False), 1,
+        ("mode 'adapt' needs source_images, source_points", "--source-images")),
+    "run --mode adapt, source = target": Bad(
+        lambda c: ["run", "--mode", "adapt", "--images", str(c.images), "--source-images",
+                   str(c.images), "--source-points", c.points, "--out", c.out], 1,
+        ("--source-images and --images (target) share", "the target must be new images")),
+    "run --mode adapt, grl_lambda < 0": Bad(
+        lambda c: ["run", "--mode", "adapt", "--images", str(c.images), "--out", c.out,
+                   "--config", c.file("c.toml", "grl_lambda = -1.0\n")], 1,
+        ("'grl_lambda'", ">= 0")),
+    "run --mode adapt, shrinking schedule": Bad(
+        lambda c: ["run", "--mode", "adapt", "--images", str(c.images), "--out", c.out,
+                   "--config", c.file("c.toml", "adapt_schedule = [0.6, 0.3]\n")], 1,
+        ("'adapt_schedule'", "increasing")),
+    "run --source-images without --source-points": Bad(
+        _run("--mode", "adapt", "--source-images", "SRC", points=False), 1,
+        ("--source-images needs --source-points",)),
     "run --mode blank": Bad(_run("--mode", " "), 1, ("'mode'", "a mode name")),
     "run --device tpu": Bad(_run("--device", "tpu"), 1, ("'device'", "'tpu'")),
     "run --device cuda:99 (issue: fails 11 s into training)": Bad(

@@ -97,5 +97,5 @@ def test_a_mode_refuses_runs_without_its_inputs(small_crops, tiny_cfg, tmp_path)
         prepare_run(tmp_path / "run", tiny_cfg, RunInputs(images, None, gt))
     assert not (tmp_path / "run").exists()
     with pytest.raises(InvalidConfigError, match="mode='nope' is not a pseudocell mode; use "
-                                                 "one of label-free, partial"):
+                                                 "one of adapt, adapt-ranker, label-free, partial"):
         get_mode("nope")

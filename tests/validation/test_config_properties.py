@@ -87,6 +87,14 @@ def _valid_value(name: str, t: str):
         "polarity": st.sampled_from(["auto", "bright", "dark"]),
         "kmeans_k": st.integers(2, 8), "seed_fraction": st.floats(0.01, 1.0),
         "fusion_beta": st.floats(0, 100), "psm_crop": st.integers(16, 512),
+        "source_training": st.sampled_from(["plain", "augment", "dann"]),
+        "target_diameter": st.one_of(st.none(), st.floats(2, 500)),
+        "grl_lambda": st.floats(0, 100), "grl_level": st.integers(-2, 1),
+        "adapt_schedule": st.lists(st.floats(0.01, 1.0), min_size=1, max_size=4,
+                                   unique=True).map(sorted),
+        "uncertainty": st.just("tta"), "mc_passes": st.integers(1, 8),
+        "detector_dropout": st.floats(0, 0.9), "adapt_min_confidence": st.floats(0, 10),
+        "adapt_negatives": st.floats(0, 10),
     }
     if name in by_name:
         return by_name[name]

@@ -54,7 +54,7 @@ def bench(
     """
     from pseudocell.bench.datasets import default_datasets, parse_dataset_arg, read_dataset_toml
     from pseudocell.bench.quality import METHODS as QUALITY_METHODS
-    from pseudocell.bench.quality import QUICK_CONFIG, markdown_report, run_quality, write_result
+    from pseudocell.bench.quality import QUICK_CONFIG, markdown_report, run_quality
     from pseudocell.config import Config, load_config
     from pseudocell.validation import check_output_path
 
@@ -86,11 +86,7 @@ def bench(
         result = adapt.run_adapt(specs, pairs, cfg=cfg, seeds=range(1 if quick else seeds),
                                  out_dir=out, max_train=10 if quick else None,
                                  max_test=5 if quick else None)
-        write_result(result, out / "adapt.json")
-        report = adapt.markdown_report(result)
-        (out / "adapt.md").write_text(report + "\n")
-        typer.echo(report)
-        typer.echo(f"wrote {out / 'adapt.json'}")
+        _report(result, adapt.markdown_report(result), out / "adapt")
         return
     if protocol == "label-free":
         from pseudocell.bench import label_free
@@ -101,17 +97,19 @@ def bench(
             specs, cfg=cfg, seeds=range(1 if quick else seeds), keep=keep, out_dir=out,
             reference_dir=ref, reference_methods=methods, max_train=10 if quick else None,
             max_test=5 if quick else None)
-        write_result(result, out / "label_free.json")
-        report = label_free.markdown_report(result)
-        (out / "label_free.md").write_text(report + "\n")
-        typer.echo(report)
-        typer.echo(f"wrote {out / 'label_free.json'}")
+        _report(result, label_free.markdown_report(result), out / "label_free")
         return
     result = run_quality(specs, cfg=cfg, seeds=range(1 if quick else seeds), keep=keep,
                          out_dir=out, max_train=10 if quick else None,
                          max_test=5 if quick else None)
-    write_result(result, out / "quality.json")
-    report = markdown_report(result)
-    (out / "quality.md").write_text(report + "\n")
+    _report(result, markdown_report(result), out / "quality")
+
+
+def _report(result: dict, report: str, stem: Path) -> None:
+    """Write ``stem``.json (every number) and ``stem``.md (the report); print the report."""
+    from pseudocell.bench.quality import write_result
+
+    write_result(result, stem.with_suffix(".json"))
+    stem.with_suffix(".md").write_text(report + "\n")
     typer.echo(report)
-    typer.echo(f"wrote {out / 'quality.json'}")
+    typer.echo(f"wrote {stem.with_suffix('.json')}")

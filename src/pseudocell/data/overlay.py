@@ -54,6 +54,8 @@ def draw_overlay(path: str | Path, image: np.ndarray, layers: dict[str, np.ndarr
                 d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=c)
     x, y = 2, 0
     for kind, c in COLORS.items():  # legend, wrapped onto more rows on narrow images
+        if kind == "uncertain" and not len(layers.get(kind, ())):
+            continue  # adapt runs only
         label = _LEGEND[kind]
         width = 16 + 6 * len(label)
         if x > 2 and x + width > rgb.width:
