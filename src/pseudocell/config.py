@@ -41,8 +41,9 @@ _LABEL_FREE_FIELDS = frozenset({
     "fusion_beta", "kmeans_k", "polarity", "seed_fraction", "seed_negatives",
     "psm_objective", "psm_iters", "psm_batch", "psm_crop", "psm_lr"})
 _ADAPT_FIELDS = frozenset({
-    "source_training", "target_diameter", "grl_lambda", "grl_level", "adapt_schedule", "uncertainty",
-    "mc_passes", "detector_dropout", "adapt_min_confidence", "adapt_negatives"})
+    "source_training", "target_diameter", "grl_lambda", "grl_level", "adapt_schedule",
+    "uncertainty", "mc_passes", "detector_dropout", "adapt_min_confidence",
+    "adapt_negatives"})
 MODE_FIELDS = {"label-free": _LABEL_FREE_FIELDS, "adapt": _ADAPT_FIELDS,
                "adapt-ranker": _ADAPT_FIELDS}
 

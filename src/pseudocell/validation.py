@@ -20,7 +20,8 @@ from pseudocell.data.images import image_id, list_images, normalize, read_raw, t
 from pseudocell.data.points import read_points_csv
 from pseudocell.errors import InvalidInputError, RunDirectoryError
 
-__all__ = ["ImageSet", "RunInputs", "check_label_free_inputs", "check_adapt_inputs", "check_image", "load_image_folder", "check_points",
+__all__ = ["ImageSet", "RunInputs", "check_label_free_inputs", "check_adapt_inputs",
+           "check_image", "load_image_folder", "check_points",
            "load_points", "load_run_inputs", "check_run_dir", "check_disjoint_images",
            "check_output_path", "check_output_file", "check_port", "check_device",
            "load_model_file", "check_same_images", "check_data_dir"]

@@ -34,8 +34,8 @@ from pseudocell.storage.layout import join
 
 __all__ = ["train_detector", "predict", "extract_patches", "train_pu", "rank", "select",
            "update_labels", "evaluate", "scale_stage", "ranker_stages", "detector_data",
-           "fit_detector", "loss_series", "save_model", "load_model", "PREDICT", "EVAL_INPUTS", "EVAL_SPEC", "BACKGROUND",
-           "PARTIAL"]
+           "fit_detector", "loss_series", "save_model", "load_model", "PREDICT",
+           "EVAL_INPUTS", "EVAL_SPEC", "BACKGROUND", "PARTIAL"]
 
 logger = logging.getLogger(__name__)
 
