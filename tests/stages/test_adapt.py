@@ -58,7 +58,7 @@ def domains():
 def adapt_config(**kw) -> Config:
     from conftest import tiny_config
 
-    base = dict(mode="adapt", rounds=2, peak_threshold=None, radius=20.0,
+    base = dict(mode="adapt", rounds=2, peak_threshold=None, radius=20.0, adapt_negatives=1.0,
                 adapt_schedule=(0.3, 0.6))
     return tiny_config().replace(**{**base, **kw})
 

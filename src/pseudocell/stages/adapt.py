@@ -125,8 +125,10 @@ def uncertainty(inp: StageInputs, cfg: Config) -> StageOutputs:
     :func:`~pseudocell.core.detector.heatmap_passes`), then per detected peak the
     score of :func:`~pseudocell.core.select.peak_confidence` (within
     ``peak_min_distance`` px). Empty places (:func:`~pseudocell.core.select.
-    empty_points`): a grid of step ``2 * mask_radius`` where every pass stays below
-    half the weakest candidate peak and no candidate lies within the step.
+    empty_points`, only with ``adapt_negatives > 0``): a grid whose step is a negative
+    label's disc radius (:data:`NEG_RADIUS` x ``mask_radius``), where every pass stays
+    below half the weakest candidate peak within that radius and no candidate lies
+    within that radius plus ``mask_radius``.
 
     Inputs: ``images``, ``scale``, ``model``, ``peaks`` (detections), ``candidates``.
     Outputs ``scored`` (image_id, y, x, value, confidence, height, spread, freq) and
@@ -159,6 +161,8 @@ def uncertainty(inp: StageInputs, cfg: Config) -> StageOutputs:
         scored["value"] += det_val[i].tolist()
         for key in ("confidence", "height", "spread", "freq"):
             scored[key] += conf[key].tolist()
+        if cfg.adapt_negatives <= 0:
+            continue  # no negative labels wanted: no empty places to find
         e_pts, e_val = empty_points(passes, sc.to_scaled(i, cand[i]),
                                     spacing=_neg_radius(cfg),
                                     clearance=_neg_radius(cfg) + cfg.mask_radius, level=level)
