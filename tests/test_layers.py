@@ -22,14 +22,16 @@ LAYERS = [
     {"demo", "stages"},            # the demo's inputs; stage functions and modes as data
     {"actors", "results"},         # Ray actor classes; the reader of a run's results
     {"orchestrator"},              # the engine: run directory, loop, executors, faults
-    {"tracking", "inference"},     # MLflow (driver only); detect on new images
-    {"tune_spaces", "bench"},      # sweeps; the quality protocol
+    {"tracking", "inference", "human"},  # MLflow (driver only); detect on new images;
+                                   # suggest / ingest a person's review
+    {"tune_spaces", "bench", "napari"},  # sweeps; the quality protocol; the napari plugin
     {"cli"},
     {"__main__"},
 ]
 LAYER = {pkg: k for k, layer in enumerate(LAYERS) for pkg in layer}
 #: third-party packages allowed only in these pseudocell packages
-OWNERS = {"ray": {"actors", "orchestrator", "tune_spaces"}, "mlflow": {"tracking"}}
+OWNERS = {"ray": {"actors", "orchestrator", "tune_spaces"}, "mlflow": {"tracking"},
+          "napari": {"napari"}, "qtpy": {"napari"}}
 FILES = sorted(PKG.rglob("*.py"))
 
 

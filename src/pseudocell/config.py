@@ -527,6 +527,14 @@ class Config:
             del d["mode"]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
+    @property
+    def stage_hash(self) -> str:
+        """The hash a stage's manifest records: :attr:`config_hash` without ``rounds``.
+        No stage reads ``rounds`` (the engine only plans that many), so a run extended by
+        ``pseudocell resume RUN --rounds +1`` keeps every finished stage; the run
+        directory itself still tells configs apart by :attr:`config_hash`."""
+        return self.replace(rounds=0).config_hash
+
 
 def _is_number(v: Any, kind: type) -> bool:
     if isinstance(v, bool):

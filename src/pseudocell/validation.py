@@ -24,7 +24,7 @@ __all__ = ["ImageSet", "RunInputs", "check_label_free_inputs", "check_adapt_inpu
            "check_image", "load_image_folder", "check_points",
            "load_points", "load_run_inputs", "check_run_dir", "check_disjoint_images",
            "check_output_path", "check_output_file", "check_port", "check_device",
-           "load_model_file", "check_same_images", "check_data_dir"]
+           "load_model_file", "check_same_images", "check_data_dir", "parse_rounds"]
 
 logger = logging.getLogger(__name__)
 
@@ -494,3 +494,24 @@ def check_data_dir(folder: str | Path, files: list[str], *, name: str = "--data-
             f"{name} {str(folder)!r} lacks {len(missing)} of its {len(files)} files (e.g. "
             f"{missing[:3]}); point it at the folder with them, or leave it out")
     return folder
+
+
+def parse_rounds(text: str, current: int) -> int:
+    """``--rounds`` of ``pseudocell resume``: ``N`` (absolute) or ``+N`` (more than the
+    run's ``current``); a run never loses rounds.
+
+    >>> parse_rounds("+1", 2), parse_rounds("4", 2)
+    (3, 4)
+    """
+    t = str(text).strip()
+    try:
+        n = current + int(t[1:]) if t.startswith("+") else int(t)
+    except ValueError:
+        raise InvalidInputError(f"--rounds {text!r}: give a number of rounds (e.g. 3) or "
+                                "'+1' for one more round") from None
+    if n < current:
+        raise InvalidInputError(f"--rounds {text!r}: the run already has {current} rounds "
+                                "and cannot lose any; give at least that many (or '+1'), "
+                                "or start a new run with --out")
+    return n
+

@@ -236,10 +236,10 @@ def test_draw_overlay_writes_png_with_legend(tmp_path, bf_dir):
     with Image.open(out) as f:
         assert f.format == "PNG" and f.size == (256, 128) and f.mode == "RGB"
         rgb = np.asarray(f)
-    strip = rgb[:25]
+    strip = rgb[:37]  # the legend wraps onto three rows of 12 px at this width
     for kind, c in COLORS.items():
         assert _has(strip, c), f"legend colour of {kind} {c} missing"
-        assert _has(rgb[30:], c), f"no {kind} drawn in {c}"
+        assert _has(rgb[37:], c), f"no {kind} drawn in {c}"
     # outside the legend and the marks, the image itself is there (grey levels)
     assert rgb[20:, :, 0].std() > 5
 
@@ -252,7 +252,9 @@ def test_draw_overlay_legend_on_a_small_crop(tmp_path, bf_crops):
         assert f.size == (128, 96)
         rgb = np.asarray(f)
     # the legend wraps onto more rows (12 px each) instead of running off the image
-    missing = [k for k, c in COLORS.items() if not _has(rgb[:40], c)]
+    # (kinds of some runs only, e.g. a person's review, appear where an image has them)
+    occasional = ("uncertain", "human_added", "human_confirmed", "human_rejected")
+    missing = [k for k, c in COLORS.items() if k not in occasional and not _has(rgb[:40], c)]
     assert not missing, f"legend entries cut off: {missing}"
 
 

@@ -3,7 +3,7 @@
 :mod:`.app` holds the app, the global options and the one error wrapper; :mod:`.options`
 the shared option bundles (executor, tracking); each other module a few commands.
 """
-from pseudocell.cli import run, results, tune, detect, bench  # noqa: F401,I001 (registers
+from pseudocell.cli import run, human, results, tune, detect, bench  # noqa: F401,I001 (registers
 # the commands, in the order --help lists them)
 from pseudocell.cli.app import app
 

@@ -11,7 +11,7 @@ import math
 
 from pseudocell.orchestrator.run import StageEvent
 
-__all__ = ["RunProgress"]
+__all__ = ["RunProgress", "count_bar"]
 
 logger = logging.getLogger("pseudocell")
 
@@ -91,3 +91,41 @@ class RunProgress:
             p = self._progress
             p.update(self._rounds, completed=self.rounds + 1)
             p.update(self._stages, completed=p.tasks[self._stages].total)
+
+
+class count_bar:  # noqa: N801 (used like a function: ``with count_bar(...) as bar``)
+    """A bar of ``done`` / ``total`` items (images scored, ...) for a command's long
+    loop: a context manager whose value is the ``progress(done, total)`` callback. Drawn
+    only on a terminal and without ``--quiet``; otherwise a log line per tenth."""
+
+    def __init__(self, what: str) -> None:
+        from pseudocell.cli.app import console, state
+
+        self.what = what
+        self.console = console()
+        self.enabled = not state().quiet and self.console.is_terminal
+        self._progress = self._task = None
+        self._logged = -1
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            self._progress = Progress(TextColumn(f"{self.what:<20}"), BarColumn(),
+                                      MofNCompleteColumn(), console=self.console)
+            self._progress.start()
+            self._task = self._progress.add_task(self.what, total=1)
+        return self.update
+
+    def update(self, done: int, total: int) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=done, total=total)
+            return
+        tenth = 10 * done // max(total, 1)
+        if tenth > self._logged:
+            self._logged = tenth
+            logger.info("%s: %d/%d", self.what, done, total)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()

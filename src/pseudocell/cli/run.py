@@ -202,18 +202,32 @@ def resume(
                                                 "s3:// URI).")],
     ex: ExecutorOptions,
     tracking: TrackingOptions,
+    rounds: Annotated[str | None, typer.Option(
+        help="Continue to this many rounds ('+1': one more than the run has), e.g. after "
+             "`pseudocell ingest`. Finished stages are kept.")] = None,
 ) -> None:
-    """Finish a stopped run from its last finished stage (same config, same result).
+    """Finish a stopped run from its last finished stage (same config, same result), or
+    extend a finished one by more rounds.
 
     The MLflow record continues in the same parent run.
 
     Example: pseudocell resume runs/exp1 [--executor ray --address auto]
+
+    After a review (suggest → edit → ingest): pseudocell resume runs/exp1 --rounds +1
     """
+    from pseudocell.config import dump_toml
     from pseudocell.orchestrator.run import open_run
-    from pseudocell.validation import check_device, check_output_path
+    from pseudocell.storage import fs
+    from pseudocell.validation import check_device, check_output_path, parse_rounds
 
     check_output_path(run_dir, name="RUN_DIR", example="pseudocell resume runs/exp1")
     layout, cfg = open_run(run_dir)
+    if rounds is not None:
+        new = parse_rounds(rounds, cfg.rounds)
+        if new != cfg.rounds:
+            logger.info("extending %s from %d to %d rounds", layout.root, cfg.rounds, new)
+            cfg = cfg.replace(rounds=new)
+            fs.write_bytes(layout.config, dump_toml(cfg).encode())
     check_device(cfg.device, name=f"the run's device (config.toml of {str(run_dir)!r})",
                  fix="resume it where that GPU is, or set device = \"auto\" in its "
                      "config.toml (the device is not part of the config hash)")

@@ -15,11 +15,19 @@ COLORS = {
     "pseudo_pos": (0, 160, 255),    # blue dot
     "pseudo_neg": (255, 40, 40),    # red cross
     "uncertain": (150, 150, 150),   # grey dot (adapt: detections not trusted yet)
+    "human_added": (0, 230, 180),   # teal dot (a person added the cell)
+    "human_confirmed": (255, 150, 0),  # orange dot (a person confirmed the detection)
+    "human_rejected": (255, 0, 255),   # magenta cross (a person rejected the detection)
 }
+#: Kinds drawn as crosses (negative labels); the others are dots.
+_CROSS = ("pseudo_neg", "human_rejected")
+#: Kinds whose legend entry appears only on images that have them.
+_OCCASIONAL = ("uncertain", "human_added", "human_confirmed", "human_rejected")
 
 _LEGEND = {"detection": "detected", "annotated": "annotated", "seed": "seed",
            "pseudo_pos": "pseudo+",
-           "pseudo_neg": "pseudo-", "uncertain": "unsure"}
+           "pseudo_neg": "pseudo-", "uncertain": "unsure", "human_added": "added",
+           "human_confirmed": "confirmed", "human_rejected": "rejected"}
 
 
 def draw_overlay(path: str | Path, image: np.ndarray, layers: dict[str, np.ndarray],
@@ -47,15 +55,15 @@ def draw_overlay(path: str | Path, image: np.ndarray, layers: dict[str, np.ndarr
         for y, x in np.asarray(pts).reshape(-1, 2):
             if kind == "detection":
                 d.ellipse([x - radius, y - radius, x + radius, y + radius], outline=c, width=1)
-            elif kind == "pseudo_neg":
+            elif kind in _CROSS:
                 d.line([x - 4, y - 4, x + 4, y + 4], fill=c, width=2)
                 d.line([x - 4, y + 4, x + 4, y - 4], fill=c, width=2)
             else:
                 d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=c)
     x, y = 2, 0
     for kind, c in COLORS.items():  # legend, wrapped onto more rows on narrow images
-        if kind == "uncertain" and not len(layers.get(kind, ())):
-            continue  # adapt runs only
+        if kind in _OCCASIONAL and not len(layers.get(kind, ())):
+            continue  # adapt runs and reviewed runs only
         label = _LEGEND[kind]
         width = 16 + 6 * len(label)
         if x > 2 and x + width > rgb.width:

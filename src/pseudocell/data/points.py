@@ -15,21 +15,28 @@ import numpy as np
 
 from pseudocell.errors import InvalidInputError
 
-__all__ = ["LABEL_KINDS", "DECIDED_KINDS", "ROUND0_POSITIVE", "POSITIVE_KINDS", "read_points_csv",
-           "write_napari_csv", "write_points_csv", "points_by_image", "hide_points"]
+__all__ = ["LABEL_KINDS", "DECIDED_KINDS", "ROUND0_POSITIVE", "POSITIVE_KINDS",
+           "NEGATIVE_KINDS", "read_points_csv", "write_napari_csv", "write_points_csv",
+           "points_by_image", "hide_points"]
 
 #: Kinds of a labels table: clicked cells, label-free seed points (round 0's positives
-#: when no one clicked), positive and negative pseudo-labels, and (adapt modes)
-#: detections not trusted yet: drawn into the heatmap target so that a neighbouring
-#: label's loss disc does not call them background, but with no loss disc of their own.
-LABEL_KINDS = ("annotated", "seed", "pseudo_pos", "pseudo_neg", "uncertain")
+#: when no one clicked), positive and negative pseudo-labels, (adapt modes) detections
+#: not trusted yet: drawn into the heatmap target so that a neighbouring label's loss
+#: disc does not call them background, but with no loss disc of their own, and a
+#: person's review (``pseudocell ingest``): cells added, detections confirmed, detections
+#: rejected.
+LABEL_KINDS = ("annotated", "seed", "pseudo_pos", "pseudo_neg", "uncertain", "human_added",
+               "human_confirmed", "human_rejected")
 #: Kinds that say something about their place (a cell or not): every kind but
 #: ``uncertain``.
-DECIDED_KINDS = ("annotated", "seed", "pseudo_pos", "pseudo_neg")
+DECIDED_KINDS = ("annotated", "seed", "pseudo_pos", "pseudo_neg", "human_added",
+                 "human_confirmed", "human_rejected")
 #: Round 0's positive labels (what the run was given or bootstrapped).
 ROUND0_POSITIVE = ("annotated", "seed")
 #: Every positive label (the detector's Gaussians, the PU learner's P set).
-POSITIVE_KINDS = ("annotated", "seed", "pseudo_pos")
+POSITIVE_KINDS = ("annotated", "seed", "pseudo_pos", "human_added", "human_confirmed")
+#: Every negative label (a loss disc that says "no cell here").
+NEGATIVE_KINDS = ("pseudo_neg", "human_rejected")
 
 
 def _float(v: str, where: str, line: int, col: str) -> float:

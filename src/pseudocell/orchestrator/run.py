@@ -30,7 +30,7 @@ from pseudocell.results.finalize import finalize
 from pseudocell.results.reader import RunResults
 from pseudocell.stages.base import Mode, StageInputs, StageOutputs, StageSpec, stage_seed
 from pseudocell.stages.modes import get_mode
-from pseudocell.stages.plan import given_inputs, runs, stage_plan
+from pseudocell.stages.plan import given_inputs, round_stages, runs, stage_plan
 from pseudocell.storage import arrays, fs, tables
 from pseudocell.storage.layout import SCHEMA_VERSION, RunLayout, source_id
 from pseudocell.storage.manifest import (checksum, manifest_hash, read_manifest, remove_tree,
@@ -233,7 +233,9 @@ def _is_done(layout: RunLayout, manifest: dict | None, cfg: Config, inputs_rec: 
     # this run's own (the upstream manifests' bytes, hence their hashes, are unchanged)
     recorded = {k: {**v, "uri": layout.record(v["uri"])} if "uri" in v else v
                 for k, v in (manifest.get("inputs") or {}).items()}
-    if manifest.get("config_hash") != cfg.config_hash or recorded != inputs_rec:
+    # manifests made before the stage hash record the full config hash
+    if manifest.get("config_hash") not in (cfg.stage_hash, cfg.config_hash) \
+            or recorded != inputs_rec:
         return False
     bad = verify_outputs(manifest, layout)
     if bad:
@@ -248,7 +250,7 @@ def planned_stages(layout: RunLayout, cfg: Config) -> list[tuple[int, StageSpec]
     ``run_if_any`` inputs the run lacks is left out)."""
     mode, given = get_mode(cfg.mode), given_inputs(layout)
     return [(rnd, spec) for rnd in range(cfg.rounds + 1)
-            for spec in mode.stages_of(rnd, cfg.rounds) if runs(spec, given)]
+            for spec in round_stages(layout, mode, rnd, cfg.rounds) if runs(spec, given)]
 
 
 def run_loop(layout: RunLayout, cfg: Config, executor: Any, *,
@@ -338,7 +340,7 @@ def _run_stage(layout: RunLayout, mode: Mode, cfg: Config, executor: Any, rnd: i
     seconds = time.perf_counter() - t0
     write_manifest(mpath, {
         "stage": stage, "round": rnd, "seed": seed, "schema_version": SCHEMA_VERSION,
-        "config_hash": cfg.config_hash, "inputs": inputs_rec,
+        "config_hash": cfg.stage_hash, "inputs": inputs_rec,
         "outputs": {k: {"uri": layout.record(u), "sha256": checksum(u)}
                     for k, u in out.uris.items()},
         "metrics": out.metrics, "seconds": seconds, "versions": _versions(),

@@ -18,7 +18,7 @@ from pseudocell.data.points import ROUND0_POSITIVE, points_by_image
 from pseudocell.errors import RunDirectoryError
 from pseudocell.stages.base import Labels, Mode, Output
 from pseudocell.stages.modes import get_mode
-from pseudocell.stages.plan import given_inputs, resolve
+from pseudocell.stages.plan import given_inputs, resolve, round_stages
 from pseudocell.storage import arrays, fs, tables
 from pseudocell.storage.layout import RunLayout
 from pseudocell.storage.manifest import read_manifest
@@ -81,7 +81,7 @@ class RunResults:
         """``(stage name, URI)`` of every output round ``rnd``'s stages declare as
         ``artifacts`` and have written."""
         out = []
-        for spec in self.mode.stages_of(rnd, self.rounds):
+        for spec in round_stages(self.layout, self.mode, rnd, self.rounds):
             for name in spec.artifacts:
                 uri = self._uri(rnd, Output(spec.name, name))
                 if uri is not None:
@@ -152,7 +152,7 @@ class RunResults:
         counts)."""
         row: dict = {"round": rnd}
         # latest stage first: the evaluation columns lead, as in every metrics.json so far
-        for spec in reversed(self.mode.stages_of(rnd, self.rounds)):
+        for spec in reversed(round_stages(self.layout, self.mode, rnd, self.rounds)):
             m = self.manifest(rnd, spec.name)
             if m is None:
                 continue

@@ -37,9 +37,9 @@ from pseudocell.core.detector import DomainTask, heatmap_passes, load_unet
 from pseudocell.core.metrics import match_points, near_any
 from pseudocell.core.parallel import SINGLE, DataParallel
 from pseudocell.core.select import admit, curriculum_fraction, empty_points, peak_confidence
-from pseudocell.data.points import POSITIVE_KINDS, points_by_image
+from pseudocell.data.points import NEGATIVE_KINDS, POSITIVE_KINDS, points_by_image
 from pseudocell.stages import loop
-from pseudocell.stages.base import (TRAINING, Input, Labels, Mode, Output, Prepared,
+from pseudocell.stages.base import (TRAINING, Human, Input, Labels, Mode, Output, Prepared,
                                     ProgressFn, StageInputs, StageOutputs, StageSpec)
 from pseudocell.stages.scale import read_scale, scale_images
 from pseudocell.storage import arrays, fs, tables
@@ -92,7 +92,8 @@ def train_adapt_detector(inp: StageInputs, cfg: Config, *,
     src = loop.detector_data(inp.uris["source_images"], sc,
                              tables.read_table(inp.uris["source_points"]), cfg, full_mask=True)
     tgt = loop.detector_data(inp.uris["images"], sc, tables.read_table(inp.uris["points"]),
-                             cfg, neg_radius=_neg_radius(cfg))
+                             cfg, neg_radius=_neg_radius(cfg),
+                             reviewed=loop.reviewed_tiles(inp))
     data = tuple(a + b for a, b in zip(src[:3], tgt[:3]))
     domain = None
     if cfg.source_training == "dann":
@@ -254,7 +255,7 @@ def evaluate_adapt(inp: StageInputs, cfg: Config) -> StageOutputs:
         gt = points_by_image(tables.read_table(inp.uris["gt"]), ids)
         labels = tables.read_table(inp.uris["points"])
         pos = points_by_image(labels, ids, POSITIVE_KINDS)
-        neg = points_by_image(labels, ids, ("pseudo_neg",))
+        neg = points_by_image(labels, ids, NEGATIVE_KINDS)
         tp = sum(match_points(pos[i], gt[i], cfg.radius).tp for i in ids)
         n_pos = sum(len(v) for v in pos.values())
         n_neg = sum(len(v) for v in neg.values())
@@ -280,7 +281,8 @@ _TRAIN = StageSpec(
     "train_detector", train_adapt_detector, "DetectorTrainer", TRAINING,
     inputs={"images": _IMAGES, "scale": _SCALE, "points": Labels(),
             "source_images": Prepared("scale", "source_images"),
-            "source_points": Input("source_points")},
+            "source_points": Input("source_points"), "reviewed": Human("tiles")},
+    optional=frozenset({"reviewed"}),
     series={"detector_loss": ("detector/loss", "detector_loss_steps"),
             "domain_accuracy": ("detector/domain_accuracy", "detector_loss_steps")},
     row={"n_pos": "labels_pos", "n_neg": "labels_neg",

@@ -21,8 +21,8 @@ import numpy as np
 from pseudocell.config import Config
 
 __all__ = ["StageInputs", "StageOutputs", "ProgressFn", "stage_seed", "PLAIN", "TRAINING",
-           "SHARDED", "KINDS", "Input", "Output", "Prepared", "Labels", "Ref", "ShardedStage",
-           "StageSpec", "Mode"]
+           "SHARDED", "KINDS", "Input", "Output", "Prepared", "Labels", "Human", "Ref",
+           "HUMAN_STAGE", "ShardedStage", "StageSpec", "Mode"]
 
 #: ``progress(done, total, value)``: training stages call it after every logging window
 #: (detector: optimiser steps, value = mean loss) or epoch (PU: value = nnPU risk).
@@ -103,10 +103,31 @@ class Prepared:
 @dataclass(frozen=True)
 class Labels:
     """The labels a round works from: round 0's come from the mode's ``initial_labels``,
-    a later round's are the mode's ``labels`` output of the round before."""
+    a later round's are the mode's ``labels`` output of the round before.
+
+    When a person's review applies to the round (a :class:`Human` store exists for it),
+    they are the :data:`HUMAN_STAGE` stage's output instead: those labels with the
+    review in force. ``reviewed=False`` names the labels before that merge (the input of
+    the merge itself)."""
+
+    reviewed: bool = True
 
 
-Ref = Input | Output | Prepared | Labels
+@dataclass(frozen=True)
+class Human:
+    """Table ``name`` (``labels``: the person's points; ``tiles``: the tiles they
+    reviewed) of the reviews that apply to this round: those ingested (``pseudocell
+    ingest``) after an earlier round, the latest such store. Absent when there is
+    none."""
+
+    name: str
+
+
+Ref = Input | Output | Prepared | Labels | Human
+
+#: The stage that puts a person's review into a round's labels; it runs first in every
+#: round that a review applies to (see :func:`pseudocell.stages.plan.round_stages`).
+HUMAN_STAGE = "human_labels"
 
 PLAIN, TRAINING, SHARDED = "plain", "training", "sharded"
 KINDS = (PLAIN, TRAINING, SHARDED)

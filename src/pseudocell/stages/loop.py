@@ -23,8 +23,9 @@ from pseudocell.core.peaks import PEAK_FLOOR, calibrate_threshold, find_peaks, v
 from pseudocell.core.pu import estimate_prior_elkan_noto, pu_features, train_pu as _train_pu
 from pseudocell.core.select import choose, rank_unlabeled
 from pseudocell.core.targets import make_target
-from pseudocell.data.points import DECIDED_KINDS, LABEL_KINDS, POSITIVE_KINDS, points_by_image
-from pseudocell.stages.base import (SHARDED, TRAINING, Input, Labels, Mode, Output, Prepared,
+from pseudocell.data.points import (DECIDED_KINDS, LABEL_KINDS, NEGATIVE_KINDS, POSITIVE_KINDS,
+                                     points_by_image)
+from pseudocell.stages.base import (SHARDED, TRAINING, Human, Input, Labels, Mode, Output, Prepared,
                                     ProgressFn, ShardedStage, StageInputs, StageOutputs,
                                     StageSpec)
 from pseudocell.stages.background import add_background
@@ -62,28 +63,46 @@ def load_model(uri: str) -> dict:
         return torch.load(f, map_location="cpu", weights_only=True)
 
 
+def _open_tiles(mask: np.ndarray, sc: ScaleInfo, image_id: str, boxes: np.ndarray) -> None:
+    """Set ``mask`` (canonical scale) on every tile ``boxes`` (m, 4: y0, x0, h, w in
+    original pixels) of image ``image_id``."""
+    for y0, x0, h, w in np.asarray(boxes, np.float64).reshape(-1, 4):
+        (a, b), (c, d) = sc.to_scaled(image_id, np.array([[y0, x0], [y0 + h, x0 + w]]))
+        mask[max(int(np.floor(a)), 0):max(int(np.ceil(c)), 0),
+             max(int(np.floor(b)), 0):max(int(np.ceil(d)), 0)] = True
+
+
 def detector_data(images_uri: str, sc: ScaleInfo, labels: dict[str, np.ndarray],
                   cfg: Config, *, full_mask: bool = False,
-                  neg_radius: float | None = None):
+                  neg_radius: float | None = None, reviewed: dict | None = None):
     """Training images, heatmap targets and loss masks of one image stack and its
-    ``labels`` (annotated / seed / pseudo_pos are positives, pseudo_neg negatives,
-    uncertain ones drawn without a disc: see :func:`~pseudocell.core.targets.make_target`).
+    ``labels`` (annotated / seed / pseudo_pos / human positives are positives,
+    pseudo_neg and human_rejected negatives, uncertain ones drawn without a disc: see
+    :func:`~pseudocell.core.targets.make_target`).
 
     ``full_mask``: the loss covers every pixel (images with every cell labelled, where
     the absence of a label means background); otherwise only discs of ``mask_radius``
-    around the labels (``neg_radius`` around negatives, default ``mask_radius``).
+    around the labels (``neg_radius`` around negatives, default ``mask_radius``) and
+    the tiles a person reviewed (``reviewed``: table image_id, y0, x0, h, w in original
+    pixels; every cell there is labelled, so the rest of the tile is background).
     Returns ``(images, targets, masks, n_pos, n_neg)``.
     """
     ids = arrays.stack_ids(images_uri)
     pos = points_by_image(labels, ids, POSITIVE_KINDS)
-    neg = points_by_image(labels, ids, ("pseudo_neg",))
+    neg = points_by_image(labels, ids, NEGATIVE_KINDS)
     ctx = points_by_image(labels, ids, ("uncertain",))
     imgs, tgts, msks = [], [], []
     for k, i in enumerate(ids):
         im = arrays.read_stack_item(images_uri, k)
         t, m = make_target(im.shape, sc.to_scaled(i, pos[i]), sc.to_scaled(i, neg[i]),
                            cfg.sigma, cfg.mask_radius, neg_radius, sc.to_scaled(i, ctx[i]))
-        imgs.append(im), tgts.append(t), msks.append(np.ones_like(m) if full_mask else m)
+        if full_mask:
+            m = np.ones_like(m)
+        elif reviewed is not None:
+            sel = np.asarray(reviewed["image_id"]).astype(str) == i
+            _open_tiles(m, sc, i, np.stack([np.asarray(reviewed[c])[sel]
+                                            for c in ("y0", "x0", "h", "w")], axis=1))
+        imgs.append(im), tgts.append(t), msks.append(m)
     return (imgs, tgts, msks, sum(len(v) for v in pos.values()),
             sum(len(v) for v in neg.values()))
 
@@ -119,6 +138,16 @@ def loss_series(res, cfg: Config) -> dict:
     return {"detector_loss": res.losses, "detector_loss_steps": steps}
 
 
+def reviewed_tiles(inp: StageInputs) -> dict | None:
+    """The tiles a person reviewed (input ``reviewed``, present when a review applies to
+    the round), or None."""
+    uri = inp.uris.get("reviewed")
+    if uri is None:
+        return None
+    t = tables.read_table(uri)
+    return {k: v[np.asarray(t["reviewed"], bool)] for k, v in t.items()}
+
+
 def train_detector(inp: StageInputs, cfg: Config, *, parallel: DataParallel = SINGLE,
                    progress: ProgressFn | None = None) -> StageOutputs:
     """Masked-MSE detector on the current labels.
@@ -135,7 +164,8 @@ def train_detector(inp: StageInputs, cfg: Config, *, parallel: DataParallel = SI
     others return empty outputs.
     """
     sc = read_scale(inp.uris["scale"])
-    data = detector_data(inp.uris["images"], sc, tables.read_table(inp.uris["points"]), cfg)
+    data = detector_data(inp.uris["images"], sc, tables.read_table(inp.uris["points"]), cfg,
+                         reviewed=reviewed_tiles(inp))
     t0 = time.perf_counter()
     fitted = fit_detector(inp, cfg, sc, data, parallel=parallel, progress=progress)
     if fitted is None:
@@ -499,8 +529,9 @@ def update_labels(inp: StageInputs, cfg: Config) -> StageOutputs:
     uri = join(inp.out_dir, "points.parquet")
     tables.write_table(uri, out)
     kinds = out["kind"].astype(str)
-    counts = {k: int((kinds == k).sum()) for k in LABEL_KINDS  # seeds, uncertain: only
-              if k not in ("seed", "uncertain") or (kinds == k).any()}  # in their modes
+    counts = {k: int((kinds == k).sum()) for k in LABEL_KINDS  # seeds, uncertain, human:
+              if k in ("annotated", "pseudo_pos", "pseudo_neg")    # only in their runs
+              or (kinds == k).any()}
     return StageOutputs({"points": uri}, {f"total_{k}": v for k, v in counts.items()})
 
 
@@ -566,7 +597,9 @@ _SCALE = Prepared("scale", "scale")
 _TABLE = Output("extract_patches", "table")
 _TRAIN_DETECTOR = StageSpec(
     "train_detector", train_detector, "DetectorTrainer", TRAINING,
-    inputs={"images": _IMAGES, "scale": _SCALE, "points": Labels()},
+    inputs={"images": _IMAGES, "scale": _SCALE, "points": Labels(),
+            "reviewed": Human("tiles")},
+    optional=frozenset({"reviewed"}),
     series={"detector_loss": ("detector/loss", "detector_loss_steps")},
     row={"n_pos": "labels_pos", "n_neg": "labels_neg"})
 #: The predict stage (its model: this round's ``train_detector``).

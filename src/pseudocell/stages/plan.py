@@ -3,12 +3,18 @@ directory: the one reading of "which store is input X of stage S in round r", sh
 the engine and the run reader."""
 from __future__ import annotations
 
+import re
+
 from pseudocell.errors import RunDirectoryError, StageError
-from pseudocell.stages.base import Input, Labels, Mode, Output, Prepared, Ref, StageSpec
-from pseudocell.storage.layout import RunLayout
+from pseudocell.stages.base import (HUMAN_STAGE, Human, Input, Labels, Mode, Output, Prepared,
+                                    Ref, StageSpec)
+from pseudocell.storage import fs
+from pseudocell.storage.layout import RunLayout, join
 from pseudocell.storage.manifest import read_manifest
 
-__all__ = ["resolve", "stage_plan", "given_inputs", "runs"]
+__all__ = ["resolve", "stage_plan", "given_inputs", "runs", "human_round", "round_stages"]
+
+_AFTER = re.compile(r"^after_(\d{3})/_manifest\.json$")
 
 #: (URI, manifest path of its producer)
 Source = tuple[str, str]
@@ -24,15 +30,48 @@ def given_inputs(layout: RunLayout) -> dict:
     return m["outputs"]
 
 
+def human_round(layout: RunLayout, rnd: int) -> int | None:
+    """The round whose merged reviews (:meth:`RunLayout.human_store`) apply to round
+    ``rnd``: the latest review of a round before ``rnd``; None when no review applies."""
+    found = [int(m.group(1)) for p in fs.list_files(layout.human)
+             if (m := _AFTER.match(p))]
+    before = [r for r in found if r < rnd]
+    return max(before) if before else None
+
+
+def round_stages(layout: RunLayout, mode: Mode, rnd: int, rounds: int) -> tuple[StageSpec, ...]:
+    """The stages round ``rnd`` of a run of ``rounds`` rounds executes: the mode's
+    (:meth:`Mode.stages_of`), after the review merge (:data:`HUMAN_STAGE`) when a person's
+    review applies to the round."""
+    stages = mode.stages_of(rnd, rounds)
+    if human_round(layout, rnd) is None:
+        return stages
+    from pseudocell.stages.human import HUMAN_LABELS
+
+    return (HUMAN_LABELS,) + stages
+
+
 def resolve(layout: RunLayout, mode: Mode, rnd: int, ref: Ref, given: dict, *,
             required: bool = True) -> Source | None:
     """Where ``ref`` points in round ``rnd`` (a URI under this run's root, whatever
     root the manifest was written under); None when it is absent and not
     ``required`` (a missing required one raises :class:`StageError`)."""
+    if isinstance(ref, Human):
+        after = human_round(layout, rnd)
+        if after is None:
+            if required:
+                raise StageError(f"round {rnd}: no review applies to it")
+            return None
+        path = join(layout.human_store(after), "_manifest.json")
+        m = read_manifest(path)
+        return layout.uri(m["outputs"][ref.name]["uri"]), path
     if isinstance(ref, Labels):
-        if rnd == 0:
+        if ref.reviewed and rnd > 0 and human_round(layout, rnd) is not None:
+            ref = Output(HUMAN_STAGE, "points")
+        elif rnd == 0:
             return resolve(layout, mode, 0, mode.initial_labels, given, required=required)
-        ref = Output(mode.labels.stage, mode.labels.name, -1)
+        else:
+            ref = Output(mode.labels.stage, mode.labels.name, -1)
     if isinstance(ref, Input):
         if ref.store in given:
             return layout.uri(given[ref.store]["uri"]), layout.inputs_manifest

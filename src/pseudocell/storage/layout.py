@@ -24,7 +24,7 @@ __all__ = ["SCHEMA_VERSION", "SOURCE_PREFIX", "RunLayout", "join", "is_relative"
 SCHEMA_VERSION = 1
 
 #: The first folder of a run-relative path (where an old absolute record's own part starts).
-_RUN_PART = re.compile(r"/(?:inputs|final|round_\d{3})/")
+_RUN_PART = re.compile(r"/(?:inputs|final|human|review|round_\d{3})/")
 
 
 #: Prefix of source-domain image ids in a run (``adapt`` modes): a source and a target
@@ -167,3 +167,22 @@ class RunLayout:
     @property
     def final(self) -> str:
         return join(self.root, "final")
+
+    # -- a person's reviews (human in the loop) -------------------------------------------
+    @property
+    def human(self) -> str:
+        """Everything a person's reviews put into the run (``pseudocell ingest``)."""
+        return join(self.root, "human")
+
+    def human_review(self, rnd: int) -> str:
+        """The answers of one review (of round ``rnd``'s detections), as ingested."""
+        return join(self.human, "reviews", f"round_{rnd:03d}")
+
+    def human_store(self, rnd: int) -> str:
+        """Every review of rounds ``<= rnd``, merged: what rounds ``> rnd`` train on."""
+        return join(self.human, f"after_{rnd:03d}")
+
+    def review_dir(self, rnd: int) -> str:
+        """The tiles suggested for review from round ``rnd``'s detector
+        (``pseudocell suggest``)."""
+        return join(self.root, "review", f"round_{rnd:03d}")
