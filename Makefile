@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 TORCH_INDEX ?=
 
-.PHONY: demo test test-slow test-all bench bench-quick bench-quality bench-label-free bench-adapt bench-perf bench-executor bench-tune clean
+.PHONY: demo test test-slow test-all bench bench-quick bench-quality bench-label-free bench-adapt bench-human bench-perf bench-executor bench-tune clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null 2>&1 || { echo "error: $(PY) not found; install Python 3.11 or run 'make PY=/path/to/python3.11 ...'"; exit 1; }
@@ -49,6 +49,9 @@ bench-label-free: $(STAMP)
 
 bench-adapt: $(STAMP)
 	$(BIN)/pseudocell bench --protocol adapt --datasets benchmarks/datasets.toml --config benchmarks/adapt_config.toml --seeds 3 --out runs/bench-adapt --pair u2os:nih3t3 --pair nih3t3:u2os@half-magnification
+
+bench-human: $(STAMP)
+	$(BIN)/pseudocell bench --protocol human --datasets benchmarks/datasets.toml --only brightfield --only u2os --config benchmarks/human_config.toml --seeds 3 --out runs/bench-human
 
 bench-perf: $(STAMP)
 	$(BIN)/python benchmarks/perf.py --out runs/bench_perf.json

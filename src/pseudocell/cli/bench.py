@@ -32,7 +32,11 @@ def bench(
         help="'partial': the loop from clicks against every baseline; 'label-free': no "
              "click (classical, PSM points, PSM + loop) against the loop from clicks and "
              "the fully supervised detector; 'adapt': source-trained detectors on another "
-             "dataset (needs --pair).")] = "partial",
+             "dataset (needs --pair); 'human': review cycles with a simulated annotator "
+             "against random clicks (held-out F1 per click; --keep is the reference's "
+             "share of clicked cells).")] = "partial",
+    only: Annotated[list[str] | None, typer.Option(
+        help="Run only these datasets of --datasets (repeatable).")] = None,
     pair: Annotated[list[str] | None, typer.Option(
         help="adapt: SOURCE:TARGET dataset names (repeatable), optionally with a harder "
              "shift of the target: SOURCE:TARGET@half-magnification.")] = None,
@@ -51,6 +55,9 @@ def bench(
 
     Example: pseudocell bench --protocol adapt --datasets benchmarks/datasets.toml
     --pair u2os:nih3t3 --pair nih3t3:u2os@half-magnification
+
+    Example: pseudocell bench --protocol human --datasets benchmarks/datasets.toml
+    --only brightfield --only u2os
     """
     from pseudocell.bench.datasets import default_datasets, parse_dataset_arg, read_dataset_toml
     from pseudocell.bench.quality import METHODS as QUALITY_METHODS
@@ -65,15 +72,21 @@ def bench(
         specs += read_dataset_toml(datasets)
     specs += [parse_dataset_arg(d) for d in dataset or []]
     specs = specs or default_datasets()
+    if only:
+        unknown = sorted(set(only) - {s.name for s in specs})
+        if unknown:
+            raise InvalidInputError(f"--only {unknown}: not among the datasets "
+                                    f"{sorted(s.name for s in specs)}")
+        specs = [s for s in specs if s.name in only]
     if config is not None:
         cfg = load_config(config)
     else:
         cfg = QUICK_CONFIG if quick else Config()
     if not 0.0 < keep <= 1.0:
         raise InvalidInputError(f"--keep must be in (0, 1], got {keep}")
-    if protocol not in ("partial", "label-free", "adapt"):
-        raise InvalidInputError(f"--protocol {protocol!r}: use 'partial', 'label-free' or "
-                                "'adapt'")
+    if protocol not in ("partial", "label-free", "adapt", "human"):
+        raise InvalidInputError(f"--protocol {protocol!r}: use 'partial', 'label-free', "
+                                "'adapt' or 'human'")
     if pair and protocol != "adapt":
         raise InvalidInputError("--pair is for --protocol adapt")
     if protocol == "adapt":
@@ -87,6 +100,15 @@ def bench(
                                  out_dir=out, max_train=10 if quick else None,
                                  max_test=5 if quick else None)
         _report(result, adapt.markdown_report(result), out / "adapt")
+        return
+    if protocol == "human":
+        from pseudocell.bench import human
+
+        result = human.run_human(specs, cfg=cfg, seeds=range(1 if quick else seeds),
+                                 out_dir=out, ref_keep=keep, steps=1 if quick else 3,
+                                 max_train=10 if quick else None,
+                                 max_test=5 if quick else None)
+        _report(result, human.markdown_report(result), out / "human")
         return
     if protocol == "label-free":
         from pseudocell.bench import label_free
