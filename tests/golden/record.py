@@ -6,7 +6,8 @@ Run from the repository root with the project's venv::
 
 It runs the partial-annotation loop on three 128x160 crops of the bright-field demo images
 (30 % of their points kept, seed 0) with the local executor and writes every stage output's
-content sha256 into ``tests/golden/digests.json``.
+content sha256 into ``tests/golden/digests.json`` under this platform's key, and the run's
+summary (counts and scores, compared on platforms without a record).
 ``--full`` uses the demo config unchanged (slow tier); without it the demo config with
 small training budgets (fast tier). The test ``test_golden.py`` compares both executors
 against these records.
@@ -30,16 +31,19 @@ def main() -> None:
     import torch
 
     import conftest
-    from golden_cases import case_config, run_digests
+    from golden_cases import case_config, digests_of, platform_key, run_case, run_summary
 
     torch.set_num_threads(1)
     crops = conftest.load_small_crops(conftest.BRIGHTFIELD)
     name = "full" if args.full else "fast"
     with tempfile.TemporaryDirectory() as tmp:
-        digests = run_digests(Path(tmp) / "run", case_config(name), crops, executor=None)
+        cfg = case_config(name)
+        layout, metrics = run_case(Path(tmp) / "run", cfg, crops)
+        digests = digests_of(layout, cfg)
     path = HERE / "digests.json"
     rec = json.loads(path.read_text()) if path.exists() else {}
-    rec[name] = digests
+    rec.setdefault("records", {}).setdefault(platform_key(), {})[name] = digests
+    rec.setdefault("summary", {})[name] = run_summary(metrics)
     path.write_text(json.dumps(rec, indent=1, sort_keys=True) + "\n")
     print(f"recorded {len(digests)} digests of case {name!r} in {path}")
 
