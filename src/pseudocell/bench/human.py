@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from pseudocell.bench.annotator import annotate_review
-from pseudocell.bench.datasets import Dataset, DatasetSpec, load_dataset
-from pseudocell.bench.quality import _score, _versions, cached_seed, seed_key
+from pseudocell.bench.datasets import Dataset, DatasetSpec
+from pseudocell.bench.quality import _score, _versions, cached_seed, load_subset, seed_key
 from pseudocell.config import Config, dump_toml
 from pseudocell.data.points import hide_points, points_by_image
 from pseudocell.human.ingest import ingest
@@ -116,17 +116,13 @@ def run_human(specs: Sequence[DatasetSpec], *, cfg: Config, seeds: Sequence[int]
               steps: int = 3, budget: int = 8, tile_cells: float = 6.0,
               max_train: int | None = None, max_test: int | None = None) -> dict:
     """Run the protocol (each finished dataset x seed is cached); every number."""
-    from pseudocell.bench.quality import _subset
-
     out_dir = Path(out_dir)
     params = {"ref_keep": ref_keep, "start_keep": start_keep, "steps": steps,
               "budget": budget, "tile_cells": tile_cells}
     result: dict = {"config": cfg.to_dict(), "seeds": list(seeds), "params": params,
                     "datasets": {}, "versions": _versions()}
     for spec in specs:
-        ds = load_dataset(spec)
-        if max_train or max_test:
-            ds = _subset(ds, max_train, max_test)
+        ds = load_subset(spec, max_train, max_test)
         per_seed = {}
         for seed in seeds:
             d = out_dir / spec.name / f"seed{seed}"

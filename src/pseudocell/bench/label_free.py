@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 from skimage.filters import threshold_otsu
 
-from pseudocell.bench.datasets import Dataset, DatasetSpec, load_dataset
-from pseudocell.bench.quality import (_cached_seed, _score, _subset, _versions, cached_seed,
+from pseudocell.bench.datasets import Dataset, DatasetSpec
+from pseudocell.bench.quality import (_cached_seed, _score, _versions, cached_seed, load_subset,
                                       method_stats, methods_table, seed_key)
 from pseudocell.config import Config
 from pseudocell.core import psm
@@ -142,9 +142,7 @@ def run_label_free(specs: Sequence[DatasetSpec], *, cfg: Config, seeds: Sequence
     result: dict = {"config": cfg.to_dict(), "keep": keep, "seeds": list(seeds),
                     "methods": list(METHODS), "datasets": {}, "versions": _versions()}
     for spec in specs:
-        ds = load_dataset(spec)
-        if max_train or max_test:
-            ds = _subset(ds, max_train, max_test)
+        ds = load_subset(spec, max_train, max_test)
         per_seed = {}
         for seed in seeds:
             key = seed_key(ds, cfg.replace(mode="label-free"), keep,

@@ -176,9 +176,7 @@ def run_quality(specs: Sequence[DatasetSpec], *, cfg: Config, seeds: Sequence[in
     result: dict = {"config": cfg.to_dict(), "keep": keep, "seeds": list(seeds),
                     "methods": list(methods), "datasets": {}, "versions": _versions()}
     for spec in specs:
-        ds = load_dataset(spec)
-        if max_train or max_test:
-            ds = _subset(ds, max_train, max_test)
+        ds = load_subset(spec, max_train, max_test)
         logger.info("bench dataset=%s train=%d test=%d", spec.name, len(ds.train.ids),
                     len(ds.test.ids))
         per_seed = {}
@@ -191,6 +189,14 @@ def run_quality(specs: Sequence[DatasetSpec], *, cfg: Config, seeds: Sequence[in
                                          "n_test": len(ds.test.ids), "seeds": per_seed}
     result["summary"] = summarize(result)
     return result
+
+
+def load_subset(spec: DatasetSpec, max_train: int | None = None,
+                max_test: int | None = None) -> Dataset:
+    """:func:`~pseudocell.bench.datasets.load_dataset`, cut to the first ``max_train``
+    training and ``max_test`` test images when given (the ``--quick`` protocols)."""
+    ds = load_dataset(spec)
+    return _subset(ds, max_train, max_test) if max_train or max_test else ds
 
 
 def _subset(ds: Dataset, max_train: int | None, max_test: int | None) -> Dataset:
