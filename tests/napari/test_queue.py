@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from review_folder import make_review
+from conftest import make_review
 
 from pseudocell.errors import InvalidInputError
 from pseudocell.human.files import read_manifest_csv

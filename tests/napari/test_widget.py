@@ -14,7 +14,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 napari = pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
-from review_folder import make_review  # noqa: E402
+from conftest import make_review  # noqa: E402
 
 from pseudocell.human.files import read_manifest_csv  # noqa: E402
 from pseudocell.human.ingest import read_review  # noqa: E402
