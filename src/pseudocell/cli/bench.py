@@ -37,6 +37,8 @@ def bench(
              "share of clicked cells).")] = "partial",
     only: Annotated[list[str] | None, typer.Option(
         help="Run only these datasets of --datasets (repeatable).")] = None,
+    steps: Annotated[int, typer.Option(help="human: review cycles per run.")] = 3,
+    budget: Annotated[int, typer.Option(help="human: tiles per review.")] = 8,
     pair: Annotated[list[str] | None, typer.Option(
         help="adapt: SOURCE:TARGET dataset names (repeatable), optionally with a harder "
              "shift of the target: SOURCE:TARGET@half-magnification.")] = None,
@@ -105,7 +107,8 @@ def bench(
         from pseudocell.bench import human
 
         result = human.run_human(specs, cfg=cfg, seeds=range(1 if quick else seeds),
-                                 out_dir=out, ref_keep=keep, steps=1 if quick else 3,
+                                 out_dir=out, ref_keep=keep, steps=1 if quick else steps,
+                                 budget=budget,
                                  max_train=10 if quick else None,
                                  max_test=5 if quick else None)
         _report(result, human.markdown_report(result), out / "human")
