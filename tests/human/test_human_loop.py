@@ -115,7 +115,7 @@ def test_reviewed_tiles_open_the_whole_loss_mask(run, small_crops, tiny_cfg):
     res = RunResults.open(run)
     tt = tables.read_table(str(run / "human" / "after_001" / "tiles.parquet"))
     sc = res.scale_info()
-    images = res._uri(0, Prepared("scale", "images"))
+    images = res.store_uri(0, Prepared("scale", "images"))
     labels = res.labels(1)
     _, _, closed, *_ = detector_data(images, sc, labels, tiny_cfg)
     _, _, opened, *_ = detector_data(images, sc, labels, tiny_cfg, reviewed=tt)

@@ -42,7 +42,7 @@ def test_seeds_are_the_most_confident_psm_points(lf_run):
     res = RunResults(layout, cfg)
     labels = res.training_labels(0)
     kinds = labels["kind"].astype(str)
-    cand = res._table(res._uri(0, res.mode.products["seeds"]))
+    cand = res._table(res.store_uri(0, res.mode.products["seeds"]))
     n_seed = int(np.ceil(cfg.seed_fraction * len(cand["y"])))
     assert (kinds == "seed").sum() == n_seed and "annotated" not in kinds
     seed_scores = np.sort(labels["score"][kinds == "seed"])

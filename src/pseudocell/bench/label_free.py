@@ -108,7 +108,7 @@ def _one_seed(ds: Dataset, cfg: Config, seed: int, keep: float, out: Path,
     metrics = run_loop(layout, lf, LocalExecutor())
     timings["psm_loop"] = time.perf_counter() - t0
     run = RunResults(layout, lf)
-    seeds = run._table(run._uri(0, run.mode.products["heldout_seeds"]))
+    seeds = run._table(run.store_uri(0, run.mode.products["heldout_seeds"]))
     score["psm_points"] = _score(points_by_image(seeds, ids), ds.test_gt, ids, spec.radius)
     score["psm_loop"] = _score(points_by_image(run.detections(lf.rounds, heldout=True), ids),
                                ds.test_gt, ids, spec.radius)

@@ -92,7 +92,7 @@ def model_id(res: RunResults, rnd: int) -> str:
 def reviewed_boxes(res: RunResults, before: int | None = None) -> dict:
     """Tiles a person already reviewed (table image_id, y0, x0, h, w): those of the
     latest merged store (every review so far)."""
-    after = human_round(res.layout, 10**6 if before is None else before)
+    after = human_round(res.layout, float("inf") if before is None else before)
     empty = {"image_id": np.zeros(0, object), **{c: np.zeros(0, np.int64)
                                                   for c in ("y0", "x0", "h", "w")}}
     if after is None:
@@ -115,8 +115,8 @@ def _unresolved(res: RunResults, rnd: int) -> dict:
     """Candidates the latest P-ranker (round <= ``rnd``) neither admitted nor rejected:
     (image_id, y, x); empty for modes without a ranker."""
     for r in range(rnd, -1, -1):
-        t_uri = res._uri(r, Output("extract_patches", "table"))
-        s_uri = res._uri(r, Output("select", "selected"))
+        t_uri = res.store_uri(r, Output("extract_patches", "table"))
+        s_uri = res.store_uri(r, Output("select", "selected"))
         if t_uri and s_uri:
             t, s = tables.read_table(t_uri), tables.read_table(s_uri)
             u = (np.asarray(t["set"]).astype(str) == "U") & \
@@ -155,12 +155,12 @@ def suggest(run_dir: str | Path, opts: SuggestOptions, *, out: str | Path | None
                 "from the new round, or pass --force to replace it")
         shutil.rmtree(folder)
     sc = res.scale_info()
-    images_uri = res._uri(0, Prepared("scale", "images"))
+    images_uri = res.store_uri(0, Prepared("scale", "images"))
     originals = res.layout.images
     ids = res.image_ids
     pred = res.manifest(rnd, "predict") or {}
     threshold = float((pred.get("metrics") or {}).get("peak_threshold", 0.5))
-    cands = points_by_image(tables.read_table(res._uri(rnd, Output("predict", "candidates"))),
+    cands = points_by_image(tables.read_table(res.store_uri(rnd, Output("predict", "candidates"))),
                             ids)
     dets = points_by_image(res.detections(rnd), ids)
     unresolved = points_by_image(_unresolved(res, rnd), ids)

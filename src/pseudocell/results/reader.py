@@ -66,7 +66,9 @@ class RunResults:
     def has_input(self, store: str) -> bool:
         return store in self._given
 
-    def _uri(self, rnd: int, ref) -> str | None:
+    def store_uri(self, rnd: int, ref) -> str | None:
+        """Where the store ``ref`` (a declared input: ``Output``, ``Prepared``,
+        ``Labels`` ...) of round ``rnd`` is; None when it does not exist (yet)."""
         src = resolve(self.layout, self.mode, rnd, ref, self._given, required=False)
         return None if src is None else src[0]
 
@@ -83,7 +85,7 @@ class RunResults:
         out = []
         for spec in round_stages(self.layout, self.mode, rnd, self.rounds):
             for name in spec.artifacts:
-                uri = self._uri(rnd, Output(spec.name, name))
+                uri = self.store_uri(rnd, Output(spec.name, name))
                 if uri is not None:
                     out.append((spec.name, uri))
         return out
@@ -91,27 +93,27 @@ class RunResults:
     def training_labels(self, rnd: int) -> dict[str, np.ndarray] | None:
         """The labels table (image_id, y, x, kind, round, score) round ``rnd``'s detector
         was trained on; None when they do not exist yet."""
-        return self._table(self._uri(rnd, Labels()))
+        return self._table(self.store_uri(rnd, Labels()))
 
     def labels(self, rnd: int) -> dict[str, np.ndarray] | None:
         """The labels after round ``rnd``: those it trained on plus what it selected (the
         last round selects none); None when the round has not started training."""
-        uri = self._uri(rnd, self.mode.labels)
+        uri = self.store_uri(rnd, self.mode.labels)
         if uri is None:
             if self.model_uri(rnd) is None:
                 return None
-            uri = self._uri(rnd, Labels())
+            uri = self.store_uri(rnd, Labels())
         return self._table(uri)
 
     def detections(self, rnd: int, *, heldout: bool = False) -> dict[str, np.ndarray] | None:
         """Peaks table (image_id, y, x, value) of round ``rnd``'s detector on the training
         (or held-out) images; None when they do not exist."""
         key = "heldout_detections" if heldout else "detections"
-        return self._table(self._uri(rnd, self.mode.products[key]))
+        return self._table(self.store_uri(rnd, self.mode.products[key]))
 
     def model_uri(self, rnd: int) -> str | None:
         """URI of round ``rnd``'s detector weights (``model.pt``), None if not trained."""
-        return self._uri(rnd, self.mode.products["model"])
+        return self.store_uri(rnd, self.mode.products["model"])
 
     def annotated_recall(self, rnd: int) -> float | None:
         """Share of round 0's annotated points (the clicks, or a mode's seed points)
@@ -138,7 +140,7 @@ class RunResults:
             return None
         from pseudocell.stages.scale import read_scale
 
-        uri = self._uri(0, self.mode.products["scale"])
+        uri = self.store_uri(0, self.mode.products["scale"])
         return None if uri is None else read_scale(uri)
 
     def scale(self) -> float:

@@ -30,7 +30,7 @@ def given_inputs(layout: RunLayout) -> dict:
     return m["outputs"]
 
 
-def human_round(layout: RunLayout, rnd: int) -> int | None:
+def human_round(layout: RunLayout, rnd: float) -> int | None:
     """The round whose merged reviews (:meth:`RunLayout.human_store`) apply to round
     ``rnd``: the latest review of a round before ``rnd``; None when no review applies."""
     found = [int(m.group(1)) for p in fs.list_files(layout.human)
