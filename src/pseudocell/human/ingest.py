@@ -152,13 +152,13 @@ def _rebuild(res: RunResults) -> list[str]:
     root = join(res.layout.human, "reviews")
     rounds = sorted({int(p.split("/")[0][len("round_"):]) for p in fs.list_files(root)
                      if p.endswith("review.json")})
+    read = {r: {name: tables.read_table(join(res.layout.human_review(r), f"{name}.parquet"))
+                for name in ("labels", "tiles")} for r in rounds}  # each review once
     written = []
     for after in rounds:
         parts = [res.layout.human_review(r) for r in rounds if r <= after]
-        lab = tables.concat_tables(*[tables.read_table(join(p, "labels.parquet"))
-                                     for p in parts])
-        til = tables.concat_tables(*[tables.read_table(join(p, "tiles.parquet"))
-                                     for p in parts])
+        lab = tables.concat_tables(*[read[r]["labels"] for r in rounds if r <= after])
+        til = tables.concat_tables(*[read[r]["tiles"] for r in rounds if r <= after])
         store = res.layout.human_store(after)
         mpath = join(store, "_manifest.json")
         digest = {"labels": _digest(lab), "tiles": _digest(til)}

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from pseudocell.core.detector import heatmap_passes, load_unet
-from pseudocell.core.review import (choose_tiles, decision_disagreement, overlap_fraction,
-                                    tile_grid, tile_scores)
+from pseudocell.core.review import (choose_tiles, decision_disagreement, in_box,
+                                    overlap_fraction, tile_grid, tile_scores)
 from pseudocell.data.points import points_by_image
 from pseudocell.errors import InvalidInputError, RunDirectoryError
 from pseudocell.human.files import (Tile, sha256_file, tile_id, write_manifest_csv,
@@ -214,7 +214,7 @@ def suggest(run_dir: str | Path, opts: SuggestOptions, *, out: str | Path | None
         im = arrays.read_stack_item(originals, k)
         write_tile_png(folder / "tiles" / f"{t.tile_id}.png", im[y0:y0 + h, x0:x0 + w])
         d = dets[ids[k]]
-        inside = d[(d[:, 0] >= y0) & (d[:, 0] < y0 + h) & (d[:, 1] >= x0) & (d[:, 1] < x0 + w)]
+        inside = d[in_box(d, t.box)]
         write_tile_points(folder / "points", t, inside,
                           np.array(["proposed"] * len(inside), object))
     write_manifest_csv(folder / "manifest.csv", tiles)
