@@ -97,16 +97,29 @@ def _random_crops(images: Sequence[np.ndarray], crop: int, batch: int,
     return xb
 
 
+def _anchors(masks: Sequence[np.ndarray]) -> np.ndarray:
+    """Crop centres: about 200 supervised pixels of every mask, as rows (image, y, x)
+    of an (n, 3) int64 array (a few KB per image; the masks are read one at a time)."""
+    rows = []
+    for i in range(len(masks)):
+        ys, xs = np.nonzero(masks[i])
+        if len(ys):
+            step = max(1, len(ys) // 200)  # subsample anchor pixels for memory
+            rows.append(np.stack([np.full(len(ys[::step]), i), ys[::step], xs[::step]],
+                                 axis=1))
+    return np.concatenate(rows).astype(np.int64) if rows else np.zeros((0, 3), np.int64)
+
+
 def _sample_crops(
     images: Sequence[np.ndarray], targets: Sequence[np.ndarray], masks: Sequence[np.ndarray],
-    anchors: list[tuple[int, int, int]], crop: int, batch: int, rng: np.random.Generator,
+    anchors: np.ndarray, crop: int, batch: int, rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Batch of crops, each centred (with jitter) on a random supervised point; flips/rot90."""
     xb = np.zeros((batch, 1, crop, crop), np.float32)
     tb = np.zeros_like(xb)
     mb = np.zeros_like(xb)
     for b in range(batch):
-        i, y, x = anchors[rng.integers(len(anchors))]
+        i, y, x = (int(v) for v in anchors[rng.integers(len(anchors))])
         img, tgt, msk = images[i], targets[i], masks[i]
         H, W = img.shape
         ch, cw = min(crop, H), min(crop, W)
@@ -151,6 +164,8 @@ def train_detector(
     images : sequence of ndarray (H_i, W_i), float32, normalised
     targets : sequence of ndarray (H_i, W_i), float32 in [0, 1] (see ``make_target``)
     masks : sequence of ndarray (H_i, W_i), bool
+        Any indexable sequences: items are read when a crop needs them (the stages pass
+        lazily read, cached ones), so the three need not fit in memory at once.
     widths, iters, batch, crop, lr : U-Net widths and Adam settings
     seed : int
         Seeds the weights, crop positions and augmentations.
@@ -183,13 +198,8 @@ def train_detector(
     """
     dev = resolve_device(device)
     rng = np.random.default_rng(seed)
-    anchors = []
-    for i, m in enumerate(masks):
-        ys, xs = np.nonzero(m)
-        if len(ys):
-            step = max(1, len(ys) // 200)  # subsample anchor pixels for memory
-            anchors.extend((i, int(y), int(x)) for y, x in zip(ys[::step], xs[::step]))
-    if not anchors:
+    anchors = _anchors(masks)
+    if not len(anchors):
         raise ValueError("no supervised pixel: every loss mask is empty (no points given)")
     base = build_unet(widths, seed, dropout).to(dev)
     dann = None

@@ -15,8 +15,8 @@ from torch import nn
 from pseudocell.core.detector import resolve_device
 from pseudocell.core.parallel import SINGLE, DataParallel
 
-__all__ = ["NNPURisk", "nnpu_risk", "PUNet", "train_pu", "pu_features", "default_prior",
-           "estimate_prior_elkan_noto", "PUTrainResult"]
+__all__ = ["NNPURisk", "nnpu_risk", "PUNet", "train_pu", "pu_features", "iter_pu_features",
+           "default_prior", "estimate_prior_elkan_noto", "PUTrainResult"]
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +175,9 @@ def train_pu(
     ----------
     patches_p : ndarray (n_p, C, S, S), float32, patches at labeled positives
     patches_u : ndarray (n_u, C, S, S), float32, patches at unlabeled detections
+        Or anything with ``shape`` and ``len`` that returns those rows as an ndarray
+        when indexed by an int array or a slice (e.g. rows of a scratch file read as
+        each batch needs them: the stage streams them).
     prior : float or None
         None uses :func:`default_prior`.
     epochs, lr, weight_decay, batch, feature_dim : Adam and network settings; each
@@ -200,8 +203,6 @@ def train_pu(
         base = PUNet(patches_p.shape[1], feature_dim).to(dev)
     model = parallel.prepare(base)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    xp = torch.from_numpy(np.ascontiguousarray(patches_p, dtype=np.float32)).to(dev)
-    xu = torch.from_numpy(np.ascontiguousarray(patches_u, dtype=np.float32)).to(dev)
     n_batches = max(1, int(np.ceil((n_p + n_u) / batch)))
     risks: list[float] = []
     corrections: list[int] = []
@@ -215,7 +216,7 @@ def train_pu(
         for ip, iu in zip(pp, uu):
             # a worker whose slice of a tiny batch is empty uses the whole batch
             ip, iu = (s if len(s := parallel.shard(a)) else a for a in (ip, iu))
-            out = model(torch.cat([xp[ip], xu[iu]]))
+            out = model(_tensor(patches_p[ip], patches_u[iu], dev))
             r = nnpu_risk(out[: len(ip)], out[len(ip):], prior)
             opt.zero_grad(set_to_none=True)
             r.objective.backward()
@@ -227,14 +228,29 @@ def train_pu(
         if progress is not None:
             progress(epoch, risks[-1])
         logger.debug("pu epoch=%d risk=%.5f corrected=%d/%d", epoch, risks[-1], n_corr, k)
-    _recalibrate_batchnorm(base, torch.cat([xp, xu]), batch)
+    _recalibrate_batchnorm(base, _in_order(patches_p, patches_u, batch, dev))
     state = {k: v.detach().cpu().clone() for k, v in base.state_dict().items()}
     return PUTrainResult(state, prior, risks, corrections)
 
 
+def _tensor(a: np.ndarray, b: np.ndarray, dev: torch.device) -> torch.Tensor:
+    """Rows ``a`` then rows ``b`` as one float32 tensor on ``dev``."""
+    x = np.concatenate([np.asarray(a, np.float32), np.asarray(b, np.float32)])
+    return torch.from_numpy(np.ascontiguousarray(x)).to(dev)
+
+
+def _in_order(xp, xu, batch: int, dev: torch.device):
+    """Batches of ``batch`` consecutive rows of P followed by U, read as they are used."""
+    n_p = len(xp)
+    for i in range(0, n_p + len(xu), batch):
+        j = i + batch
+        yield _tensor(xp[i:min(j, n_p)], xu[max(i - n_p, 0):max(j - n_p, 0)], dev)
+
+
 @torch.no_grad()
-def _recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batch: int) -> None:
-    """Replace BatchNorm running statistics by exact averages over ``x``.
+def _recalibrate_batchnorm(model: nn.Module, batches) -> None:
+    """Replace BatchNorm running statistics by exact averages over ``batches`` (an
+    iterable of (B, C, S, S) tensors covering the training patches once).
 
     After few optimiser steps the exponential running averages are far from the data's
     statistics and eval-mode scores are biased; one pass with cumulative averaging
@@ -245,33 +261,43 @@ def _recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batch: int) -> Non
         m.reset_running_stats()
         m.momentum = None
     model.train()
-    for i in range(0, len(x), batch):
-        model(x[i:i + batch])
+    for x in batches:
+        model(x)
     for m in bns:
         m.momentum = 0.1
     model.eval()
 
 
 @torch.no_grad()
+def iter_pu_features(state_dict: dict, patches, *, feature_dim: int, device: str = "auto",
+                     batch: int = 2048):
+    """Features and PU scores of ``patches`` (ndarray (n, C, S, S) float32, or rows read
+    on demand, see :func:`train_pu`), ``batch`` rows at a time, in order: yields
+    ``(features (m, feature_dim) float32, scores (m,) float32)`` per batch, so the
+    caller can write each block and hold none."""
+    dev = resolve_device(device)
+    model = PUNet(patches.shape[1], feature_dim)
+    model.load_state_dict(state_dict)
+    model.to(dev).eval()
+    for i in range(0, len(patches), batch):
+        x = torch.from_numpy(np.ascontiguousarray(patches[i:i + batch], dtype=np.float32)).to(dev)
+        f = model.features(x)
+        yield (f.cpu().numpy().astype(np.float32),
+               model.last(f)[:, 0].cpu().numpy().astype(np.float32))
+
+
 def pu_features(state_dict: dict, patches: np.ndarray, *, feature_dim: int,
                 device: str = "auto", batch: int = 2048) -> tuple[np.ndarray, np.ndarray]:
-    """Penultimate-layer features and PU scores of ``patches``.
+    """Penultimate-layer features and PU scores of ``patches`` (all at once; see
+    :func:`iter_pu_features`).
 
     Returns
     -------
     features : ndarray (n, feature_dim), float32
     scores : ndarray (n,), float32 (the PU classifier's output; > 0 means positive)
     """
-    dev = resolve_device(device)
-    model = PUNet(patches.shape[1], feature_dim)
-    model.load_state_dict(state_dict)
-    model.to(dev).eval()
-    feats, scores = [], []
-    for i in range(0, len(patches), batch):
-        x = torch.from_numpy(np.ascontiguousarray(patches[i:i + batch], dtype=np.float32)).to(dev)
-        f = model.features(x)
-        feats.append(f.cpu().numpy())
-        scores.append(model.last(f)[:, 0].cpu().numpy())
-    if not feats:
+    blocks = list(iter_pu_features(state_dict, patches, feature_dim=feature_dim,
+                                   device=device, batch=batch))
+    if not blocks:
         return np.zeros((0, feature_dim), np.float32), np.zeros(0, np.float32)
-    return np.concatenate(feats).astype(np.float32), np.concatenate(scores).astype(np.float32)
+    return (np.concatenate([f for f, _ in blocks]), np.concatenate([s for _, s in blocks]))

@@ -15,7 +15,7 @@ import numpy as np
 from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
-__all__ = ["pclass_loss", "LinearRanker", "fit_ranker"]
+__all__ = ["pclass_loss", "LinearRanker", "fit_ranker", "BLOCK_ROWS"]
 
 _EXP_MAX = 700.0  # exp(709) overflows float64
 
@@ -67,14 +67,44 @@ class LinearRanker:
     std: np.ndarray
     converged: bool
 
-    def score(self, x: np.ndarray) -> np.ndarray:
-        """(n, d) features → (n,) float64 scores; higher = more like the positive class."""
+    def score(self, x: np.ndarray, block: int | None = None) -> np.ndarray:
+        """(n, d) features → (n,) float64 scores; higher = more like the positive class.
+
+        With ``block``, ``x`` may be rows read on demand (see :func:`fit_ranker`): they
+        are scored ``block`` at a time."""
         with threadpool_limits(limits=1, user_api="blas"):  # see fit_ranker
-            return ((np.asarray(x, np.float64) - self.mean) / self.std) @ self.w + self.b
+            if block is None or len(x) <= block:
+                x = _rows64(x, 0, len(x))
+                return ((x - self.mean) / self.std) @ self.w + self.b
+            return np.concatenate([((b - self.mean) / self.std) @ self.w + self.b
+                                   for b in _blocks(x, block)])
+
+
+#: Above this many samples (both classes together) the ranker streams its features in
+#: blocks of this many rows (memory stays flat; sums then run block by block, so the
+#: last bits differ from the in-memory result). At or below it, every array is in memory.
+BLOCK_ROWS = 16384
+
+
+def _rows64(x, start: int, stop: int) -> np.ndarray:
+    return np.asarray(x[start:stop], np.float64)
+
+
+def _blocks(x, block: int):
+    for i in range(0, len(x), block):
+        yield _rows64(x, i, min(i + block, len(x)))
+
+
+def _moments(parts, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std over the rows of every part, two passes of ``block`` rows."""
+    n = sum(len(x) for x in parts)
+    mean = sum(b.sum(axis=0) for x in parts for b in _blocks(x, block)) / n
+    var = sum(((b - mean) ** 2).sum(axis=0) for x in parts for b in _blocks(x, block)) / n
+    return mean, np.sqrt(var)
 
 
 def fit_ranker(x_pos: np.ndarray, x_unl: np.ndarray, *, p: float = 4.0, lam: float = 0.1,
-               max_iter: int = 1000) -> LinearRanker:
+               max_iter: int = 1000, block: int = BLOCK_ROWS) -> LinearRanker:
     """Minimise the P-classification loss with L-BFGS from w = 0, b = 0 (deterministic).
 
     Features are standardised with the mean/std of ``x_pos`` and ``x_unl`` together.
@@ -87,21 +117,42 @@ def fit_ranker(x_pos: np.ndarray, x_unl: np.ndarray, *, p: float = 4.0, lam: flo
     ----------
     x_pos : ndarray (n_p, d), positive class
     x_unl : ndarray (n_u, d), unlabeled class
+        Or rows read on demand (anything with ``len`` that returns an ndarray for a
+        slice). With more than ``block`` rows in all, every loss evaluation reads them
+        ``block`` rows at a time and nothing of size n is held.
     """
-    x_pos = np.asarray(x_pos, np.float64)
-    x_unl = np.asarray(x_unl, np.float64)
     if len(x_pos) == 0 or len(x_unl) == 0:
         raise ValueError(f"ranker needs both classes, got n_pos={len(x_pos)} n_unl={len(x_unl)}")
-    both = np.concatenate([x_pos, x_unl])
-    mean = both.mean(axis=0)
-    std = both.std(axis=0)
+    streamed = len(x_pos) + len(x_unl) > block
+    if streamed:
+        mean, std = _moments((x_pos, x_unl), block)
+    else:
+        x_pos = _rows64(x_pos, 0, len(x_pos))
+        x_unl = _rows64(x_unl, 0, len(x_unl))
+        both = np.concatenate([x_pos, x_unl])
+        mean = both.mean(axis=0)
+        std = both.std(axis=0)
     std[std < 1e-12] = 1.0
-    zp, zu = (x_pos - mean) / std, (x_unl - mean) / std
-    d = zp.shape[1]
+    d = len(mean)
 
-    def fun(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        v, gw, gb = pclass_loss(theta[:d], float(theta[d]), zp, zu, p, lam)
-        return v, np.append(gw, gb)
+    if streamed:
+        def fun(theta: np.ndarray) -> tuple[float, np.ndarray]:
+            v, g = 0.0, np.zeros(d + 1)
+            for x, sign in ((x_pos, 1.0), (x_unl, 0.0)):
+                for b in _blocks(x, block):
+                    z = (b - mean) / std
+                    zp, zu = (z, z[:0]) if sign else (z[:0], z)
+                    bv, gw, gb = pclass_loss(theta[:d], float(theta[d]), zp, zu, p, 0.0)
+                    v += bv
+                    g += np.append(gw, gb)
+            w = theta[:d]
+            return v + lam * float(w @ w), g + np.append(2.0 * lam * w, 0.0)
+    else:
+        zp, zu = (x_pos - mean) / std, (x_unl - mean) / std
+
+        def fun(theta: np.ndarray) -> tuple[float, np.ndarray]:
+            v, gw, gb = pclass_loss(theta[:d], float(theta[d]), zp, zu, p, lam)
+            return v, np.append(gw, gb)
 
     with threadpool_limits(limits=1, user_api="blas"):
         res = minimize(fun, np.zeros(d + 1), jac=True, method="L-BFGS-B",

@@ -7,7 +7,7 @@ from scipy import ndimage
 
 from pseudocell.core.metrics import near_any
 from pseudocell.core.peaks import find_peaks, values_at
-from pseudocell.core.ranker import fit_ranker
+from pseudocell.core.ranker import BLOCK_ROWS, fit_ranker
 
 __all__ = ["top_fraction", "rank_unlabeled", "choose", "peak_confidence", "empty_points",
            "curriculum_fraction", "admit"]
@@ -46,15 +46,16 @@ def rank_unlabeled(feat_p: np.ndarray, feat_u: np.ndarray, *, p: float, lam: flo
     ----------
     feat_p : ndarray (n_p, d), features of labeled positives
     feat_u : ndarray (n_u, d), features of unlabeled detections
+        Or rows read on demand (see :func:`~pseudocell.core.ranker.fit_ranker`).
 
     Returns
     -------
     pos_scores, neg_scores : ndarray (n_u,), float64
     """
     ranker_p = fit_ranker(feat_p, feat_u, p=p, lam=lam)
-    s_pos = ranker_p.score(feat_u)
+    s_pos = ranker_p.score(feat_u, block=BLOCK_ROWS)
     if neg_ranker == "flip":
-        return s_pos, fit_ranker(feat_u, feat_p, p=p, lam=lam).score(feat_u)
+        return s_pos, fit_ranker(feat_u, feat_p, p=p, lam=lam).score(feat_u, block=BLOCK_ROWS)
     if neg_ranker != "provisional":
         raise ValueError(f"neg_ranker must be 'flip' or 'provisional', got {neg_ranker!r}")
     prov = top_fraction(s_pos, provisional_top)
@@ -64,8 +65,10 @@ def rank_unlabeled(feat_p: np.ndarray, feat_u: np.ndarray, *, p: float, lam: flo
             f"cannot split U (n_u={len(feat_u)}) at provisional_top={provisional_top}: "
             "too few unlabeled detections"
         )
-    ranker_n = fit_ranker(feat_u[rest], np.concatenate([feat_p, feat_u[prov]]), p=p, lam=lam)
-    return s_pos, ranker_n.score(feat_u)
+    # this variant indexes U at random: its rows are read into memory here
+    ranker_n = fit_ranker(feat_u[rest], np.concatenate([feat_p[:len(feat_p)], feat_u[prov]]),
+                          p=p, lam=lam)
+    return s_pos, ranker_n.score(feat_u, block=BLOCK_ROWS)
 
 
 def choose(pos_scores: np.ndarray, neg_scores: np.ndarray, *, alpha: float,

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,7 +22,8 @@ from pseudocell.core.metrics import match_points, near_any, pooled
 from pseudocell.core.parallel import SINGLE, DataParallel
 from pseudocell.core.patches import crop_patches
 from pseudocell.core.peaks import PEAK_FLOOR, calibrate_threshold, find_peaks, values_at
-from pseudocell.core.pu import estimate_prior_elkan_noto, pu_features, train_pu as _train_pu
+from pseudocell.core.pu import estimate_prior_elkan_noto, iter_pu_features
+from pseudocell.core.pu import train_pu as _train_pu
 from pseudocell.core.select import choose, rank_unlabeled
 from pseudocell.core.targets import make_target
 from pseudocell.data.points import (DECIDED_KINDS, LABEL_KINDS, NEGATIVE_KINDS, POSITIVE_KINDS,
@@ -29,6 +32,7 @@ from pseudocell.stages.base import (SHARDED, TRAINING, Human, Input, Labels, Mod
                                     ProgressFn, ShardedStage, StageInputs, StageOutputs,
                                     StageSpec)
 from pseudocell.stages.background import add_background
+from pseudocell.stages.lazy import Field, LazyItems, RowFile
 from pseudocell.stages.scale import ScaleInfo, read_scale, scale_images
 from pseudocell.storage import arrays, fs, tables
 from pseudocell.storage.layout import join
@@ -85,25 +89,39 @@ def detector_data(images_uri: str, sc: ScaleInfo, labels: dict[str, np.ndarray],
     around the labels (``neg_radius`` around negatives, default ``mask_radius``) and
     the tiles a person reviewed (``reviewed``: table image_id, y0, x0, h, w in original
     pixels; every cell there is labelled, so the rest of the tile is background).
-    Returns ``(images, targets, masks, n_pos, n_neg)``.
+
+    Returns ``(images, targets, masks, n_pos, n_neg)``: the three are sequences of
+    (H_i, W_i) arrays (float32, float32, bool) read from the stack and computed on
+    demand, the most recently used kept up to a fixed budget
+    (:class:`~pseudocell.stages.lazy.LazyItems`), so memory does not grow with the
+    number of images.
     """
-    ids = arrays.stack_ids(images_uri)
+    reader = arrays.StackReader(images_uri)
+    ids = reader.ids
     pos = points_by_image(labels, ids, POSITIVE_KINDS)
     neg = points_by_image(labels, ids, NEGATIVE_KINDS)
     ctx = points_by_image(labels, ids, ("uncertain",))
-    imgs, tgts, msks = [], [], []
-    for k, i in enumerate(ids):
-        im = arrays.read_stack_item(images_uri, k)
-        t, m = make_target(im.shape, sc.to_scaled(i, pos[i]), sc.to_scaled(i, neg[i]),
-                           cfg.sigma, cfg.mask_radius, neg_radius, sc.to_scaled(i, ctx[i]))
+    boxes = None
+    if reviewed is not None and not full_mask:
+        rid = np.asarray(reviewed["image_id"]).astype(str)
+        cols = np.stack([np.asarray(reviewed[c], np.float64) for c in ("y0", "x0", "h", "w")],
+                        axis=1).reshape(-1, 4)
+        boxes = {i: cols[rid == i] for i in ids}
+
+    def supervision(k: int) -> tuple[np.ndarray, np.ndarray]:
+        i = ids[k]
+        t, m = make_target(tuple(reader.shapes[k]), sc.to_scaled(i, pos[i]),
+                           sc.to_scaled(i, neg[i]), cfg.sigma, cfg.mask_radius, neg_radius,
+                           sc.to_scaled(i, ctx[i]))
         if full_mask:
             m = np.ones_like(m)
-        elif reviewed is not None:
-            sel = np.asarray(reviewed["image_id"]).astype(str) == i
-            _open_tiles(m, sc, i, np.stack([np.asarray(reviewed[c])[sel]
-                                            for c in ("y0", "x0", "h", "w")], axis=1))
-        imgs.append(im), tgts.append(t), msks.append(m)
-    return (imgs, tgts, msks, sum(len(v) for v in pos.values()),
+        elif boxes is not None:
+            _open_tiles(m, sc, i, boxes[i])
+        return t, m
+
+    imgs = LazyItems(len(ids), reader.read)
+    sup = LazyItems(len(ids), supervision)
+    return (imgs, Field(sup, 0), Field(sup, 1), sum(len(v) for v in pos.values()),
             sum(len(v) for v in neg.values()))
 
 
@@ -363,20 +381,25 @@ def extract_patches_plan(inp: StageInputs, cfg: Config, n_shards: int) -> list[d
 
 def extract_patches_shard(inp: StageInputs, cfg: Config, item: dict, *,
                           device: str | None = None) -> dict:
-    """Crop the patches of rows ``item["rows"]`` = [start, stop) (whole chunks)."""
+    """Crop the patches of rows ``item["rows"]`` = [start, stop) (whole chunks), one
+    chunk at a time (memory: one chunk and one image, whatever the item's size)."""
     start, stop = item["rows"]
     table = tables.read_table(join(inp.out_dir, "patches.parquet"))
-    images_uri = inp.uris["images"]
+    reader = arrays.StackReader(inp.uris["images"])
+    images = LazyItems(len(reader), reader.read, budget=0)  # rows are grouped by image
     sc = read_scale(inp.uris["scale"])
-    index = {i: k for k, i in enumerate(arrays.stack_ids(images_uri))}
-    img = table["image_id"][start:stop].astype(str)
-    pts = np.stack([table["y"][start:stop], table["x"][start:stop]], axis=1)
-    block = np.zeros((stop - start, 1, cfg.patch_size, cfg.patch_size), np.float32)
-    for i in dict.fromkeys(img):  # rows are grouped by image
-        m = img == i
-        block[m] = crop_patches(arrays.read_stack_item(images_uri, index[i]),
-                                sc.to_scaled(i, pts[m]), cfg.patch_size)
-    arrays.write_rows(join(inp.out_dir, "patches.zarr"), start, block)
+    index = {i: k for k, i in enumerate(reader.ids)}
+    out_uri = join(inp.out_dir, "patches.zarr")
+    chunk = arrays.array_info(out_uri)["chunk_rows"]
+    for a in range(start, stop, chunk):
+        b = min(a + chunk, stop)
+        img = table["image_id"][a:b].astype(str)
+        pts = np.stack([table["y"][a:b], table["x"][a:b]], axis=1)
+        block = np.zeros((b - a, 1, cfg.patch_size, cfg.patch_size), np.float32)
+        for i in dict.fromkeys(img):
+            m = img == i
+            block[m] = crop_patches(images[index[i]], sc.to_scaled(i, pts[m]), cfg.patch_size)
+        arrays.write_rows(out_uri, a, block)
     return {"rows": [start, stop]}
 
 
@@ -421,7 +444,6 @@ def train_pu(inp: StageInputs, cfg: Config, *, parallel: DataParallel = SINGLE,
     stages select nothing this round.
     """
     table = tables.read_table(inp.uris["table"])
-    patches = arrays.read_array(inp.uris["patches"])
     is_p = table["set"].astype(str) == "P"
     n_p, n_u = int(is_p.sum()), int((~is_p).sum())
     f_uri = join(inp.out_dir, "features.zarr")
@@ -431,26 +453,36 @@ def train_pu(inp: StageInputs, cfg: Config, *, parallel: DataParallel = SINGLE,
     if n_p == 0 or n_u < MIN_UNLABELED:
         logger.warning("train_pu round=%d: n_P=%d n_U=%d is too few to learn from; this round "
                        "adds no pseudo-labels", inp.round, n_p, n_u)
-        arrays.write_array(f_uri, np.zeros((len(patches), cfg.pu_feature_dim), np.float32))
+        arrays.write_array(f_uri, np.zeros((len(is_p), cfg.pu_feature_dim), np.float32))
         tables.write_table(s_uri, {"patch_id": table["patch_id"],
-                                   "pu_score": np.zeros(len(patches), np.float32)})
+                                   "pu_score": np.zeros(len(is_p), np.float32)})
         return StageOutputs({"features": f_uri, "pu_scores": s_uri}, {"pu_skipped": True})
-    prior = cfg.pu_prior  # every data-parallel worker estimates the same (seeded) value
-    if prior is None and cfg.pu_prior_estimate == "elkan-noto":
-        prior = estimate_prior_elkan_noto(patches[is_p], patches[~is_p], inp.seed)
-    res = _train_pu(patches[is_p], patches[~is_p], prior=prior, epochs=cfg.pu_epochs,
-                    lr=cfg.pu_lr, weight_decay=cfg.pu_weight_decay, batch=cfg.pu_batch,
-                    feature_dim=cfg.pu_feature_dim, seed=inp.seed,
-                    device=parallel.device or cfg.device, parallel=parallel,
-                    progress=_log_every(5, "train_pu", inp.round, cfg.pu_epochs, progress))
-    if not parallel.is_main:
-        return StageOutputs({}, {})
-    feats, scores = pu_features(res.state_dict, patches, feature_dim=cfg.pu_feature_dim,
-                                device=parallel.device or cfg.device)
+    # the patches are copied once into a local row file and read batch by batch: memory
+    # does not grow with their number
+    with tempfile.TemporaryDirectory(prefix="pseudocell-pu-") as tmp, \
+            _row_file(inp.uris["patches"], Path(tmp) / "patches.raw") as rows:
+        xp, xu = rows.take(np.flatnonzero(is_p)), rows.take(np.flatnonzero(~is_p))
+        prior = cfg.pu_prior  # every data-parallel worker estimates the same (seeded) value
+        if prior is None and cfg.pu_prior_estimate == "elkan-noto":
+            sp, su = _prior_sample(is_p, PRIOR_SAMPLE, inp.seed)
+            prior = estimate_prior_elkan_noto(rows[sp], rows[su], inp.seed)
+        res = _train_pu(xp, xu, prior=prior, epochs=cfg.pu_epochs,
+                        lr=cfg.pu_lr, weight_decay=cfg.pu_weight_decay, batch=cfg.pu_batch,
+                        feature_dim=cfg.pu_feature_dim, seed=inp.seed,
+                        device=parallel.device or cfg.device, parallel=parallel,
+                        progress=_log_every(5, "train_pu", inp.round, cfg.pu_epochs, progress))
+        if not parallel.is_main:
+            return StageOutputs({}, {})
+        arrays.create_array(f_uri, (len(rows), cfg.pu_feature_dim), min(1024, len(rows)))
+        scores, start = [], 0
+        for f, sc in iter_pu_features(res.state_dict, rows, feature_dim=cfg.pu_feature_dim,
+                                      device=parallel.device or cfg.device, batch=2048):
+            arrays.write_rows(f_uri, start, f)
+            scores.append(sc)
+            start += len(f)
     m_uri = join(inp.out_dir, "model.pt")
     save_model(m_uri, res.state_dict, {"feature_dim": cfg.pu_feature_dim, "prior": res.prior})
-    arrays.write_array(f_uri, feats)
-    tables.write_table(s_uri, {"patch_id": table["patch_id"], "pu_score": scores})
+    tables.write_table(s_uri, {"patch_id": table["patch_id"], "pu_score": np.concatenate(scores)})
     logger.info("train_pu round=%d prior=%.3f final_risk=%.4f corrected_steps=%d",
                 inp.round, res.prior, res.risks[-1], sum(res.corrections))
     return StageOutputs({"model": m_uri, "features": f_uri, "pu_scores": s_uri},
@@ -458,23 +490,49 @@ def train_pu(inp: StageInputs, cfg: Config, *, parallel: DataParallel = SINGLE,
                          "pu_corrected_steps": int(sum(res.corrections)), "pu_skipped": False})
 
 
+#: At most this many patches (P and U together, drawn at random, seeded) estimate the
+#: class prior (Elkan-Noto's logistic regression holds them all as float64).
+PRIOR_SAMPLE = 8192
+
+
+def _prior_sample(is_p: np.ndarray, cap: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of P and of U (increasing) that estimate the prior: all of them when there
+    are at most ``cap``, else ``cap`` drawn uniformly (seeded) without replacement."""
+    rows = np.arange(len(is_p))
+    if len(rows) > cap:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, cap, replace=False))
+    return rows[is_p[rows]], rows[~is_p[rows]]
+
+
+def _row_file(uri: str, path: Path) -> RowFile:
+    """A :class:`~pseudocell.stages.lazy.RowFile` of the array at ``uri``, copied chunk
+    by chunk."""
+    meta = arrays.array_info(uri)
+    return RowFile(path, arrays.iter_rows(uri), meta["shape"][1:], meta["dtype"])
+
+
 def rank(inp: StageInputs, cfg: Config) -> StageOutputs:
     """P-ranker score (P vs U) and flipped-ranker score (see ``neg_ranker``) of every
     U patch."""
     table = tables.read_table(inp.uris["table"])
-    feats = arrays.read_array(inp.uris["features"])
     is_p = table["set"].astype(str) == "P"
-    fp, fu = feats[is_p], feats[~is_p]
+    n_p, n_u = int(is_p.sum()), int((~is_p).sum())
     uri = join(inp.out_dir, "scores.parquet")
-    if len(fp) == 0 or len(fu) < MIN_UNLABELED:  # see train_pu: nothing to rank
+    if n_p == 0 or n_u < MIN_UNLABELED:  # see train_pu: nothing to rank
         tables.write_table(uri, {"patch_id": table["patch_id"][:0], "pos_score": np.zeros(0),
                                  "neg_score": np.zeros(0), "peak": np.zeros(0)})
         return StageOutputs({"scores": uri}, {"n_scored": 0})
-    s_pos, s_neg = rank_unlabeled(fp, fu, p=cfg.p, lam=cfg.lam, neg_ranker=cfg.neg_ranker,
-                                  provisional_top=cfg.provisional_top)
+    # features read from a local row file as the ranker needs them (in memory below
+    # core.ranker.BLOCK_ROWS rows, streamed in blocks above)
+    with tempfile.TemporaryDirectory(prefix="pseudocell-rank-") as tmp, \
+            _row_file(inp.uris["features"], Path(tmp) / "features.raw") as rows:
+        s_pos, s_neg = rank_unlabeled(rows.take(np.flatnonzero(is_p)),
+                                      rows.take(np.flatnonzero(~is_p)), p=cfg.p, lam=cfg.lam,
+                                      neg_ranker=cfg.neg_ranker,
+                                      provisional_top=cfg.provisional_top)
     tables.write_table(uri, {"patch_id": table["patch_id"][~is_p], "pos_score": s_pos,
                              "neg_score": s_neg, "peak": np.asarray(table["peak"])[~is_p]})
-    return StageOutputs({"scores": uri}, {"n_scored": int(len(fu))})
+    return StageOutputs({"scores": uri}, {"n_scored": n_u})
 
 
 def select(inp: StageInputs, cfg: Config) -> StageOutputs:

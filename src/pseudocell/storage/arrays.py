@@ -13,7 +13,7 @@ import zarr
 from zarr.codecs import BloscCodec
 
 __all__ = ["create_stack", "write_stack_item", "write_stack", "read_stack_item", "stack_ids",
-           "stack_shapes",
+           "stack_shapes", "StackReader", "read_rows", "array_info", "iter_rows",
            "write_array", "create_array", "write_rows", "read_array"]
 
 _COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
@@ -64,6 +64,24 @@ def read_stack_item(uri: str, index: int) -> np.ndarray:
     return np.asarray(arr[index, :h, :w])
 
 
+class StackReader:
+    """Images of a stack read one at a time through one open array (no metadata read
+    per image). ``ids``, ``shapes`` as :func:`stack_ids`, :func:`stack_shapes`."""
+
+    def __init__(self, uri: str) -> None:
+        self._arr = zarr.open_array(uri, mode="r")
+        self.ids: list[str] = list(self._arr.attrs["ids"])
+        self.shapes: list[tuple[int, int]] = [tuple(s) for s in self._arr.attrs["shapes"]]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def read(self, index: int) -> np.ndarray:
+        """Image ``index`` cropped to its true size → (H_i, W_i) in the stored dtype."""
+        h, w = self.shapes[index]
+        return np.asarray(self._arr[index, :h, :w])
+
+
 def write_array(uri: str, data: np.ndarray, chunk_rows: int = 1024) -> None:
     """Write an (n, ...) array chunked along the first axis (~``chunk_rows`` rows a chunk)."""
     data = np.asarray(data)
@@ -94,6 +112,25 @@ def write_rows(uri: str, start: int, block: np.ndarray) -> None:
         raise ValueError(f"rows [{start}, {stop}) of {uri!r} are not whole chunks of {chunk}")
     if len(block):
         arr[start:stop] = block
+
+
+def read_rows(uri: str, start: int, stop: int) -> np.ndarray:
+    """Rows ``[start, stop)`` of an array."""
+    return np.asarray(zarr.open_array(uri, mode="r")[start:stop])
+
+
+def array_info(uri: str) -> dict:
+    """``shape`` (tuple), ``dtype`` (str) and ``chunk_rows`` of an array."""
+    arr = zarr.open_array(uri, mode="r")
+    return {"shape": tuple(arr.shape), "dtype": str(arr.dtype), "chunk_rows": arr.chunks[0]}
+
+
+def iter_rows(uri: str):
+    """The array's rows one chunk at a time: yields (m, ...) ndarrays in order."""
+    arr = zarr.open_array(uri, mode="r")
+    step = max(1, arr.chunks[0])
+    for start in range(0, arr.shape[0], step):
+        yield np.asarray(arr[start:start + step])
 
 
 def read_array(uri: str) -> np.ndarray:

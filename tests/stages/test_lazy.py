@@ -1,0 +1,131 @@
+"""Lazily read sequences and row files: the streaming stages give the trainers the same
+numbers as whole arrays would, whatever the cache budget."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pseudocell.core.detector import train_detector
+from pseudocell.core.pu import iter_pu_features, pu_features, train_pu
+from pseudocell.core.ranker import fit_ranker
+from pseudocell.core.select import rank_unlabeled
+from pseudocell.stages.lazy import Chain, Field, LazyItems, RowFile
+
+
+def test_lazy_items_evicts_least_recently_used_and_recomputes_the_same():
+    calls = []
+
+    def load(k):
+        calls.append(k)
+        return np.full(4, k, np.float64)  # 32 bytes
+
+    items = LazyItems(4, load, budget=64)  # two items fit
+    assert [int(items[k][0]) for k in (0, 1, 0, 2, 1, 3, -1)] == [0, 1, 0, 2, 1, 3, 3]
+    # 0, 1 loaded; 0 a hit; 2 evicts 1; 1 reloaded (evicts 0); 3 evicts 2; -1 is 3: a hit
+    assert calls == [0, 1, 2, 1, 3]
+    assert items.misses == 5
+    with pytest.raises(IndexError):
+        items[4]
+    big = LazyItems(2, lambda k: np.zeros(100), budget=0)  # the last item is always kept
+    assert big[1] is big[1]
+
+
+def test_chain_and_field_index_across_parts():
+    a = LazyItems(2, lambda k: (k, 10 + k))
+    c = Field(a, 1) + [7, 8] + (9,)
+    assert isinstance(c, Chain)
+    assert list(c) == [10, 11, 7, 8, 9]
+    assert c[-1] == 9 and c[1:3] == [11, 7] and len(c) == 5
+    with pytest.raises(IndexError):
+        c[5]
+
+
+def test_row_file_reads_rows_slices_and_views(tmp_path):
+    x = np.arange(7 * 2 * 3, dtype=np.float32).reshape(7, 2, 3)
+    with RowFile(tmp_path / "r.raw", [x[:3], x[3:5], x[5:]], (2, 3), np.float32) as rows:
+        assert rows.shape == (7, 2, 3) and len(rows) == 7
+        np.testing.assert_array_equal(rows[2:6], x[2:6])
+        np.testing.assert_array_equal(rows[np.array([6, 0, 3])], x[[6, 0, 3]])
+        np.testing.assert_array_equal(rows[::3], x[::3])
+        view = rows.take(np.array([1, 4, 5]))
+        assert view.shape == (3, 2, 3)
+        np.testing.assert_array_equal(view[np.array([2, 0])], x[[5, 1]])
+        np.testing.assert_array_equal(view[1:3], x[[4, 5]])
+        with pytest.raises(IndexError):
+            rows[np.array([7])]
+    with pytest.raises(ValueError, match="block of shape"):
+        RowFile(tmp_path / "bad.raw", [np.zeros((2, 3, 3))], (2, 3), np.float32)
+
+
+def _blob_patches(n, seed, s=15):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:s, :s] - s // 2
+    blob = np.exp(-(yy**2 + xx**2) / 8.0).astype(np.float32)
+    amp = rng.uniform(0, 2, (n, 1, 1)).astype(np.float32)
+    return (amp * blob + 0.1 * rng.standard_normal((n, s, s)))[:, None].astype(np.float32)
+
+
+def test_train_pu_on_row_file_equals_train_pu_on_arrays(tmp_path):
+    x = _blob_patches(90, seed=1)
+    is_p = np.zeros(90, bool)
+    is_p[::4] = True
+    kw = dict(prior=0.5, epochs=3, lr=1e-3, weight_decay=0.0, batch=16, feature_dim=8,
+              seed=3, device="cpu")
+    ref = train_pu(x[is_p], x[~is_p], **kw)
+    with RowFile(tmp_path / "p.raw", [x[:50], x[50:]], x.shape[1:], np.float32) as rows:
+        got = train_pu(rows.take(np.flatnonzero(is_p)), rows.take(np.flatnonzero(~is_p)), **kw)
+        feats = list(iter_pu_features(got.state_dict, rows, feature_dim=8, device="cpu",
+                                      batch=32))
+    assert got.risks == ref.risks and got.corrections == ref.corrections
+    for k, v in ref.state_dict.items():
+        assert torch.equal(v, got.state_dict[k]), k
+    f_ref, s_ref = pu_features(ref.state_dict, x, feature_dim=8, device="cpu", batch=32)
+    assert [len(f) for f, _ in feats] == [32, 32, 26]
+    np.testing.assert_array_equal(np.concatenate([f for f, _ in feats]), f_ref)
+    np.testing.assert_array_equal(np.concatenate([s for _, s in feats]), s_ref)
+
+
+def test_ranker_streamed_in_blocks_matches_the_in_memory_fit(tmp_path):
+    rng = np.random.default_rng(0)
+    fp = (rng.standard_normal((40, 6)) + 1.0).astype(np.float32)
+    fu = np.concatenate([rng.standard_normal((60, 6)) + 1.0,
+                         rng.standard_normal((100, 6))]).astype(np.float32)
+    ref = fit_ranker(fp, fu, p=4.0, lam=0.1)
+    # the same rows through a row file, fit in blocks of 17 (streamed: 200 rows > 17)
+    with RowFile(tmp_path / "f.raw", [fp, fu], (6,), np.float32) as rows:
+        vp, vu = rows.take(np.arange(40)), rows.take(np.arange(40, 200))
+        got = fit_ranker(vp, vu, p=4.0, lam=0.1, block=17)
+        same = fit_ranker(vp, vu, p=4.0, lam=0.1)  # under the block size: in memory
+        scores = got.score(vu, block=17)
+        s_pos, s_neg = rank_unlabeled(vp, vu, p=4.0, lam=0.1)
+    np.testing.assert_allclose(got.mean, ref.mean, rtol=1e-12)
+    np.testing.assert_allclose(got.std, ref.std, rtol=1e-12)
+    np.testing.assert_allclose(got.w, ref.w, rtol=1e-5, atol=1e-7)
+    assert got.b == pytest.approx(ref.b, rel=1e-5)
+    np.testing.assert_allclose(scores, ref.score(fu), rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(same.w, ref.w)  # identical bytes in memory
+    r_pos, r_neg = rank_unlabeled(fp, fu, p=4.0, lam=0.1)
+    np.testing.assert_array_equal(s_pos, r_pos)
+    np.testing.assert_array_equal(s_neg, r_neg)
+
+
+def test_detector_training_on_lazy_items_equals_lists_whatever_the_budget(small_crops):
+    from pseudocell.core.targets import make_target
+
+    images, gt = small_crops
+    ims = [im.astype(np.float32) for im in images.images]
+    sup = []
+    for i, im in zip(images.ids, ims):
+        sel = gt["image_id"] == i
+        pts = np.stack([gt["y"][sel], gt["x"][sel]], axis=1)[::3]
+        sup.append(make_target(im.shape, pts, None, 3.0, 8.0))
+    kw = dict(widths=(4, 8), iters=6, batch=3, crop=48, lr=1e-3, seed=5, device="cpu")
+    ref = train_detector(ims, [t for t, _ in sup], [m for _, m in sup], **kw)
+    lazy_sup = LazyItems(len(sup), lambda k: sup[k], budget=0)  # a miss at every change
+    lazy_im = LazyItems(len(ims), lambda k: ims[k], budget=0)
+    got = train_detector(lazy_im, Field(lazy_sup, 0), Field(lazy_sup, 1), **kw)
+    assert lazy_im.misses > len(ims)  # images were read again after eviction
+    assert got.losses == ref.losses
+    for k, v in ref.state_dict.items():
+        assert torch.equal(v, got.state_dict[k]), k
