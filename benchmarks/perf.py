@@ -131,6 +131,12 @@ def main(argv: list[str] | None = None) -> dict:
                     help="folder of NNNcells.png/NNNdots.png (default: the shared data)")
     ap.add_argument("--only", choices=("all", "throughput", "memory"), default="all")
     ap.add_argument("--repeats", type=int, default=3, help="throughput repeats (best of)")
+    ap.add_argument("--scales", type=lambda s: tuple(int(v) for v in s.split(",")),
+                    default=None, help="memory: repeat the images this many times, e.g. "
+                                       "1,4,16 (default 1,2,4)")
+    ap.add_argument("--memory-images", type=int, default=None,
+                    help="memory: number of distinct images repeated (default 4 quick, 40 "
+                         "full)")
     ap.add_argument("--widths", type=lambda s: tuple(int(w) for w in s.split("-")),
                     default=None, help="U-Net widths for throughput, e.g. 8-16-32-64 "
                                        "(default: the benchmark config's)")
@@ -162,8 +168,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(_throughput_table(rows) + "\n")
     if args.only in ("all", "memory"):
         t0 = time.perf_counter()
-        mem = memory_scaling(mode["scales"], cfg=cfg, data_dir=folder,
-                             n_images=mode["memory_images"])
+        mem = memory_scaling(args.scales or mode["scales"], cfg=cfg, data_dir=folder,
+                             n_images=args.memory_images or mode["memory_images"])
         mem["seconds"] = time.perf_counter() - t0
         result["memory"] = mem
         print("## One round (rounds=1) as the image set grows, one child process per "
