@@ -77,12 +77,41 @@ def tree_rss_mb(pid: int, *, pss: bool = False) -> tuple[float, float]:
     return rss / 1024, pss_kb / 1024
 
 
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_and_name(pid: int) -> tuple[float, str] | None:
+    """(user + system CPU seconds, a name) of a live process: Ray's workers carry their
+    actor's name (``ray::DetectorTrainer``), other processes their program's."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / _TICK
+    words = [w.decode(errors="replace") for w in raw if w]
+    name = words[0] if words else stat.split("(", 1)[1].split(")", 1)[0]
+    if name.startswith("ray::"):
+        name = name.split()[0].split(".")[0]
+    elif "default_worker.py" in " ".join(words):
+        name = "ray idle worker"
+    elif "-m" in words and "pseudocell" in words:
+        name = "pseudocell driver"
+    else:
+        name = Path(name).name
+    return cpu, name
+
+
 def run_child(cmd: list[str], *, timeout: float = 3600) -> dict[str, Any]:
-    """Run ``cmd``; wall time and the peak of its process tree's summed RSS."""
+    """Run ``cmd``; wall time, the peak of its process tree's summed RSS, and the CPU
+    seconds each kind of process in the tree used (sampled every 0.5 s: a process that
+    lives less than that is missed; the driver's own total is exact)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     peak = [0.0, 0.0]
+    cpu: dict[int, tuple[float, str]] = {}
     stop = threading.Event()
 
     def sample() -> None:
@@ -90,6 +119,10 @@ def run_child(cmd: list[str], *, timeout: float = 3600) -> dict[str, Any]:
         while not stop.is_set():
             rss, pss = tree_rss_mb(proc.pid, pss=k % 10 == 0)
             peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
+            for p in tree_pids(proc.pid):
+                got = _cpu_and_name(p)
+                if got is not None:
+                    cpu[p] = got
             k += 1
             stop.wait(0.5)
 
@@ -109,7 +142,12 @@ def run_child(cmd: list[str], *, timeout: float = 3600) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{out[-3000:]}")
-    return {"wall_s": wall, "peak_tree_rss_mb": peak[0], "peak_tree_pss_mb": peak[1]}
+    by_name: dict[str, float] = {}
+    for c, name in cpu.values():
+        by_name[name] = by_name.get(name, 0.0) + c
+    return {"wall_s": wall, "peak_tree_rss_mb": peak[0], "peak_tree_pss_mb": peak[1],
+            "cpu_s_by_process": dict(sorted(by_name.items(), key=lambda kv: -kv[1])),
+            "cpu_s": sum(by_name.values()), "processes": len(cpu)}
 
 
 def _manifests(run_dir: Path) -> list[dict]:
@@ -176,6 +214,12 @@ def table(res: dict[str, Any]) -> str:
                     f"{r['peak_tree_rss_mb']:.0f} | {r['peak_tree_pss_mb']:.0f} |")
     rows.append(f"\nratio ray/local: wall {res['ratio_wall']:.3f}, stages "
                 f"{res['ratio_stages']:.3f}; identical outputs: {res['identical_outputs']}")
+    rows.append("\n| process | local CPU s | ray CPU s |\n|---|---:|---:|")
+    names = dict.fromkeys([*res["ray"]["cpu_s_by_process"], *res["local"]["cpu_s_by_process"]])
+    rows += [f"| {n} | {res['local']['cpu_s_by_process'].get(n, 0.0):.1f} | "
+             f"{res['ray']['cpu_s_by_process'].get(n, 0.0):.1f} |" for n in names]
+    rows.append(f"| all ({res['local']['processes']} / {res['ray']['processes']} processes) | "
+                f"{res['local']['cpu_s']:.1f} | {res['ray']['cpu_s']:.1f} |")
     stages = sorted(res["local"]["stage_seconds"])
     rows.append("\n| stage | local s | ray s |\n|---|---:|---:|")
     rows += [f"| {s} | {res['local']['stage_seconds'][s]:.1f} | "

@@ -63,7 +63,8 @@ def estimate_diameter(images: list[np.ndarray], points: list[np.ndarray], *,
 
     Parameters
     ----------
-    images : list of (H, W) float32 arrays
+    images : sequence of (H, W) float32 arrays
+        Only the images used are indexed (a lazily read sequence keeps memory flat).
     points : list of (N_i, 2) float64 arrays
         Clicked centres (row, col) of each image; images without clicks are skipped.
     max_images : int

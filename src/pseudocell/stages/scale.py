@@ -23,6 +23,7 @@ from pseudocell.core.scale import (CANONICAL_DIAMETER, estimate_diameter,
 from pseudocell.data.points import ROUND0_POSITIVE, points_by_image
 from pseudocell.errors import InvalidInputError
 from pseudocell.stages.base import StageInputs, StageOutputs
+from pseudocell.stages.lazy import LazyItems
 from pseudocell.storage import arrays, fs, tables
 from pseudocell.storage.layout import join
 
@@ -100,7 +101,8 @@ def _measure(images_uri: str, points_uri: str, cfg_diameter: float | None) -> tu
     if not with_pts:
         raise InvalidInputError("cell_diameter='auto' needs at least one clicked cell to "
                                 "measure; give points, or set cell_diameter (px)")
-    est = estimate_diameter([arrays.read_stack_item(images_uri, k) for k in with_pts],
+    reader = arrays.StackReader(images_uri)  # images read when used (16 at most)
+    est = estimate_diameter(LazyItems(len(with_pts), lambda j: reader.read(with_pts[j]), 0),
                             [pts[ids[k]] for k in with_pts])
     return est["diameter"], "estimated", {"polarity": est["polarity"],
                                           "n_points": est["n_points"],
