@@ -91,22 +91,32 @@ def _cpu_and_name(pid: int) -> tuple[float, str] | None:
     fields = stat.rsplit(")", 1)[1].split()
     cpu = (int(fields[11]) + int(fields[12])) / _TICK
     words = [w.decode(errors="replace") for w in raw if w]
-    name = words[0] if words else stat.split("(", 1)[1].split(")", 1)[0]
-    if name.startswith("ray::"):
-        name = name.split()[0].split(".")[0]
-    elif "default_worker.py" in " ".join(words):
-        name = "ray idle worker"
-    elif "-m" in words and "pseudocell" in words:
-        name = "pseudocell driver"
-    else:
-        name = Path(name).name
-    return cpu, name
+    return cpu, _process_name(words, stat.split("(", 1)[1].split(")", 1)[0])
+
+
+def _process_name(words: list[str], comm: str) -> str:
+    """``ray::Kind`` for Ray's workers, the program for native ones (raylet,
+    gcs_server), the script or module for Python ones (``pseudocell``, ``ray idle
+    worker`` for Ray's default_worker.py, ``log_monitor.py`` ...)."""
+    if not words:
+        return comm
+    if words[0].startswith("ray::"):
+        return words[0].split()[0].split(".")[0]
+    if not Path(words[0]).name.startswith("python"):
+        return Path(words[0]).name
+    args = iter(words[1:])
+    for w in args:
+        if w == "-m":
+            return next(args, "python -m")
+        if not w.startswith("-"):
+            return "ray idle worker" if w.endswith("default_worker.py") else Path(w).name
+    return comm
 
 
 def run_child(cmd: list[str], *, timeout: float = 3600) -> dict[str, Any]:
     """Run ``cmd``; wall time, the peak of its process tree's summed RSS, and the CPU
     seconds each kind of process in the tree used (sampled every 0.5 s: a process that
-    lives less than that is missed; the driver's own total is exact)."""
+    lives less than that is missed, the last half second of each is not counted)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
