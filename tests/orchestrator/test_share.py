@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import crop_inputs, output_digests
+from conftest import (RecordingExecutor, assert_ignored_fields_unread, crop_inputs,
+                      output_digests)
 from pseudocell.orchestrator.executors import LocalExecutor
 from pseudocell.orchestrator.run import planned_stages, prepare_run, run_loop
 from pseudocell.orchestrator.share import StageCache
@@ -41,31 +42,6 @@ class Counting:
         return self.inner.run_stage(spec, inp, cfg, progress)
 
 
-class Reads:
-    """A config that records the fields read through it."""
-
-    def __init__(self, cfg, seen: set):
-        object.__setattr__(self, "_cfg", cfg)
-        object.__setattr__(self, "_seen", seen)
-
-    def __getattr__(self, name):
-        self._seen.add(name)
-        return getattr(self._cfg, name)
-
-
-class Recording(Counting):
-    """Counting executor that hands every stage a :class:`Reads` config and keeps what
-    each stage read."""
-
-    def __init__(self):
-        super().__init__()
-        self.reads: dict[tuple[int, str], set] = {}
-
-    def run_stage(self, spec, inp, cfg, progress=None):
-        seen = self.reads.setdefault((inp.round, spec.name), set())
-        return super().run_stage(spec, inp, Reads(cfg, seen), progress)
-
-
 def _run(path: Path, cfg, small_crops, executor, cache=None):
     layout = prepare_run(path, cfg, crop_inputs(small_crops))
     metrics = run_loop(layout, cfg, executor, cache=cache)
@@ -77,17 +53,14 @@ def first(tmp_path_factory, small_crops, tiny_cfg):
     """Run A with a fresh cache, every stage recording the config fields it reads."""
     root = tmp_path_factory.mktemp("share")
     cache = StageCache(root / "shared")
-    ex = Recording()
+    ex = RecordingExecutor()
     layout, metrics = _run(root / "a", tiny_cfg, small_crops, ex, cache)
     return root, cache, ex, layout, metrics
 
 
 def test_no_stage_reads_a_field_it_declares_it_ignores(first, tiny_cfg):
     _, _, ex, layout, _ = first
-    specs = dict(((r, s.name), s) for r, s in planned_stages(layout, tiny_cfg))
-    assert set(ex.reads) == set(specs)
-    for key, seen in ex.reads.items():
-        assert not seen & specs[key].ignores, (key, sorted(seen & specs[key].ignores))
+    assert_ignored_fields_unread(ex, layout, tiny_cfg)
     # the check sees something: the detector reads its settings, select its rates
     assert "detector_iters" in ex.reads[(0, "train_detector")]
     assert {"alpha", "beta"} <= ex.reads[(0, "select")]

@@ -47,8 +47,9 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class StageEvent:
     """Reported to the progress callback before (``status="start"``) and after each stage
-    (``"done"``, ``"skipped"``, or ``"shared"`` when another run's outputs were reused), and during training stages (``"progress"``: ``done``
-    of ``total`` steps or epochs, ``value`` = loss or risk). ``n_stages`` is the number
+    (``"done"``, ``"skipped"``, or ``"shared"`` when another run's outputs were reused),
+    and during training stages (``"progress"``: ``done`` of ``total`` steps or epochs,
+    ``value`` = loss or risk). ``n_stages`` is the number
     of stages this round runs; ``unit`` what a training stage's progress counts."""
 
     round: int
