@@ -269,8 +269,9 @@ def evaluate_adapt(inp: StageInputs, cfg: Config) -> StageOutputs:
 
 # -- the modes --------------------------------------------------------------------------
 
-#: Config fields only ``uncertainty`` reads, only ``curriculum`` reads (and both): the
-#: stages before them ignore them (see :data:`pseudocell.stages.loop.RANK_FIELDS`).
+#: Config fields read only by ``uncertainty``, only by ``curriculum`` (``adapt_negatives``:
+#: by both): the stages before them declare them ignored (see
+#: :data:`pseudocell.stages.loop.RANK_FIELDS`), so an ``adapt`` sweep shares round 0.
 UNCERTAINTY_FIELDS = frozenset({"uncertainty", "mc_passes"})
 CURRICULUM_FIELDS = frozenset({"adapt_schedule", "adapt_min_confidence"})
 _BEFORE_UNCERTAINTY = (loop.BEFORE_RANK_IGNORES | UNCERTAINTY_FIELDS | CURRICULUM_FIELDS
