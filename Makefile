@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 TORCH_INDEX ?=
 
-.PHONY: demo test test-slow test-all bench bench-quick bench-quality bench-label-free bench-adapt bench-human bench-perf bench-executor bench-tune clean
+.PHONY: demo test test-slow test-all bench bench-quick bench-quality bench-label-free bench-adapt bench-human bench-perf bench-executor bench-tune bench-tune-share clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null 2>&1 || { echo "error: $(PY) not found; install Python 3.11 or run 'make PY=/path/to/python3.11 ...'"; exit 1; }
@@ -61,6 +61,9 @@ bench-executor: $(STAMP)
 
 bench-tune: $(STAMP)
 	$(BIN)/python benchmarks/tune.py --out runs/bench_tune --samples 6
+
+bench-tune-share: $(STAMP)
+	$(BIN)/python benchmarks/tune_share.py --out runs/bench_tune_share --samples 6
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

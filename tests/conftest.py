@@ -180,6 +180,43 @@ def write_points_file(path: Path, table: dict) -> None:
             w.writerow([f"{i}.png", y, x])
 
 
+class RecordingExecutor:
+    """LocalExecutor that records every (round, stage) it runs (``ran``) and the config
+    fields each stage reads (``reads``), through a config proxy."""
+
+    class _Reads:
+        def __init__(self, cfg, seen: set):
+            object.__setattr__(self, "_cfg", cfg)
+            object.__setattr__(self, "_seen", seen)
+
+        def __getattr__(self, name):
+            self._seen.add(name)
+            return getattr(self._cfg, name)
+
+    def __init__(self):
+        from pseudocell.orchestrator.executors import LocalExecutor
+
+        self.ran: list[tuple[int, str]] = []
+        self.reads: dict[tuple[int, str], set] = {}
+        self.inner = LocalExecutor()
+
+    def run_stage(self, spec, inp, cfg, progress=None):
+        self.ran.append((inp.round, spec.name))
+        seen = self.reads.setdefault((inp.round, spec.name), set())
+        return self.inner.run_stage(spec, inp, self._Reads(cfg, seen), progress)
+
+
+def assert_ignored_fields_unread(executor: RecordingExecutor, layout, cfg) -> None:
+    """No stage of the run read a config field its spec declares in ``ignores`` (what
+    lets runs share it, :mod:`pseudocell.orchestrator.share`)."""
+    from pseudocell.orchestrator.run import planned_stages
+
+    specs = {(r, s.name): s for r, s in planned_stages(layout, cfg)}
+    assert set(executor.reads) == set(specs)
+    for key, seen in executor.reads.items():
+        assert not seen & specs[key].ignores, (key, sorted(seen & specs[key].ignores))
+
+
 class FailOnce:
     """Executor that runs a stage to the end, then raises before its manifest is written
     (as a killed process would), once."""

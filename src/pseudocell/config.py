@@ -518,8 +518,11 @@ class Config:
     @property
     def config_hash(self) -> str:
         """sha256 of the algorithmic fields; equal hashes mean equal results on CPU."""
+        return self._hash()
+
+    def _hash(self, leave_out: frozenset[str] = frozenset()) -> str:
         d = {k: v for k, v in self.to_dict().items()
-             if k not in NON_ALGORITHMIC_FIELDS | FINAL_ONLY_FIELDS}
+             if k not in NON_ALGORITHMIC_FIELDS | FINAL_ONLY_FIELDS | leave_out}
         mine = MODE_FIELDS.get(d["mode"], frozenset())
         others = set().union(*MODE_FIELDS.values()) - mine
         d = {k: v for k, v in d.items() if k not in others}
@@ -534,6 +537,18 @@ class Config:
         ``pseudocell resume RUN --rounds +1`` keeps every finished stage; the run
         directory itself still tells configs apart by :attr:`config_hash`."""
         return self.replace(rounds=0).config_hash
+
+    def stage_hash_without(self, ignored: frozenset[str]) -> str:
+        """:attr:`stage_hash` over every field but ``ignored`` (fields a stage declares it
+        never reads, :attr:`~pseudocell.stages.base.StageSpec.ignores`): two configs
+        that differ only there give that stage equal outputs from equal inputs. With
+        nothing ignored it is :attr:`stage_hash`.
+
+        >>> Config(alpha=0.1).stage_hash_without(frozenset({"alpha"})) == \\
+        ...     Config(alpha=0.2).stage_hash_without(frozenset({"alpha"}))
+        True
+        """
+        return self.replace(rounds=0)._hash(frozenset(ignored))
 
 
 def _is_number(v: Any, kind: type) -> bool:

@@ -417,3 +417,20 @@ def test_an_unknown_option_suggests_only_related_ones(opt, suggested):
         assert "Possible options" not in line, line
     else:
         assert f"(Possible options: {suggested})" in line, line
+
+
+def test_tune_no_share_reaches_the_sweep_options(tmp_path, image_dir, points_csv,
+                                                 monkeypatch):
+    import pseudocell.tune_spaces.sweep as sweep
+
+    seen = []
+    monkeypatch.setattr(sweep, "prepare_sweep",
+                        lambda out, base, inputs, options, **kw: seen.append(options) or out)
+    monkeypatch.setattr(sweep, "run_sweep",
+                        lambda *a, **kw: {"best": None, "trials": [], "seconds": 0.0})
+    args = ["tune", "--images", str(image_dir), "--points", str(points_csv), "--val-images",
+            str(image_dir), "--val-gt", str(points_csv), "--out", str(tmp_path / "s")]
+    for extra, share in (([], True), (["--no-share"], False)):
+        res = runner.invoke(app, args + extra)
+        assert res.exit_code == 0, res.output
+        assert seen[-1].share is share

@@ -76,6 +76,18 @@ def adapt_run(tmp_path_factory, domains):
     return layout, cfg, metrics
 
 
+def test_no_adapt_stage_reads_a_field_it_ignores(tmp_path, domains):
+    from conftest import RecordingExecutor, assert_ignored_fields_unread
+
+    for mode in ("adapt", "adapt-ranker"):
+        cfg = adapt_config(rounds=1, mode=mode)
+        layout = prepare_run(tmp_path / mode, cfg, _inputs(domains))
+        ex = RecordingExecutor()
+        run_loop(layout, cfg, ex)
+        assert_ignored_fields_unread(ex, layout, cfg)
+        assert "adapt_schedule" in ex.reads[(0, "curriculum")]  # the proxy sees reads
+
+
 def test_each_domain_gets_its_own_scale(adapt_run, domains):
     import json
 

@@ -37,6 +37,18 @@ def lf_run(tmp_path_factory, small_crops):
     return layout, cfg, metrics
 
 
+def test_no_label_free_stage_reads_a_field_it_ignores(tmp_path, small_crops):
+    from conftest import RecordingExecutor, assert_ignored_fields_unread
+
+    images, gt = small_crops
+    cfg = lf_config()
+    layout = prepare_run(tmp_path / "run", cfg, RunInputs(images, None, gt, images, gt))
+    ex = RecordingExecutor()
+    run_loop(layout, cfg, ex)
+    assert_ignored_fields_unread(ex, layout, cfg)
+    assert "fusion_beta" in ex.reads[(0, "bootstrap_points")]  # the proxy sees reads
+
+
 def test_seeds_are_the_most_confident_psm_points(lf_run):
     layout, cfg, metrics = lf_run
     res = RunResults(layout, cfg)

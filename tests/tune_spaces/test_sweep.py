@@ -67,6 +67,26 @@ def test_the_base_config_is_the_first_trial_when_the_space_holds_it():
     assert base_point(base.replace(alpha=0.1), SPACE) is None  # not one of the choices
 
 
+def test_asha_starts_at_round_1_when_the_trials_share_round_0():
+    from pseudocell.config import Config
+    from pseudocell.tune_spaces import describe
+    from pseudocell.tune_spaces.sweep import first_rung, round0_shared
+
+    base = Config()
+    # selection settings: round 0's detector (hence its validation F1) is every trial's
+    assert round0_shared(base, describe("default"))
+    assert first_rung(base, SweepOptions(space=describe("default"))) == 2
+    assert first_rung(base, SweepOptions(space=describe("default"), share=False)) == 1
+    assert round0_shared(base, {"rounds": {"type": "randint", "low": 1, "high": 3}})
+    # the detector's target, the PSM seeds, the matching radius: round 0 differs
+    assert not round0_shared(base, describe("wide"))
+    assert not round0_shared(base.replace(mode="label-free"), describe("label-free"))
+    assert not round0_shared(base, {"radius": {"type": "uniform", "low": 5, "high": 20}})
+    # the adapt curriculum starts after round 0's source-only detector
+    assert round0_shared(base.replace(mode="adapt"), describe("adapt"))
+    assert not round0_shared(base.replace(mode="adapt"), describe("adapt-dann"))
+
+
 def test_overlapping_validation_and_test_images_are_refused(tmp_path, small_crops, tiny_cfg):
     files = _write(tmp_path, small_crops)
     (tmp_path / "cfg.toml").write_text(dump_toml(tiny_cfg))
@@ -111,6 +131,17 @@ def test_two_trial_sweep_writes_a_best_config_that_run_accepts(tmp_path, small_c
     assert best[OBJECTIVE] == pytest.approx(metrics["rounds"][-1]["heldout@15/f1"])
     cfg = load_config(sweep / "best.toml")
     assert cfg == tiny_cfg.replace(alpha=best["alpha"], p=best["p"])
+
+    # the two trials (run side by side) computed round 0's detector once: one trial's
+    # manifest says it came from the other's, and both hold the same bytes
+    found = [read_manifest(str(sweep / "trials" / r["trial_id"] / "round_000" / stage
+                                / "_manifest.json"))
+             for r in rows for stage in ("train_detector", "train_pu")]
+    assert sum("shared_from" in m for m in found) == 2
+    for stage in (0, 1):
+        a, b = found[stage], found[stage + 2]
+        assert a["outputs"]["model"]["sha256"] == b["outputs"]["model"]["sha256"]
+    assert not list((sweep / "shared").glob("*.lock"))
 
     # MLflow: the sweep's run, one nested child per trial, none left RUNNING
     client = MlflowClient(f"sqlite:///{sweep / 'mlflow.db'}")

@@ -37,6 +37,10 @@ def tune(
     max_concurrent: Annotated[int | None, typer.Option(help="Trials at once (default: as "
                                                             "resources allow).")] = None,
     search_seed: Annotated[int, typer.Option(help="Seed of the random search.")] = 0,
+    share: Annotated[bool, typer.Option(
+        "--share/--no-share", help="Trials reuse the stages whose inputs and read settings "
+                                   "are equal (round 0 of a selection sweep); same "
+                                   "results.")] = True,
     pattern: Annotated[str, typer.Option(help="Glob selecting images.")] = "*",
     resume_dir: Annotated[str | None, typer.Option(
         "--resume", help="Continue a killed sweep in this directory.")] = None,
@@ -78,7 +82,7 @@ def tune(
                                scheduler=scheduler, trial_cpus=trial_cpus,
                                trial_gpus=trial_gpus, max_concurrent=max_concurrent,
                                search_seed=search_seed, tracking_uri=tracking_uri,
-                               experiment=experiment)
+                               experiment=experiment, share=share)
         imgs = load_image_folder(images, pattern=pattern, name="--images")
         pts = load_points(points, imgs, name="--points")
         vimgs = load_image_folder(val_images, pattern=pattern, name="--val-images")

@@ -26,13 +26,14 @@ import numpy as np
 from pseudocell.config import Config, dump_toml, load_config
 from pseudocell.errors import InvalidInputError, PseudocellError, RunDirectoryError, StageError
 from pseudocell.orchestrator.faults import term_driver_if_asked
+from pseudocell.orchestrator.share import StageCache, link_tree, share_key
 from pseudocell.results.finalize import finalize
 from pseudocell.results.reader import RunResults
 from pseudocell.stages.base import Mode, StageInputs, StageOutputs, StageSpec, stage_seed
 from pseudocell.stages.modes import get_mode
 from pseudocell.stages.plan import given_inputs, round_stages, runs, stage_plan
 from pseudocell.storage import arrays, fs, tables
-from pseudocell.storage.layout import SCHEMA_VERSION, RunLayout, source_id
+from pseudocell.storage.layout import SCHEMA_VERSION, RunLayout, join, source_id
 from pseudocell.storage.manifest import (checksum, manifest_hash, read_manifest, remove_tree,
                                          verify_outputs, write_manifest)
 from pseudocell.validation import ImageSet, RunInputs, check_run_dir
@@ -46,8 +47,9 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class StageEvent:
     """Reported to the progress callback before (``status="start"``) and after each stage
-    (``"done"`` or ``"skipped"``), and during training stages (``"progress"``: ``done``
-    of ``total`` steps or epochs, ``value`` = loss or risk). ``n_stages`` is the number
+    (``"done"``, ``"skipped"``, or ``"shared"`` when another run's outputs were reused),
+    and during training stages (``"progress"``: ``done`` of ``total`` steps or epochs,
+    ``value`` = loss or risk). ``n_stages`` is the number
     of stages this round runs; ``unit`` what a training stage's progress counts."""
 
     round: int
@@ -255,14 +257,18 @@ def planned_stages(layout: RunLayout, cfg: Config) -> list[tuple[int, StageSpec]
 
 def run_loop(layout: RunLayout, cfg: Config, executor: Any, *,
              progress: Callable[[StageEvent], None] | None = None,
-             tracker: Any = None) -> dict:
+             tracker: Any = None, cache: StageCache | None = None) -> dict:
     """Run every unfinished stage of every round, then write ``final/``.
 
     ``progress`` gets a :class:`StageEvent` before and after each stage and, during
     training stages, ``status="progress"`` events (``done``/``total`` steps or epochs).
     ``tracker`` (a :class:`~pseudocell.tracking.Tracker`) journals and logs every stage,
     round and the final artefacts, resumed stages included, and marks the run FAILED if
-    anything raises.
+    anything raises. ``cache`` (a sweep's :class:`~pseudocell.orchestrator.share.
+    StageCache`) lets runs share the outputs of stages whose share keys are equal: an
+    unfinished stage first looks there (``status="shared"`` when it was found), waits
+    while another run computes it, and publishes what it computes itself. Without it
+    (plain runs) nothing is looked up or published.
 
     Returns the per-round metrics (list under ``"rounds"``) as written to
     ``final/metrics.json``.
@@ -278,7 +284,8 @@ def run_loop(layout: RunLayout, cfg: Config, executor: Any, *,
         for rnd in range(cfg.rounds + 1):
             specs = [s for r, s in plan if r == rnd]
             for spec in specs:
-                ev = _run_stage(layout, mode, cfg, executor, rnd, spec, report, len(specs))
+                ev = _run_stage(layout, mode, cfg, executor, rnd, spec, report, len(specs),
+                                cache)
                 if tracker is not None:
                     tracker.stage_done(rnd, spec, ev.metrics, ev.seconds)
             if tracker is not None:
@@ -295,8 +302,9 @@ def run_loop(layout: RunLayout, cfg: Config, executor: Any, *,
 
 def _run_stage(layout: RunLayout, mode: Mode, cfg: Config, executor: Any, rnd: int,
                spec: StageSpec, report: Callable[[StageEvent], None],
-               n_stages: int) -> StageEvent:
-    """Run one stage unless its manifest says it is done; returns the done/skipped event.
+               n_stages: int, cache: StageCache | None = None) -> StageEvent:
+    """Run one stage unless its manifest says it is done; returns the done/skipped event
+    (``"shared"`` when ``cache`` held its outputs).
 
     An expected failure (a :class:`~pseudocell.errors.PseudocellError`: bad input, store
     access) becomes a one-line :class:`StageError`; anything else is a bug, logged with
@@ -313,10 +321,93 @@ def _run_stage(layout: RunLayout, mode: Mode, cfg: Config, executor: Any, rnd: i
                         n_stages=n_stages, unit=unit)
         report(ev)
         return ev
+    seed = stage_seed(cfg.seed, rnd, stage)
+    key = None if cache is None else _share_key(layout, cfg, rnd, spec, plan, seed)
+    if key is None:
+        out, seconds = _compute(layout, cfg, executor, rnd, spec, plan, seed, report, n_stages)
+        return _finish(layout, cfg, rnd, spec, seed, inputs_rec, out.uris, out.metrics,
+                       seconds, report, n_stages)
+    done: list[StageEvent] = []
+
+    def use(entry_dir: Path, entry: dict) -> bool:
+        t0 = time.perf_counter()
+        uris = _link_shared(layout, rnd, stage, entry_dir, entry)
+        if uris is None:
+            return False
+        done.append(_finish(layout, cfg, rnd, spec, seed, inputs_rec, uris,
+                            entry.get("metrics") or {}, time.perf_counter() - t0, report,
+                            n_stages, shared_from=key,
+                            sums={k: r["sha256"] for k, r in entry["outputs"].items()}))
+        return True
+
+    def compute() -> tuple[str, dict] | None:
+        out, seconds = _compute(layout, cfg, executor, rnd, spec, plan, seed, report,
+                                n_stages)
+        out_dir = layout.stage_dir(rnd, stage)
+        done.append(_finish(layout, cfg, rnd, spec, seed, inputs_rec, out.uris,
+                            out.metrics, seconds, report, n_stages))
+        m = read_manifest(mpath)
+        outputs = {}
+        for k, u in out.uris.items():
+            rel = os.path.relpath(u, out_dir)
+            # an output outside the folder is one of the run's stores passed on (the scale
+            # stage's images at scale 1): its record names the borrower's own copy
+            where = {"run_path": m["outputs"][k]["uri"]} if rel.startswith("..") else \
+                {"path": rel}
+            outputs[k] = {**where, "sha256": m["outputs"][k]["sha256"]}
+        return out_dir, {"stage": stage, "round": rnd, "seed": seed, "seconds": seconds,
+                         "metrics": m["metrics"], "outputs": outputs}
+
+    cache.get_or_run(key, use, compute)
+    return done[-1]
+
+
+def _share_key(layout: RunLayout, cfg: Config, rnd: int, spec: StageSpec,
+               plan: dict[str, tuple[str, str]], seed: int) -> str | None:
+    """The stage's :func:`~pseudocell.orchestrator.share.share_key`: its inputs by the
+    checksum their producers recorded. None when an input has no recorded checksum."""
+    content = {}
+    for name, (uri, mpath) in plan.items():
+        m = read_manifest(mpath) or {}
+        sums = [r.get("sha256") for r in (m.get("outputs") or {}).values()
+                if layout.uri(r.get("uri", "")) == uri]
+        if not sums or sums[0] is None:
+            return None
+        content[name] = sums[0]
+    return share_key(stage=spec.name, fn=f"{spec.fn.__module__}.{spec.fn.__qualname__}",
+                     rnd=rnd, seed=seed, config=cfg.stage_hash_without(spec.ignores),
+                     inputs=content)
+
+
+def _link_shared(layout: RunLayout, rnd: int, stage: str, entry_dir: Path,
+                 entry: dict) -> dict[str, str] | None:
+    """Put a shared entry's files into this run's stage folder (hard links); the output
+    URIs, or None (and the folder removed) when a file does not match its checksum.
+    Outputs that are stores of the run passed on (``run_path``) name this run's own,
+    which must have the same checksum."""
+    out_dir = layout.stage_dir(rnd, stage)
+    remove_tree(out_dir)
+    try:
+        link_tree(entry_dir / "files", out_dir)
+        uris = {k: join(out_dir, r["path"]) if "path" in r else layout.uri(r["run_path"])
+                for k, r in entry["outputs"].items()}
+        ok = all(checksum(uris[k]) == r["sha256"] for k, r in entry["outputs"].items())
+    except (OSError, KeyError, TypeError, PseudocellError):
+        ok = False
+    if not ok:
+        remove_tree(out_dir)
+        return None
+    return uris
+
+
+def _compute(layout: RunLayout, cfg: Config, executor: Any, rnd: int, spec: StageSpec,
+             plan: dict[str, tuple[str, str]], seed: int,
+             report: Callable[[StageEvent], None], n_stages: int) -> tuple[StageOutputs, float]:
+    """Run the stage in a fresh folder; its outputs and seconds."""
+    stage, unit = spec.name, spec.progress_unit
     out_dir = layout.stage_dir(rnd, stage)
     remove_tree(out_dir)  # partial outputs of an interrupted attempt
     fs.makedirs(out_dir)
-    seed = stage_seed(cfg.seed, rnd, stage)
     inp = StageInputs(out_dir=out_dir, round=rnd, seed=seed,
                       uris={k: u for k, (u, _) in plan.items()})
     report(StageEvent(rnd, stage, "start", n_stages=n_stages, unit=unit))
@@ -337,16 +428,31 @@ def _run_stage(layout: RunLayout, mode: Mode, cfg: Config, executor: Any, rnd: i
         raise StageError(f"round {rnd} stage {stage!r} failed with an unexpected "
                          f"{type(e).__name__}: {e} (a bug: the traceback is in the run's "
                          "pseudocell.log, and on the console with --log-level DEBUG)") from e
-    seconds = time.perf_counter() - t0
-    write_manifest(mpath, {
+    return out, time.perf_counter() - t0
+
+
+def _finish(layout: RunLayout, cfg: Config, rnd: int, spec: StageSpec, seed: int,
+            inputs_rec: dict, uris: dict[str, str], metrics: dict, seconds: float,
+            report: Callable[[StageEvent], None], n_stages: int, *,
+            shared_from: str | None = None, sums: dict[str, str] | None = None) -> StageEvent:
+    """Write the stage's manifest (last: it marks the stage finished) and report it.
+    ``sums``: the outputs' checksums where they were just verified."""
+    sums = sums or {}
+    stage = spec.name
+    manifest = {
         "stage": stage, "round": rnd, "seed": seed, "schema_version": SCHEMA_VERSION,
         "config_hash": cfg.stage_hash, "inputs": inputs_rec,
-        "outputs": {k: {"uri": layout.record(u), "sha256": checksum(u)}
-                    for k, u in out.uris.items()},
-        "metrics": out.metrics, "seconds": seconds, "versions": _versions(),
-    })
-    logger.info("round=%d stage=%s seconds=%.1f", rnd, stage, seconds)
-    ev = StageEvent(rnd, stage, "done", seconds, out.metrics, n_stages=n_stages, unit=unit)
+        "outputs": {k: {"uri": layout.record(u), "sha256": sums.get(k) or checksum(u)}
+                    for k, u in uris.items()},
+        "metrics": metrics, "seconds": seconds, "versions": _versions(),
+    }
+    if shared_from is not None:
+        manifest["shared_from"] = shared_from
+    write_manifest(layout.manifest(rnd, stage), manifest)
+    logger.info("round=%d stage=%s seconds=%.1f%s", rnd, stage, seconds,
+                f" shared_from={shared_from[:12]}" if shared_from else "")
+    ev = StageEvent(rnd, stage, "shared" if shared_from else "done", seconds, metrics,
+                    n_stages=n_stages, unit=spec.progress_unit)
     report(ev)
     return ev
 

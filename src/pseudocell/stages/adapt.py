@@ -269,6 +269,14 @@ def evaluate_adapt(inp: StageInputs, cfg: Config) -> StageOutputs:
 
 # -- the modes --------------------------------------------------------------------------
 
+#: Config fields read only by ``uncertainty``, only by ``curriculum`` (``adapt_negatives``:
+#: by both): the stages before them declare them ignored (see
+#: :data:`pseudocell.stages.loop.RANK_FIELDS`), so an ``adapt`` sweep shares round 0.
+UNCERTAINTY_FIELDS = frozenset({"uncertainty", "mc_passes"})
+CURRICULUM_FIELDS = frozenset({"adapt_schedule", "adapt_min_confidence"})
+_BEFORE_UNCERTAINTY = (loop.BEFORE_RANK_IGNORES | UNCERTAINTY_FIELDS | CURRICULUM_FIELDS
+                       | {"adapt_negatives"})
+
 _IMAGES = Prepared("scale", "images")
 _SCALE = Prepared("scale", "scale")
 _SCALE_STAGE = StageSpec(
@@ -276,7 +284,7 @@ _SCALE_STAGE = StageSpec(
     inputs={"images": Input("images"), "points": Input("source_points"),
             "source_images": Input("source_images"), "eval_images": Input("eval_images")},
     optional=frozenset({"eval_images"}),
-    row={"cell_diameter": "cell_diameter", "scale": "scale"})
+    row={"cell_diameter": "cell_diameter", "scale": "scale"}, ignores=_BEFORE_UNCERTAINTY)
 _TRAIN = StageSpec(
     "train_detector", train_adapt_detector, "DetectorTrainer", TRAINING,
     inputs={"images": _IMAGES, "scale": _SCALE, "points": Labels(),
@@ -286,19 +294,21 @@ _TRAIN = StageSpec(
     series={"detector_loss": ("detector/loss", "detector_loss_steps"),
             "domain_accuracy": ("detector/domain_accuracy", "detector_loss_steps")},
     row={"n_pos": "labels_pos", "n_neg": "labels_neg",
-         "final_domain_accuracy": "domain_accuracy"})
+         "final_domain_accuracy": "domain_accuracy"}, ignores=_BEFORE_UNCERTAINTY)
 _UNCERTAINTY = StageSpec(
     "uncertainty", uncertainty, "Predictor",
     inputs={"images": _IMAGES, "scale": _SCALE, "model": Output("train_detector", "model"),
             "peaks": Output("predict", "peaks"),
             "candidates": Output("predict", "candidates")},
-    row={"mean_confidence": "mean_confidence"})
+    row={"mean_confidence": "mean_confidence"},
+    ignores=loop.BEFORE_RANK_IGNORES | CURRICULUM_FIELDS)
 _CURRICULUM = StageSpec(
     "curriculum", curriculum, "LabelSelector", uses_gpu=False,
     inputs={"images": _IMAGES, "scored": Output("uncertainty", "scored"),
             "empty": Output("uncertainty", "empty")},
     row={"admitted_fraction": "admitted_fraction", "n_admitted": "n_admitted",
-         "mean_admitted_confidence": "mean_admitted_confidence"})
+         "mean_admitted_confidence": "mean_admitted_confidence"},
+    ignores=loop.BEFORE_RANK_IGNORES | UNCERTAINTY_FIELDS)
 _ADMITTED = Output("curriculum", "points")
 #: The loop's predict stage on the target, the held-out and the source images; its peak
 #: threshold is calibrated on the source, at the source's points (the loop's rule where
@@ -310,11 +320,14 @@ _PREDICT = replace(
     inputs={**{k: v for k, v in loop.PREDICT.inputs.items() if k != "points"},
             "source_images": Prepared("scale", "source_images"),
             "source_points": Input("source_points")},
-    optional=loop.PREDICT.optional - {"points"})
+    optional=loop.PREDICT.optional - {"points"}, ignores=_BEFORE_UNCERTAINTY)
 
 def _evaluate(labels: Output) -> StageSpec:
     """Evaluation of a round whose labels are ``labels``."""
-    return StageSpec("evaluate", evaluate_adapt, **loop.EVAL_SPEC,
+    spec = {**loop.EVAL_SPEC,
+            "ignores": loop.EVAL_SPEC["ignores"] | UNCERTAINTY_FIELDS | CURRICULUM_FIELDS
+            | {"adapt_negatives"}}
+    return StageSpec("evaluate", evaluate_adapt, **spec,
                      inputs={**loop.EVAL_INPUTS, "points": labels})
 
 

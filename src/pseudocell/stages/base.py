@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -185,6 +185,14 @@ class StageSpec:
     artifacts : tuple of str
         Outputs (files or folders, e.g. pictures of what the stage saw) that the MLflow
         record of its round keeps as artefacts, under the stage's name.
+    ignores : frozenset of str
+        Config fields the stage never reads (nor does anything it calls), e.g. the
+        selection settings for the detector's stages. Runs whose configs differ only in
+        these fields may share the stage's outputs when its inputs are equal (a Tune
+        sweep's trials, :mod:`pseudocell.orchestrator.share`); manifests and resume
+        still use the whole :attr:`~pseudocell.config.Config.stage_hash`. Declaring a
+        field that the stage does read makes sharing wrong: the tests record every
+        field each stage reads.
     """
 
     name: str
@@ -201,8 +209,13 @@ class StageSpec:
     journal_scalars: bool = True
     row: Mapping[str, str] | str = field(default_factory=dict)
     artifacts: tuple[str, ...] = ()
+    ignores: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
+        known = {f.name for f in fields(Config)} - {"mode", "seed"}
+        if not set(self.ignores) <= known:
+            raise ValueError(f"stage {self.name!r}: ignores {sorted(set(self.ignores) - known)}"
+                             " are not config fields a stage may ignore")
         if self.kind not in KINDS:
             raise ValueError(f"stage {self.name!r}: kind {self.kind!r} is not one of {KINDS}")
         if (self.kind == SHARDED) != (self.shards is not None):

@@ -40,7 +40,8 @@ from pseudocell.storage.layout import join
 __all__ = ["train_detector", "predict", "extract_patches", "train_pu", "rank", "select",
            "update_labels", "evaluate", "scale_stage", "ranker_stages", "detector_data",
            "fit_detector", "loss_series", "save_model", "load_model", "PREDICT",
-           "EVAL_INPUTS", "EVAL_SPEC", "BACKGROUND", "PARTIAL"]
+           "EVAL_INPUTS", "EVAL_SPEC", "BACKGROUND", "PARTIAL", "RANK_FIELDS", "SELECT_FIELDS",
+           "EVAL_FIELDS", "BEFORE_RANK_IGNORES"]
 
 logger = logging.getLogger(__name__)
 
@@ -650,6 +651,16 @@ def _pseudo_label_quality(inp: StageInputs, ids: list[str], gt: dict[str, np.nda
 
 # -- the mode ---------------------------------------------------------------------------
 
+#: Config fields only ``rank`` reads, only ``select`` reads, only ``evaluate`` reads: the
+#: other stages declare them in :attr:`~pseudocell.stages.base.StageSpec.ignores`, so
+#: that a sweep over them shares everything before ``rank`` (round 0's detector and PU
+#: learner) between its trials.
+RANK_FIELDS = frozenset({"p", "lam", "neg_ranker", "provisional_top"})
+SELECT_FIELDS = frozenset({"alpha", "beta", "neg_peak_quantile", "pu_agree"})
+EVAL_FIELDS = frozenset({"radius", "extra_radii"})
+#: What every stage before ``rank`` ignores.
+BEFORE_RANK_IGNORES = RANK_FIELDS | SELECT_FIELDS | EVAL_FIELDS
+
 _IMAGES = Prepared("scale", "images")
 _SCALE = Prepared("scale", "scale")
 _TABLE = Output("extract_patches", "table")
@@ -659,7 +670,7 @@ _TRAIN_DETECTOR = StageSpec(
             "reviewed": Human("tiles")},
     optional=frozenset({"reviewed"}),
     series={"detector_loss": ("detector/loss", "detector_loss_steps")},
-    row={"n_pos": "labels_pos", "n_neg": "labels_neg"})
+    row={"n_pos": "labels_pos", "n_neg": "labels_neg"}, ignores=BEFORE_RANK_IGNORES)
 #: The predict stage (its model: this round's ``train_detector``).
 PREDICT = StageSpec(
     "predict", predict, "Predictor", SHARDED,
@@ -667,14 +678,15 @@ PREDICT = StageSpec(
             "points": Labels(), "eval_images": Prepared("scale", "eval_images")},
     optional=frozenset({"eval_images", "points"}),
     row={"peak_threshold": "peak_threshold", "n_detections": "n_detections"},
-    shards=ShardedStage(predict_plan, predict_shard, predict_merge))
+    shards=ShardedStage(predict_plan, predict_shard, predict_merge),
+    ignores=BEFORE_RANK_IGNORES)
 #: The evaluation stage's inputs and settings (modes add ``points``, ``selected`` ...).
 EVAL_INPUTS = {"images": _IMAGES, "peaks": Output("predict", "peaks"), "gt": Input("gt"),
                "eval_images": Prepared("scale", "eval_images"), "eval_gt": Input("eval_gt"),
                "eval_peaks": Output("predict", "eval_peaks")}
 EVAL_SPEC = dict(actor="LabelSelector", run_if_any=("gt", "eval_gt"), uses_gpu=False,
                  optional=frozenset({"gt", "eval_images", "eval_gt", "eval_peaks"}),
-                 journal_scalars=False, row="*")
+                 journal_scalars=False, row="*", ignores=RANK_FIELDS | SELECT_FIELDS)
 
 
 def scale_stage(points: Input | Output) -> StageSpec:
@@ -684,7 +696,8 @@ def scale_stage(points: Input | Output) -> StageSpec:
                      inputs={"images": Input("images"), "points": points,
                              "eval_images": Input("eval_images")},
                      optional=frozenset({"eval_images"}),
-                     row={"cell_diameter": "cell_diameter", "scale": "scale"})
+                     row={"cell_diameter": "cell_diameter", "scale": "scale"},
+                     ignores=BEFORE_RANK_IGNORES)
 
 
 def ranker_stages(labels: Labels | Output) -> tuple[StageSpec, ...]:
@@ -696,28 +709,32 @@ def ranker_stages(labels: Labels | Output) -> tuple[StageSpec, ...]:
                   inputs={"images": _IMAGES, "scale": _SCALE, "points": labels,
                           "peaks": Output("predict", "candidates")},
                   shards=ShardedStage(extract_patches_plan, extract_patches_shard,
-                                      extract_patches_merge)),
+                                      extract_patches_merge),
+                  ignores=BEFORE_RANK_IGNORES),
         StageSpec("train_pu", train_pu, "PUFeatureLearner", TRAINING,
                   inputs={"images": _IMAGES, "patches": Output("extract_patches", "patches"),
                           "table": _TABLE},
-                  progress_unit="epochs", series={"pu_risk": ("pu/risk", None)}),
+                  progress_unit="epochs", series={"pu_risk": ("pu/risk", None)},
+                  ignores=BEFORE_RANK_IGNORES),
         StageSpec("rank", rank, "PRanker", uses_gpu=False,
                   inputs={"images": _IMAGES, "features": Output("train_pu", "features"),
-                          "table": _TABLE}),
+                          "table": _TABLE}, ignores=SELECT_FIELDS | EVAL_FIELDS),
         StageSpec("select", select, "LabelSelector", uses_gpu=False,
                   inputs={"images": _IMAGES, "scores": Output("rank", "scores"),
                           "pu_scores": Output("train_pu", "pu_scores")},
-                  row={"n_pseudo_pos": "n_pseudo_pos", "n_pseudo_neg": "n_pseudo_neg"}),
+                  row={"n_pseudo_pos": "n_pseudo_pos", "n_pseudo_neg": "n_pseudo_neg"},
+                  ignores=RANK_FIELDS | EVAL_FIELDS),
         StageSpec("update_labels", update_labels, "LabelSelector", uses_gpu=False,
                   inputs={"images": _IMAGES, "points": labels,
-                          "selected": Output("select", "selected"), "table": _TABLE}),
+                          "selected": Output("select", "selected"), "table": _TABLE},
+                  ignores=BEFORE_RANK_IGNORES),
     )
 
 
 #: Round 0's labels: the clicks plus confident background points.
 BACKGROUND = StageSpec("background", add_background, "LabelSelector", uses_gpu=False,
                        inputs={"images": _IMAGES, "scale": _SCALE, "points": Input("points")},
-                       row={"n_background": "n_background"})
+                       row={"n_background": "n_background"}, ignores=BEFORE_RANK_IGNORES)
 
 #: The partial-annotation loop: clicked points → rounds of detector, PU features, ranker
 #: and pseudo-labels → the final detector.

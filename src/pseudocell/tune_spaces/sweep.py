@@ -6,13 +6,15 @@ A sweep directory holds::
     inputs/             training images + points, validation images + full ground truth
     tune/               Ray Tune's experiment state (``Tuner.restore`` resumes from it)
     trials/<trial id>/  one run directory per trial (same stages and stores as `run`)
+    shared/             stage outputs the trials share (round 0 of a selection sweep)
     mlflow.db           default tracking store: one parent run, one child run per trial
     best.toml           the best trial's config (``pseudocell run --config best.toml``)
     trials.csv          every trial, best first
 
 The objective is the F1 (at the config's matching ``radius``) of each round's detector on
 the validation images, reported after every round, so ASHA can stop a poor trial after
-its first round. Validation images feed only this objective, never a trial's labels;
+its first round (its second when every trial shares round 0: :func:`first_rung`).
+Validation images feed only this objective, never a trial's labels;
 images meant for the final test must not be among them (:func:`prepare_sweep` refuses).
 A trial killed with the driver resumes from its last finished stage.
 """
@@ -38,12 +40,14 @@ from pseudocell.tune_spaces.spaces import check_space
 from pseudocell.validation import ImageSet, RunInputs, check_disjoint_images
 
 __all__ = ["SweepOptions", "prepare_sweep", "run_sweep", "OBJECTIVE", "trial_table",
-           "base_point"]
+           "base_point", "first_rung", "round0_shared", "SHARED"]
 
 logger = logging.getLogger(__name__)
 
 #: Name of the metric Tune optimises (maximised).
 OBJECTIVE = "val_f1"
+#: The folder of a sweep where trials share stage outputs (``SweepOptions.share``).
+SHARED = "shared"
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,11 @@ class SweepOptions:
     tracking_uri, experiment : str or None
         MLflow store (default ``sqlite:///SWEEP/mlflow.db``) and experiment
         (default ``"pseudocell-tune"``).
+    share : bool, default=True
+        Trials share the stages whose inputs and read settings are equal (content
+        addressed, under ``SWEEP/shared``; see :mod:`pseudocell.orchestrator.share`):
+        with the selection settings searched, round 0's detector and PU learner are
+        computed once. Results are the same bytes either way.
     """
 
     space: dict = field(default_factory=dict)
@@ -81,6 +90,7 @@ class SweepOptions:
     search_seed: int = 0
     tracking_uri: str | None = None
     experiment: str | None = None
+    share: bool = True
 
     def __post_init__(self) -> None:
         problems = []
@@ -163,6 +173,7 @@ def _trial(params: dict, *, sweep_dir: str, parent_run_id: str | None) -> None:
 
     from pseudocell.orchestrator.executors import LocalExecutor
     from pseudocell.orchestrator.run import prepare_run_from, run_loop
+    from pseudocell.orchestrator.share import StageCache
     from pseudocell.tracking import Tracker
 
     root = Path(sweep_dir)
@@ -211,7 +222,8 @@ def _trial(params: dict, *, sweep_dir: str, parent_run_id: str | None) -> None:
     tracker = TuneTracker(layout, tracking_uri=_tracking_uri(root, options),
                           experiment=_experiment(options), nest_under=parent_run_id,
                           light=True)
-    run_loop(layout, cfg, LocalExecutor(), tracker=tracker)
+    cache = StageCache.at(str(root / SHARED)) if options.share else None
+    run_loop(layout, cfg, LocalExecutor(), tracker=tracker, cache=cache)
     if final_row is not None and cfg.rounds > reported:
         report(cfg.rounds, final_row)
 
@@ -273,7 +285,8 @@ def run_sweep(sweep_dir: str | Path, *, resume: bool = False, address: str | Non
             max_rounds = _max_rounds(base, options.space)
             # max_t beyond the last report: a trial that is not stopped early returns by
             # itself, after writing its final outputs (at max_t Tune would stop it first)
-            scheduler = (ASHAScheduler(time_attr="training_iteration", grace_period=1,
+            scheduler = (ASHAScheduler(time_attr="training_iteration",
+                                       grace_period=first_rung(base, options),
                                        max_t=max_rounds + 2, reduction_factor=2)
                          if options.scheduler == "asha" else FIFOScheduler())
             tuner = tune.Tuner(
@@ -342,6 +355,55 @@ def base_point(base: Config, space: dict) -> dict | None:
             return None
         point[key] = v
     return point
+
+
+def round0_shared(base: Config, space: dict) -> bool:
+    """Whether every trial's round-0 objective is the same number: no searched setting
+    (``rounds`` aside, which no stage reads) is read by round 0's held-out detections or
+    by the stage that scores them, so the trials share that detector
+    (:attr:`~pseudocell.stages.base.StageSpec.ignores`)."""
+    from pseudocell.stages.base import Input
+    from pseudocell.stages.modes import get_mode
+
+    mode = get_mode(base.mode)
+    searched = set(space) - {"rounds"}
+    stages = mode.stages_of(0, max(base.rounds, 1))
+    scoring = [s for s in stages
+               if any(isinstance(r, Input) and r.store == "eval_gt" for r in s.inputs.values())]
+    product = mode.products.get("heldout_detections")
+    if product is None or not scoring:
+        return False
+    needed = _upstream(mode, stages, product.stage) + scoring
+    return all(searched <= s.ignores for s in needed)
+
+
+def _upstream(mode, stages, name: str) -> list:
+    """Stage ``name`` of round 0 and every stage of round 0 (or before it) it reads."""
+    from pseudocell.stages.base import Labels, Output, Prepared
+
+    by_name = {s.name: s for s in stages}
+    seen: dict[str, Any] = {}
+    todo = [name]
+    while todo:
+        spec = by_name[todo.pop()]
+        if spec.name in seen:
+            continue
+        seen[spec.name] = spec
+        for ref in spec.inputs.values():
+            if isinstance(ref, Labels):
+                ref = mode.initial_labels
+            if isinstance(ref, Prepared) or (isinstance(ref, Output) and ref.offset == 0):
+                todo.append(ref.stage)
+    return list(seen.values())
+
+
+def first_rung(base: Config, options: SweepOptions) -> int:
+    """ASHA's grace period, in reports (the report of round r is iteration r + 1).
+
+    When the trials share round 0 (:func:`round0_shared`), its report is the same value
+    for every trial and a rung there decides nothing (ties never stop a trial), so the
+    first rung is at round 1 (iteration 2); otherwise at round 0 (iteration 1)."""
+    return 2 if options.share and round0_shared(base, options.space) else 1
 
 
 def _max_rounds(base: Config, space: dict) -> int:
