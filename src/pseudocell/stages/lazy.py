@@ -193,8 +193,10 @@ class RowFile:
         if len(idx) and (idx.min() < 0 or idx.max() >= self._n):
             raise IndexError(f"rows outside [0, {self._n})")
         out = np.empty((len(idx), *self.row_shape), self.dtype)
-        for j, r in enumerate(idx):
-            self._read(out[j:j + 1], int(r))
+        # one read per run of consecutive rows (a view's rows in order: a few reads)
+        cut = np.flatnonzero(np.diff(idx) != 1) + 1
+        for a, b in zip(np.r_[0, cut], np.r_[cut, len(idx)]) if len(idx) else ():
+            self._read(out[a:b], int(idx[a]))
         return out
 
     def _read(self, out: np.ndarray, row: int) -> None:
