@@ -127,6 +127,10 @@ def test_auto_engine_picks_ray_from_the_measured_size():
     k = inference.RAY_MIN_IMAGES
     assert (choose_engine("auto", k - 1), choose_engine("auto", k)) == ("local", "ray")
     assert choose_engine("local", 10 * k) == "local" and choose_engine("ray", 1) == "ray"
+    # without Ray Data installed: auto stays local, ray names the extra
+    assert choose_engine("auto", 10 * k, have_ray=False) == "local"
+    with pytest.raises(InvalidInputError, match=r"pseudocell\[ray\]"):
+        choose_engine("ray", 1, have_ray=False)
 
 
 def test_the_cli_help_names_the_threshold():

@@ -151,8 +151,8 @@ def ray_detect_batches(paths: Sequence[str], settings: DetectSettings, *,
 
     Resources: when the cluster has GPUs and ``settings.device`` is not ``cpu``, each
     actor takes one GPU (and no CPU) and ``concurrency`` defaults to the number of GPUs;
-    otherwise each actor takes one CPU and one torch thread, ``concurrency`` defaulting
-    to the cluster's CPUs. Memory stays bounded: Ray Data's streaming executor keeps only
+    otherwise each actor takes ``settings.num_threads`` CPUs and torch threads (default
+    1), ``concurrency`` defaulting to the cluster's CPUs divided by that. Memory stays bounded: Ray Data's streaming executor keeps only
     a few batches in flight.
     """
     import ray
@@ -164,9 +164,11 @@ def ray_detect_batches(paths: Sequence[str], settings: DetectSettings, *,
         settings = replace(settings, device="cuda")
         res = {"num_gpus": 1, "num_cpus": 0}
     else:
-        settings = replace(settings, device="cpu", num_threads=1)
-        res = {"num_cpus": 1}
-    concurrency = concurrency or max(1, gpus or int(ray.cluster_resources().get("CPU", 1)))
+        threads = settings.num_threads or 1
+        settings = replace(settings, device="cpu", num_threads=threads)
+        res = {"num_cpus": threads}
+    concurrency = concurrency or max(1, gpus or int(ray.cluster_resources().get("CPU", 1))
+                                     // res["num_cpus"])
     logger.info("detect on Ray Data: actors=%d gpus_per_actor=%d batch_size=%d",
                 concurrency, 1 if gpus else 0, batch_size)
 
