@@ -33,11 +33,14 @@ def test_compare_tells_identical_from_last_digit_values_from_other_points(tmp_pa
     _det(tmp_path / "a", [("i", "1.00", "2.00", "0.5")])
     _det(tmp_path / "b", [("i", "1.00", "2.00", "0.5")])
     _det(tmp_path / "c", [("i", "1.00", "2.00", "0.500001")])
-    _det(tmp_path / "d", [("i", "1.00", "2.01", "0.5")])
+    _det(tmp_path / "d", [("i", "1.00", "2.50", "0.5")])
+    _det(tmp_path / "e", [("i", "1.01", "2.00", "0.5")])
     assert ds._compare(tmp_path / "a", tmp_path / "b")["identical"]
     c = ds._compare(tmp_path / "a", tmp_path / "c")
     assert not c["identical"] and c["same_points"] and c["max_value_diff"] < 2e-6
     assert not ds._compare(tmp_path / "a", tmp_path / "d")["same_points"]
+    e = ds._compare(tmp_path / "a", tmp_path / "e")  # a position rounded the other way
+    assert e["same_points"] and abs(e["max_position_diff"] - 0.01) < 1e-9
 
 
 def test_marginal_rate_leaves_out_the_start_up():
