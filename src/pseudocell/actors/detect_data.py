@@ -152,12 +152,12 @@ def ray_detect_batches(paths: Sequence[str], settings: DetectSettings, *,
     Resources: when the cluster has GPUs and ``settings.device`` is not ``cpu``, each
     actor takes one GPU (and no CPU) and ``concurrency`` defaults to the number of GPUs;
     otherwise each actor takes ``settings.num_threads`` CPUs and torch threads (default
-    1), ``concurrency`` defaulting to the cluster's CPUs divided by that. Memory stays bounded: Ray Data's streaming executor keeps only
-    a few batches in flight.
+    1), ``concurrency`` defaulting to the cluster's CPUs divided by that. Memory stays
+    bounded: Ray Data's streaming executor keeps only a few batches in flight.
     """
-    import ray
-
     from dataclasses import replace
+
+    import ray
 
     gpus = int(ray.cluster_resources().get("GPU", 0)) if settings.device != "cpu" else 0
     if gpus:
