@@ -149,6 +149,13 @@ def bare_throughput(model: Path, paths: list[Path], *, repeats: int = 3,
 
 
 # -- detect in a child, memory of its process tree -----------------------------------------
+def _images_done(out: Path) -> int:
+    """Images written to shards so far (the first index of the last shard; a lower
+    bound, in steps of a shard)."""
+    parts = sorted((out / "shards").glob("part-*.parquet")) if (out / "shards").exists() else []
+    return int(parts[-1].stem.split("-")[1]) if parts else 0
+
+
 def _descendants(pid: int) -> list[int]:
     """``pid`` and every live descendant (from /proc; Ray's processes included)."""
     children: dict[int, list[int]] = {}
@@ -196,6 +203,7 @@ def run_detect(model: Path, images: Path, out: Path, *, engine: str, n: int,
     env = _child_env()
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     peak = {"rss_mb": 0.0, "pss_mb": 0.0, "processes": 0}
+    series: list[tuple[float, float, int]] = []  # (s, tree PSS MB, images done) every ~5 s
     stop = threading.Event()
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -207,6 +215,9 @@ def run_detect(model: Path, images: Path, out: Path, *, engine: str, n: int,
             peak["rss_mb"] = max(peak["rss_mb"], rss)
             peak["pss_mb"] = max(peak["pss_mb"], pss)
             peak["processes"] = max(peak["processes"], k)
+            now = time.perf_counter() - t0
+            if not series or now - series[-1][0] >= 5.0:
+                series.append((round(now, 1), round(pss, 1), _images_done(out)))
             stop.wait(interval)
 
     th = threading.Thread(target=sample, daemon=True)
@@ -224,6 +235,7 @@ def run_detect(model: Path, images: Path, out: Path, *, engine: str, n: int,
     return {"engine": engine, "n_images": n, "wall_s": wall, "images_per_s": n / wall,
             "detections": n_det, "peak_tree_rss_mb": peak["rss_mb"],
             "peak_tree_pss_mb": peak["pss_mb"], "max_processes": peak["processes"],
+            "pss_series": series,
             "cmd": " ".join(cmd[1:])}
 
 
