@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 TORCH_INDEX ?=
 
-.PHONY: demo test test-slow test-all bench bench-quick bench-quality bench-label-free bench-adapt bench-human bench-perf bench-executor bench-tune bench-tune-share clean
+.PHONY: demo test test-slow test-all bench bench-quick bench-quality bench-label-free bench-adapt bench-human bench-perf bench-executor bench-tune bench-tune-share bench-detect clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null 2>&1 || { echo "error: $(PY) not found; install Python 3.11 or run 'make PY=/path/to/python3.11 ...'"; exit 1; }
@@ -58,6 +58,12 @@ bench-perf: $(STAMP)
 
 bench-executor: $(STAMP)
 	$(BIN)/python benchmarks/executor_overhead.py --out runs/bench_executor.json
+
+# detect on 100 and 1,000 synthesised 512x512 images, local and Ray Data engines, against
+# the bare model (images in /tmp/pseudocell_detect_scale; add DETECT_SIZES=1000,10000 for the full set)
+DETECT_SIZES ?= 100,1000
+bench-detect: $(STAMP)
+	$(BIN)/python benchmarks/detect_scale.py --sizes $(DETECT_SIZES) --out runs/bench_detect_scale.json
 
 bench-tune: $(STAMP)
 	$(BIN)/python benchmarks/tune.py --out runs/bench_tune --samples 6

@@ -21,7 +21,8 @@ from pseudocell.data.points import read_points_csv
 from pseudocell.errors import InvalidInputError, RunDirectoryError
 
 __all__ = ["ImageSet", "RunInputs", "check_label_free_inputs", "check_adapt_inputs",
-           "check_image", "load_image_folder", "check_points",
+           "check_image", "load_image_folder", "list_image_folder",
+           "read_checked_image", "check_points",
            "load_points", "load_run_inputs", "check_run_dir", "check_disjoint_images",
            "check_output_path", "check_output_file", "check_port", "check_device",
            "load_model_file", "check_same_images", "check_data_dir", "parse_rounds"]
@@ -100,8 +101,11 @@ def check_image(arr: np.ndarray, *, name: str) -> np.ndarray:
     return normalize(to_gray(a))
 
 
-def load_image_folder(folder: str | Path, *, pattern: str = "*", name: str = "images") -> ImageSet:
-    """Read and check every image in ``folder`` (glob ``pattern``), sorted by file name."""
+def list_image_folder(folder: str | Path, *, pattern: str = "*",
+                      name: str = "images") -> tuple[list[str], list[str]]:
+    """Image files of ``folder`` (glob ``pattern``) without reading them: ``(ids, paths)``
+    sorted by file name. Checks that the folder exists, holds images and that no two
+    files share an id; the pixels are checked by :func:`read_checked_image`."""
     from pseudocell.storage import fs
 
     folder = str(folder) if "://" in str(folder) else Path(folder)
@@ -114,21 +118,36 @@ def load_image_folder(folder: str | Path, *, pattern: str = "*", name: str = "im
             f"{name}: folder {str(folder)!r} holds no image matching {pattern!r} "
             "(.png, .tif, .tiff, .jpg). Point it at the folder with the images."
         )
-    ids, imgs, channels = [], [], []
-    for p in paths:
-        try:
-            raw = read_raw(p)
-        except Exception as e:  # any decoder failure is the file's fault
-            raise InvalidInputError(f"{name}: image {str(p)!r} cannot be read ({e}); "
-                                    "re-export it as PNG or TIFF") from e
-        imgs.append(check_image(raw, name=repr(str(p))))
-        ids.append(image_id(p))
-        channels.append(1 if np.ndim(raw) == 2 else 3)
-    dup = sorted({i for i in ids if ids.count(i) > 1})
+    ids = [image_id(p) for p in paths]
+    seen: set[str] = set()
+    dup = sorted({i for i in ids if i in seen or seen.add(i)})
     if dup:
         raise InvalidInputError(f"{name}: several files share the id(s) {dup} (same name, "
                                 "different suffix); keep one file per image")
-    return ImageSet(ids, imgs, [str(p) for p in paths], tuple(channels))
+    return ids, [str(p) for p in paths]
+
+
+def read_checked_image(path: str | Path, *, name: str = "images") -> tuple[np.ndarray, int]:
+    """Read one image file and check it: ``(image (H, W) float32 normalised, channels)``
+    where ``channels`` is 1 (grey) or 3 (RGB) as stored. A file that cannot be decoded or
+    holds no usable image raises :class:`InvalidInputError` naming the file."""
+    try:
+        raw = read_raw(path)
+    except Exception as e:  # any decoder failure is the file's fault
+        raise InvalidInputError(f"{name}: image {str(path)!r} cannot be read ({e}); "
+                                "re-export it as PNG or TIFF") from e
+    return check_image(raw, name=repr(str(path))), (1 if np.ndim(raw) == 2 else 3)
+
+
+def load_image_folder(folder: str | Path, *, pattern: str = "*", name: str = "images") -> ImageSet:
+    """Read and check every image in ``folder`` (glob ``pattern``), sorted by file name."""
+    ids, paths = list_image_folder(folder, pattern=pattern, name=name)
+    imgs, channels = [], []
+    for p in paths:
+        im, ch = read_checked_image(p, name=name)
+        imgs.append(im)
+        channels.append(ch)
+    return ImageSet(ids, imgs, paths, tuple(channels))
 
 
 def check_points(refs: list[str | int], yx: np.ndarray, images: ImageSet, *, layout: str,

@@ -27,15 +27,34 @@ def detect(
     overlays: Annotated[bool, typer.Option(help="Write overlay PNGs.")] = True,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda[:N] (default: the "
                                                     "run's 'device').")] = None,
+    engine: Annotated[str, typer.Option(
+        help="local: stream the images through this process; ray: through Ray Data "
+             "actors (one per CPU, or per GPU where the cluster has GPUs); auto: ray from "
+             "50 images on, local below (measured on 2 cores: a tie at 20 images, where "
+             "Ray's start-up eats its gain, ray 2.1x faster at 100).")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Images per Ray Data call "
+                                                 "(--engine ray).")] = 8,
+    concurrency: Annotated[int | None, typer.Option(
+        help="Ray Data detector actors (default: one per CPU, or per GPU).")] = None,
+    ray_address: Annotated[str | None, typer.Option(
+        "--address", help="Ray cluster to attach to for --engine ray (e.g. auto); default: "
+                          "a local Ray started and stopped by this command.")] = None,
 ) -> None:
     """Detect cells with a trained model; writes napari and plain CSVs.
 
+    Images are read one at a time; detections stream into Parquet shards (OUT/shards/)
+    and are merged into OUT/detections.csv (napari) and OUT/detections_table.csv.
+
     Example: pseudocell detect --model runs/exp1 --images new_imgs/ --out det/
     """
+    from pseudocell.cli.progress import count_bar
     from pseudocell.inference import detect_folder
 
-    n = detect_folder(model, images, out, pattern=pattern, threshold=threshold,
-                      overlays=overlays, device=device, cell_diameter=cell_diameter)
+    with count_bar("images") as bar:
+        n = detect_folder(model, images, out, pattern=pattern, threshold=threshold,
+                          overlays=overlays, device=device, cell_diameter=cell_diameter,
+                          engine=engine, batch_size=batch_size, concurrency=concurrency,
+                          ray_address=ray_address, progress=bar)
     typer.echo(f"{n} cells detected; see {Path(out) / 'detections.csv'}")
 
 

@@ -6,6 +6,7 @@ image ids and checking them against the images is done in :mod:`pseudocell.valid
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import re
@@ -150,30 +151,47 @@ def _read_napari(body: list[tuple[int, list[str]]], col: dict[str, int], where: 
     return ("napari3d" if three else "napari2d"), refs, yx
 
 
-def write_napari_csv(path: str | Path, image_ids: list[str], table: dict[str, np.ndarray],
-                     extra: tuple[str, ...] = ()) -> None:
+def write_napari_csv(path, image_ids: list[str] | dict[str, int],
+                     table: dict[str, np.ndarray], extra: tuple[str, ...] = (), *,
+                     start: int = 0, header: bool = True) -> None:
     """napari points CSV with a frame axis: ``index,axis-0,axis-1,axis-2`` where axis-0 is
     the position of the point's image in ``image_ids`` (load the images as a stack in
     that order). ``extra`` columns of ``table`` follow; napari reads them as point
-    features (e.g. colour by ``kind``)."""
-    frame = {i: k for k, i in enumerate(image_ids)}
-    with open(path, "w", newline="") as f:
+    features (e.g. colour by ``kind``).
+
+    ``path`` may be an open text file, to write a long table in pieces: ``header=False``
+    and ``start`` (the ``index`` of the first row) continue an earlier piece;
+    ``image_ids`` may then be the ready ``{image id: frame}`` mapping.
+    """
+    frame = image_ids if isinstance(image_ids, dict) else \
+        {i: k for k, i in enumerate(image_ids)}
+    with _text_out(path) as f:
         w = csv.writer(f)
-        w.writerow(["index", "axis-0", "axis-1", "axis-2", *extra])
+        if header:
+            w.writerow(["index", "axis-0", "axis-1", "axis-2", *extra])
         for n, (i, y, x) in enumerate(zip(table["image_id"], table["y"], table["x"])):
-            w.writerow([n, frame[str(i)], f"{float(y):.2f}", f"{float(x):.2f}",
+            w.writerow([start + n, frame[str(i)], f"{float(y):.2f}", f"{float(x):.2f}",
                         *[_cell(table[e][n]) for e in extra]])
 
 
-def write_points_csv(path: str | Path, table: dict[str, np.ndarray],
-                     extra: tuple[str, ...] = ()) -> None:
-    """Plain ``image,y,x[,extra...]`` CSV (readable by :func:`read_points_csv`)."""
-    with open(path, "w", newline="") as f:
+def write_points_csv(path, table: dict[str, np.ndarray], extra: tuple[str, ...] = (), *,
+                     header: bool = True) -> None:
+    """Plain ``image,y,x[,extra...]`` CSV (readable by :func:`read_points_csv`).
+    ``path`` may be an open text file (``header=False`` continues an earlier piece)."""
+    with _text_out(path) as f:
         w = csv.writer(f)
-        w.writerow(["image", "y", "x", *extra])
+        if header:
+            w.writerow(["image", "y", "x", *extra])
         for n in range(len(table["y"])):
             w.writerow([table["image_id"][n], f"{float(table['y'][n]):.2f}",
                         f"{float(table['x'][n]):.2f}", *[_cell(table[e][n]) for e in extra]])
+
+
+def _text_out(path):
+    """A path opened for writing, or an open text file left open."""
+    if hasattr(path, "write"):
+        return contextlib.nullcontext(path)
+    return open(path, "w", newline="")
 
 
 def _cell(v) -> str:

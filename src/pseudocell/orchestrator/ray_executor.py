@@ -9,8 +9,10 @@ restartable (``pseudocell resume``).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +25,7 @@ from pseudocell.stages.modes import actor_kinds, get_mode
 from pseudocell.storage import fs
 from pseudocell.storage.manifest import remove_tree
 
-__all__ = ["RayOptions", "RayExecutor", "init_ray", "LOCAL_RAY_INIT"]
+__all__ = ["RayOptions", "RayExecutor", "init_ray", "ray_session", "LOCAL_RAY_INIT"]
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +147,21 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: 
         ray.init(address=address, log_to_driver=False, **kwargs)
     logger.info("ray resources: %s", ray.cluster_resources())
     return True
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None = None, num_cpus: int | None = None,
+                **kwargs: Any) -> Iterator[None]:
+    """:func:`init_ray` for a block: Ray is shut down at the end only if this call
+    started (or connected) it."""
+    owns = init_ray(address, num_cpus, **kwargs)
+    try:
+        yield
+    finally:
+        if owns:
+            import ray
+
+            ray.shutdown()
 
 
 class RayExecutor:
