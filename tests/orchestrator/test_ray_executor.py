@@ -146,3 +146,34 @@ def test_truncated_chunk_is_detected_on_resume_and_its_stage_reruns(ray_run, loc
     rerun = [(e.round, e.stage) for e in events if e.status == "done"]
     assert rerun[0] == (0, "extract_patches")
     assert _digests(ray_run, tiny_cfg) == _digests(local_run, tiny_cfg)
+
+
+_NICE_PROBE = """
+import os, ray
+from pseudocell.orchestrator.ray_executor import init_ray
+init_ray(num_cpus=1)
+@ray.remote(num_cpus=0)
+class Probe:
+    def nice(self):
+        return os.nice(0)
+print("NICE", ray.get(Probe.remote().nice.remote()))
+ray.shutdown()
+"""
+
+
+def test_a_local_cluster_runs_its_actors_at_normal_priority(tmp_path):
+    """Ray runs workers at nice 15: on a busy machine the stage actors then yield to every
+    other process. The local cluster pseudocell starts runs them at nice 0 (own process:
+    the session's shared cluster was not started by ``init_ray``)."""
+    from pseudocell.orchestrator.ray_executor import LOCAL_WORKER_NICENESS
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_worker_niceness"}
+    proc = subprocess.Popen([sys.executable, "-c", _NICE_PROBE], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+                            start_new_session=True)
+    try:
+        out = proc.communicate(timeout=300)[0].decode()
+    finally:
+        kill_pids(_descendants(proc.pid) - {proc.pid})
+    assert f"NICE {LOCAL_WORKER_NICENESS}" in out, out[-2000:]
+    assert LOCAL_WORKER_NICENESS == 0

@@ -25,13 +25,18 @@ from pseudocell.stages.modes import actor_kinds, get_mode
 from pseudocell.storage import fs
 from pseudocell.storage.manifest import remove_tree
 
-__all__ = ["RayOptions", "RayExecutor", "init_ray", "ray_session", "LOCAL_RAY_INIT"]
+__all__ = ["RayOptions", "RayExecutor", "init_ray", "ray_session", "LOCAL_RAY_INIT",
+           "LOCAL_WORKER_NICENESS"]
 
 logger = logging.getLogger(__name__)
 
 #: ``ray.init`` settings of a local cluster (design.md: small nodes, no dashboard).
 LOCAL_RAY_INIT = {"include_dashboard": False, "object_store_memory": 256 * 2**20,
                   "log_to_driver": False}
+
+#: Niceness of the workers of a local cluster (Ray's default is 15; set
+#: ``RAY_worker_niceness`` to override). Clusters started with ``ray start`` keep theirs.
+LOCAL_WORKER_NICENESS = 0
 
 TRAIN_MODES = ("auto", "ray_train", "actor")
 
@@ -142,6 +147,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: 
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if address is None:
+        # a local cluster's raylet reads this when it starts: Ray runs its workers at nice
+        # 15, so on a machine doing anything else the stage actors (which do all of a run's
+        # work) yield to it and a Ray run falls behind a local one of the same stages
+        os.environ.setdefault("RAY_worker_niceness", str(LOCAL_WORKER_NICENESS))
         ray.init(num_cpus=num_cpus or os.cpu_count(), **{**LOCAL_RAY_INIT, **kwargs})
     else:
         ray.init(address=address, log_to_driver=False, **kwargs)
