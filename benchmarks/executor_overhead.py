@@ -1,11 +1,13 @@
-"""Overhead of the Ray executor against the local one: one round on real data.
+"""Overhead of the Ray executor against the local one: the demo's run on real data.
 
 The parent prepares one run directory per executor (same images, points, config and
 seed), then runs ``pseudocell resume RUN --executor {local,ray}`` as a child process and
 samples the summed RSS of the child's whole process tree (for Ray: driver, GCS, raylet and
-every worker) every 0.5 s (PSS every 5 s). Both children run one after the other, never together.
+every worker) every 0.5 s (PSS every 5 s), and the CPU seconds of each kind of process
+(the profile of the overhead). Both children run one after the other, never together.
 
     .venv/bin/python benchmarks/executor_overhead.py --out runs/bench_executor.json
+    .venv/bin/python benchmarks/executor_overhead.py --rounds 1    # as before issue 19
 """
 from __future__ import annotations
 
@@ -179,8 +181,8 @@ def _digests(run_dir: Path) -> dict[str, str]:
 def executor_overhead(out_dir: str | Path, *, cfg: Config, n_images: int = 40,
                       data_dir: str | Path | None = None, keep: float = 0.1,
                       ray_args: tuple[str, ...] = ()) -> dict[str, Any]:
-    """One round (``rounds=1``: the round-0 loop and the final detector) with each
-    executor on the first ``n_images`` bright-field training images and 041-050 held out.
+    """A run of ``cfg.rounds`` rounds (the demo's 2 by default; ``--rounds 1``: the
+    round-0 loop and the final detector) with each executor on the first ``n_images`` bright-field training images and 041-050 held out.
 
     ``cfg.num_threads`` unset is replaced by this machine's core count, so both executors
     use the same torch thread count in every stage (the condition for identical bytes).
@@ -191,7 +193,7 @@ def executor_overhead(out_dir: str | Path, *, cfg: Config, n_images: int = 40,
     from pseudocell.orchestrator.run import prepare_run
     from pseudocell.validation import RunInputs
 
-    cfg = cfg.replace(rounds=1, num_threads=cfg.num_threads or os.cpu_count())
+    cfg = cfg.replace(num_threads=cfg.num_threads or os.cpu_count())
     folder = Path(data_dir) if data_dir is not None else locate_brightfield()
     images, gt = load_brightfield(folder, range(1, n_images + 1))
     ev, ev_gt = load_brightfield(folder, range(41, 51))
@@ -243,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=Path("runs/bench_executor"))
     ap.add_argument("--n-images", type=int, default=40)
     ap.add_argument("--quick", action="store_true", help="8 images, 100 detector steps")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="rounds of the run (default: the demo's, 2; 1 before issue 19)")
     ap.add_argument("--ray-arg", action="append", default=[],
                     help="extra argument for the ray child, e.g. --ray-arg=--train=ray_train")
     ns = ap.parse_args(argv)
@@ -253,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     n = ns.n_images
     if ns.quick:
         cfg, n = cfg.replace(detector_iters=100, pu_epochs=5), 8
+    if ns.rounds is not None:
+        cfg = cfg.replace(rounds=ns.rounds)
     res = executor_overhead(ns.work, cfg=cfg, n_images=n, ray_args=tuple(ns.ray_arg))
     ns.out.parent.mkdir(parents=True, exist_ok=True)
     ns.out.write_text(json.dumps(res, indent=1))
