@@ -59,3 +59,19 @@ def test_write_rows_accepts_whole_chunks_only(tmp_path):
         arrays.write_rows(uri, 2, np.ones((4, 2), np.float32))
     got = arrays.read_array(uri)
     assert got[:4].sum() == 8 and got[4:8].sum() == 0 and got[8:].sum() == 12
+
+
+def test_read_table_shares_one_object_per_distinct_string(tmp_path):
+    """A table of many rows in few images holds each image id once (memory at scale)."""
+    import numpy as np
+
+    from pseudocell.storage import tables
+
+    ids = np.array(["img1", "img2"] * 500, object)
+    tables.write_table(str(tmp_path / "t.parquet"), {"image_id": ids, "y": np.arange(1000.0)})
+    t = tables.read_table(str(tmp_path / "t.parquet"))
+    assert t["image_id"].dtype == object and list(t["image_id"]) == list(ids)
+    assert len({id(v) for v in t["image_id"]}) == 2
+    tables.write_table(str(tmp_path / "e.parquet"), {"image_id": ids[:0], "y": np.zeros(0)})
+    empty = tables.read_table(str(tmp_path / "e.parquet"))
+    assert empty["image_id"].dtype == object and len(empty["image_id"]) == 0

@@ -26,12 +26,23 @@ def write_table(uri: str, columns: dict[str, np.ndarray]) -> None:
 
 
 def read_table(uri: str) -> dict[str, np.ndarray]:
-    """Read a Parquet file → {column: ndarray}; strings come back as object arrays."""
+    """Read a Parquet file → {column: ndarray}; strings come back as object arrays.
+
+    A string column's equal values are one Python object (its rows hold references to
+    its distinct values): a table of a million peaks in 640 images holds 640 image ids,
+    not a million copies of them."""
     with fs.open_uri(uri, "rb") as f:
         t = pq.read_table(f)
     out = {}
     for name in t.column_names:
-        col = t.column(name).to_numpy(zero_copy_only=False)
+        col = t.column(name)
+        if (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)) \
+                and col.null_count == 0:
+            enc = col.combine_chunks().dictionary_encode()
+            values = np.array(enc.dictionary.to_pylist(), dtype=object)
+            out[name] = values[enc.indices.to_numpy(zero_copy_only=False)]
+            continue
+        col = col.to_numpy(zero_copy_only=False)
         out[name] = np.asarray(col, dtype=object) if col.dtype.kind in "OU" else col
     return out
 
