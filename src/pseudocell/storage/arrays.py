@@ -13,7 +13,7 @@ import zarr
 from zarr.codecs import BloscCodec
 
 __all__ = ["create_stack", "write_stack_item", "write_stack", "read_stack_item", "stack_ids",
-           "stack_shapes", "StackReader", "read_rows", "array_info", "iter_rows",
+           "stack_shapes", "StackReader", "array_info", "iter_rows",
            "write_array", "create_array", "write_rows", "read_array"]
 
 _COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
@@ -58,10 +58,9 @@ def stack_shapes(uri: str) -> list[tuple[int, int]]:
 
 
 def read_stack_item(uri: str, index: int) -> np.ndarray:
-    """Image ``index`` cropped to its true size → (H_i, W_i) in the stored dtype."""
-    arr = zarr.open_array(uri, mode="r")
-    h, w = arr.attrs["shapes"][index]
-    return np.asarray(arr[index, :h, :w])
+    """Image ``index`` cropped to its true size → (H_i, W_i) in the stored dtype (to
+    read many, open one :class:`StackReader`)."""
+    return StackReader(uri).read(index)
 
 
 class StackReader:
@@ -112,11 +111,6 @@ def write_rows(uri: str, start: int, block: np.ndarray) -> None:
         raise ValueError(f"rows [{start}, {stop}) of {uri!r} are not whole chunks of {chunk}")
     if len(block):
         arr[start:stop] = block
-
-
-def read_rows(uri: str, start: int, stop: int) -> np.ndarray:
-    """Rows ``[start, stop)`` of an array."""
-    return np.asarray(zarr.open_array(uri, mode="r")[start:stop])
 
 
 def array_info(uri: str) -> dict:
