@@ -563,9 +563,6 @@ def _child_main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--inputs", type=Path)
     ns = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    from pseudocell.runtime import limit_malloc_arenas
-
-    limit_malloc_arenas()  # as the CLI does at start
     fn = {"prepare": _child_prepare, "loop": _child_loop, "baseline": _child_baseline}
     out = fn[ns.round_child](ns)
     out.update(peak_rss_mb())

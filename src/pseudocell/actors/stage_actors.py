@@ -40,9 +40,6 @@ class StageActor:
     """
 
     def __init__(self, threads: int | None = None, device: str | None = None) -> None:
-        from pseudocell.runtime import limit_malloc_arenas
-
-        limit_malloc_arenas()  # as a CLI process does (Ray's own threads may have made some)
         self._threads = threads
         self._device = device
         self._progress: tuple[int, int, float] | None = None

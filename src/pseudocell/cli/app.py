@@ -150,10 +150,7 @@ def _main(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
-    """Configure logging (and this process's malloc arenas) once, for every command."""
-    from pseudocell.runtime import limit_malloc_arenas
-
-    limit_malloc_arenas()
+    """Configure logging once, for every command."""
     _configure(ctx, _parse_level(log_level), quiet)
 
 
