@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from executor_overhead import tree_pids
 from perf_lib import _child_env
 
 DEFAULT_WORK = Path("/tmp/pseudocell_detect_scale")
@@ -156,23 +157,6 @@ def _images_done(out: Path) -> int:
     return int(parts[-1].stem.split("-")[1]) if parts else 0
 
 
-def _descendants(pid: int) -> list[int]:
-    """``pid`` and every live descendant (from /proc; Ray's processes included)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # ended while we looked
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    out, todo = [pid], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
 def _kib(path: Path, key: str) -> float:
     try:
         for line in path.read_text().splitlines():
@@ -186,7 +170,7 @@ def _kib(path: Path, key: str) -> float:
 def _tree_memory(pid: int) -> tuple[float, float, int]:
     """Sum of RSS (``VmRSS``) and of PSS (``smaps_rollup``), MiB, over ``pid`` and its
     descendants, and their count."""
-    pids = _descendants(pid)
+    pids = tree_pids(pid)
     rss = sum(_kib(Path(f"/proc/{p}/status"), "VmRSS:") for p in pids)
     pss = sum(_kib(Path(f"/proc/{p}/smaps_rollup"), "Pss:") for p in pids)
     return rss / 1024, pss / 1024, len(pids)
