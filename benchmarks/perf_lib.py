@@ -573,4 +573,7 @@ def _child_main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from pseudocell.runtime import reexec_with_malloc_arena_limit
+
+    reexec_with_malloc_arena_limit()  # as the CLI does (PSEUDOCELL_MALLOC_ARENAS=0: glibc's)
     raise SystemExit(_child_main())

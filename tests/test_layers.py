@@ -14,7 +14,7 @@ PKG = Path(pseudocell.__file__).resolve().parent
 
 #: Lowest first. A package may import itself and anything in a lower layer.
 LAYERS = [
-    {"errors", ""},                # "" = the package root (its version)
+    {"errors", "", "runtime"},     # "" = the package root (its version); process settings
     {"core", "storage"},           # pure algorithms; URIs and stores
     {"config"},
     {"data"},                      # readers and writers of images and points

@@ -11,5 +11,9 @@ __all__ = ["app", "main"]
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: restarts once with glibc's malloc arenas limited
+    (:mod:`pseudocell.runtime`), then runs the app."""
+    from pseudocell.runtime import reexec_with_malloc_arena_limit
+
+    reexec_with_malloc_arena_limit()
     app()

@@ -20,6 +20,7 @@ from pseudocell.actors.stage_actors import actor_class
 from pseudocell.config import Config
 from pseudocell.errors import InvalidInputError, PseudocellError, StageError, StoreError
 from pseudocell.orchestrator.faults import fault_at, kill_driver_if_asked
+from pseudocell.runtime import malloc_arena_env
 from pseudocell.stages.base import SHARDED, TRAINING, ProgressFn, StageInputs, StageOutputs, StageSpec
 from pseudocell.stages.modes import actor_kinds, get_mode
 from pseudocell.storage import fs
@@ -151,6 +152,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: 
         # 15, so on a machine doing anything else the stage actors (which do all of a run's
         # work) yield to it and a Ray run falls behind a local one of the same stages
         os.environ.setdefault("RAY_worker_niceness", str(LOCAL_WORKER_NICENESS))
+        # and its workers start with the malloc arena limit a CLI process restarts with
+        os.environ.update(malloc_arena_env())
         ray.init(num_cpus=num_cpus or os.cpu_count(), **{**LOCAL_RAY_INIT, **kwargs})
     else:
         ray.init(address=address, log_to_driver=False, **kwargs)
