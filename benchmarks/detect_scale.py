@@ -11,7 +11,8 @@ peak memory of the whole process tree as the image set grows (issue 19).
    that its peak counts are realistic. ``--model`` uses an existing ``model.pt`` / run.
 3. Bare model: images/s of ``net(x)`` under ``torch.no_grad`` on the very tiles detect
    feeds the network (captured from ``predict_heatmap`` on the first images, preloaded),
-   with the same torch threads as the local engine.
+   in the local engine's shape (one process, every core's torch threads) and in the Ray
+   engine's (one one-thread process per core, run at the same time, rates summed).
 4. ``pseudocell detect --engine local`` and ``--engine ray`` on each N, each in a fresh
    child process (the real CLI, no overlays); images/s = N / wall of the child (start-up
    included, so small N shows the fixed costs), and the sum of resident (RSS) and
@@ -149,6 +150,19 @@ def bare_throughput(model: Path, paths: list[Path], *, repeats: int = 3,
             "torch_threads": torch.get_num_threads(), "model": str(path)}
 
 
+def bare_parallel(model: Path, paths: list[Path], processes: int) -> dict:
+    """The machine's bare rate in the Ray engine's shape: ``processes`` processes at once,
+    each running :func:`bare_throughput` with one torch thread; images/s summed over them
+    (measured together, not one rate multiplied by the cores)."""
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(processes) as pool:
+        rates = pool.starmap(bare_throughput, [(model, paths, 3, 1)] * processes)
+    return {"images_per_s": sum(r["images_per_s"] for r in rates), "processes": processes,
+            "per_process_images_per_s": [r["images_per_s"] for r in rates],
+            "n_images": len(paths), "torch_threads": 1}
+
+
 # -- detect in a child, memory of its process tree -----------------------------------------
 def _images_done(out: Path) -> int:
     """Images written to shards so far (the first index of the last shard; a lower
@@ -216,11 +230,23 @@ def run_detect(model: Path, images: Path, out: Path, *, engine: str, n: int,
         raise RuntimeError(f"detect --engine {engine} on {n} images failed "
                            f"(exit {proc.returncode}): {stderr[-3000:]}")
     n_det = sum(1 for _ in open(out / "detections_table.csv")) - 1
+    tenths = pss_by_tenth(series, n)
     return {"engine": engine, "n_images": n, "wall_s": wall, "images_per_s": n / wall,
             "detections": n_det, "peak_tree_rss_mb": peak["rss_mb"],
             "peak_tree_pss_mb": peak["pss_mb"], "max_processes": peak["processes"],
-            "pss_series": series,
+            "pss_series": series, "peak_pss_by_tenth_mb": tenths,
             "cmd": " ".join(cmd[1:])}
+
+
+def pss_by_tenth(series: list[tuple[float, float, int]], n: int) -> list[float | None]:
+    """Peak tree PSS (MB) while the k-th tenth of the ``n`` images was being written
+    (k = 0..9, from the ``(s, PSS MB, images done)`` samples; None where no sample fell):
+    flat memory means the last nine tenths stay at the first tenth's level."""
+    peaks: list[float | None] = [None] * 10
+    for _s, pss, done in series:
+        k = min(9, int(10 * done / max(n, 1)))
+        peaks[k] = pss if peaks[k] is None else max(peaks[k], pss)
+    return peaks
 
 
 def _compare(a: Path, b: Path) -> dict:
@@ -280,19 +306,24 @@ def _vs(c: dict | None) -> str:
     return "DIFFERENT points"
 
 
-def _table(bare: dict, rows: list[dict]) -> str:
-    lines = [f"bare model: {bare['images_per_s']:.2f} images/s ({bare['n_images']} images, "
-             f"{bare['n_tiles']} tiles of {'×'.join(map(str, bare['tile_shape']))}, "
-             f"{bare['torch_threads']} torch threads)", "",
+def _table(bare: dict, bare_par: dict, rows: list[dict]) -> str:
+    """Each engine against the bare model in its own shape: local against one process
+    with every core's threads, ray against one one-thread process per core."""
+    lines = [f"bare model: {bare['images_per_s']:.2f} images/s in one process "
+             f"({bare['torch_threads']} torch threads; {bare['n_images']} images, "
+             f"{bare['n_tiles']} tiles of {'×'.join(map(str, bare['tile_shape']))}); "
+             f"{bare_par['images_per_s']:.2f} images/s in {bare_par['processes']} "
+             "one-thread processes at once", "",
              "| engine | images | wall (s) | images/s | × bare | marginal images/s | "
              "× bare | detections | peak tree PSS (MB) | peak tree RSS (MB) | processes | "
              "vs local |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
+        ref = (bare if r["engine"] == "local" else bare_par)["images_per_s"]
         m = r.get("marginal_images_per_s")
-        marg = f"{m:.2f} | {m / bare['images_per_s']:.2f}" if m else "– | –"
+        marg = f"{m:.2f} | {m / ref:.2f}" if m else "– | –"
         lines.append(f"| {r['engine']} | {r['n_images']} | {r['wall_s']:.1f} | "
-                     f"{r['images_per_s']:.2f} | {r['images_per_s'] / bare['images_per_s']:.2f} | "
+                     f"{r['images_per_s']:.2f} | {r['images_per_s'] / ref:.2f} | "
                      f"{marg} | "
                      f"{r['detections']} | {r['peak_tree_pss_mb']:.0f} | "
                      f"{r['peak_tree_rss_mb']:.0f} | {r['max_processes']} | "
@@ -338,21 +369,20 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     pool = synthesise(args.work / "pool", max(sizes), data_dir=data_dir)
     synth_s = time.perf_counter() - t0
-    # one torch thread per core, as the Ray engine's actors: the rate of one thread
-    # times the number of cores is the bare bound of that engine
-    bare1 = bare_throughput(model, pool[:args.bare_images], threads=1)
-    bare1["cores_times_images_per_s"] = bare1["images_per_s"] * (os.cpu_count() or 1)
+    # the Ray engine's shape: one process with one torch thread per core, all at once
+    bare1 = bare_parallel(model, pool[:args.bare_images], os.cpu_count() or 1)
     torch.set_num_threads(os.cpu_count() or 1)
     bare = bare_throughput(model, pool[:args.bare_images])
     result = {"sizes": sizes, "engines": engines, "model": str(model), "bare": bare,
-              "bare_one_thread": bare1,
+              "bare_parallel": bare1,
               "synthesis_s": synth_s, "batch_size": args.batch_size,
               "versions": {"python": platform.python_version(), "torch": torch.__version__,
                            "cpu_count": os.cpu_count(), "platform": platform.platform()},
               "runs": []}
     print(f"# pseudocell detect at scale ({os.cpu_count()} CPUs)\n")
-    print(f"  bare model: {bare['images_per_s']:.2f} images/s ({bare['torch_threads']} "
-          f"threads); one thread: {bare1['images_per_s']:.2f} images/s", flush=True)
+    print(f"  bare model: {bare['images_per_s']:.2f} images/s (one process, "
+          f"{bare['torch_threads']} threads); {bare1['processes']} one-thread processes: "
+          f"{bare1['images_per_s']:.2f} images/s", flush=True)
     for n in sizes:
         folder = subset(pool, n, args.work / f"images_{n}")
         for engine in engines:
@@ -368,9 +398,9 @@ def main(argv: list[str] | None = None) -> dict:
                   f"{r['peak_tree_pss_mb']:.0f} MB", flush=True)
     _marginal(result["runs"])
     result["seconds"] = time.perf_counter() - t_all
-    print("\n" + _table(bare, result["runs"]))
-    print(f"bare model with one torch thread: {bare1['images_per_s']:.2f} images/s "
-          f"(× {os.cpu_count()} cores: {bare1['cores_times_images_per_s']:.2f})\n")
+    print("\n" + _table(bare, bare1, result["runs"]))
+    print(f"bare model in {bare1['processes']} one-thread processes at once: "
+          f"{bare1['images_per_s']:.2f} images/s (the Ray engine's shape)\n")
     _write(args.out, result)
     print(f"total {result['seconds']:.0f} s; wrote {args.out}")
     return result

@@ -50,3 +50,9 @@ def test_marginal_rate_leaves_out_the_start_up():
     ds._marginal(rows)
     assert rows[2]["marginal_images_per_s"] == 2.0
     assert "marginal_images_per_s" not in rows[0] and "marginal_images_per_s" not in rows[1]
+
+
+def test_memory_by_tenth_of_the_images_written():
+    series = [(0.0, 100.0, 0), (5.0, 300.0, 0), (10.0, 350.0, 100), (15.0, 340.0, 150),
+              (20.0, 360.0, 999), (25.0, 200.0, 1000)]
+    assert ds.pss_by_tenth(series, 1000) == [300.0, 350.0] + [None] * 7 + [360.0]
