@@ -17,11 +17,19 @@ import os
 import platform
 import sys
 
-__all__ = ["MALLOC_ARENAS", "malloc_arena_env", "reexec_with_malloc_arena_limit"]
+__all__ = ["MALLOC_ARENAS", "MALLOC_ENV", "malloc_arena_env",
+           "reexec_with_malloc_arena_limit"]
 
 #: Arenas a pseudocell process allows itself (``MALLOC_ARENA_MAX`` already set wins).
 MALLOC_ARENAS = 2
-#: Set to ``0`` to keep glibc's default (no restart).
+#: What a pseudocell process starts with. ``MALLOC_MMAP_THRESHOLD_`` fixes the size from
+#: which glibc maps a block on its own (and unmaps it when freed) at 4 MiB; by default
+#: that threshold follows the largest block freed so far (up to 32 MiB), so torch's
+#: per-batch tensors of train_pu were carved from the heap, fragmented it, and the
+#: high-water mark grew with the number of steps: a 160-image round's peak (quick
+#: settings) 1050 MB by default, 787 / 817 / 896 MB with a threshold of 1 / 4 / 16 MiB.
+MALLOC_ENV = {"MALLOC_ARENA_MAX": str(MALLOC_ARENAS), "MALLOC_MMAP_THRESHOLD_": str(4 << 20)}
+#: Set to ``0`` to keep glibc's defaults (no restart).
 OPT_OUT = "PSEUDOCELL_MALLOC_ARENAS"
 
 
@@ -39,18 +47,20 @@ def _arenas() -> int | None:
 
 
 def malloc_arena_env() -> dict[str, str]:
-    """``{"MALLOC_ARENA_MAX": n}`` for a child process, or ``{}`` where it does not apply
-    or the environment already names a value (the user's choice)."""
+    """The variables of :data:`MALLOC_ENV` the environment does not set already (a value
+    the user set is kept), or ``{}`` where they do not apply (not glibc, or the opt-out
+    ``PSEUDOCELL_MALLOC_ARENAS=0``)."""
     n = _arenas()
-    if n is None or "MALLOC_ARENA_MAX" in os.environ:
+    if n is None:
         return {}
-    return {"MALLOC_ARENA_MAX": str(n)}
+    want = {**MALLOC_ENV, "MALLOC_ARENA_MAX": str(n)}
+    return {k: v for k, v in want.items() if k not in os.environ}
 
 
 def reexec_with_malloc_arena_limit() -> None:
-    """Restart this process's command line (``sys.orig_argv``) with ``MALLOC_ARENA_MAX``
-    set, unless it is set already, the opt-out ``PSEUDOCELL_MALLOC_ARENAS=0`` is given or
-    the C library is not glibc. Call it before anything starts threads or writes output
+    """Restart this process's command line (``sys.orig_argv``) with :data:`MALLOC_ENV`
+    set, unless every variable is set already, the opt-out ``PSEUDOCELL_MALLOC_ARENAS=0``
+    is given or the C library is not glibc. Call it before anything starts threads or writes output
     that must not appear twice; returns only when no restart is needed."""
     env = malloc_arena_env()
     if not env:
