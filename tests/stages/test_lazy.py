@@ -110,6 +110,23 @@ def test_ranker_streamed_in_blocks_matches_the_in_memory_fit(tmp_path):
     np.testing.assert_array_equal(s_neg, r_neg)
 
 
+def test_rank_stage_row_files_hold_p_and_u_rows_contiguously_in_order(tmp_path):
+    """The rank stage copies P's and U's features into a row file each (a streamed fit
+    then reads a block in one call), the rows in their original order, across chunks."""
+    from pseudocell.stages.loop import _row_file
+    from pseudocell.storage import arrays
+
+    x = np.arange(50 * 3, dtype=np.float32).reshape(50, 3)
+    keep = np.random.default_rng(0).random(50) < 0.3
+    uri = str(tmp_path / "f.zarr")
+    arrays.write_array(uri, x, chunk_rows=7)
+    with _row_file(uri, tmp_path / "p.raw", keep) as p, \
+            _row_file(uri, tmp_path / "u.raw", ~keep) as u, _row_file(uri, tmp_path / "a.raw") as a:
+        np.testing.assert_array_equal(p[:], x[keep])
+        np.testing.assert_array_equal(u[:], x[~keep])
+        np.testing.assert_array_equal(a[:], x)
+
+
 def test_detector_training_on_lazy_items_equals_lists_whatever_the_budget(small_crops):
     from pseudocell.core.targets import make_target
 
