@@ -146,3 +146,31 @@ def test_detector_training_on_lazy_items_equals_lists_whatever_the_budget(small_
     assert got.losses == ref.losses
     for k, v in ref.state_dict.items():
         assert torch.equal(v, got.state_dict[k]), k
+
+
+def test_train_pu_stage_writes_features_in_whole_chunks_whatever_the_batch(tmp_path, monkeypatch):
+    """train_pu computes features FEATURE_BATCH patches at a time but writes whole
+    1,024-row chunks: the stored features are the same bytes for any batch."""
+    from pseudocell.config import Config
+    from pseudocell.stages import loop
+    from pseudocell.stages.base import StageInputs
+    from pseudocell.storage import arrays, tables
+
+    n = 1100  # a full chunk and a partial one
+    x = _blob_patches(n, seed=2)
+    uris = {"patches": str(tmp_path / "patches.zarr"), "table": str(tmp_path / "t.parquet")}
+    arrays.write_array(uris["patches"], x, chunk_rows=300)
+    tables.write_table(uris["table"], {"patch_id": np.arange(n, dtype=np.int64),
+                                       "set": np.where(np.arange(n) % 5 == 0, "P", "U").astype(object)})
+    cfg = Config(pu_epochs=1, pu_batch=128, pu_feature_dim=8, pu_prior=0.4, device="cpu")
+    feats = []
+    for batch in (256, 2048, 100):
+        monkeypatch.setattr(loop, "FEATURE_BATCH", batch)
+        out = tmp_path / f"b{batch}"
+        out.mkdir()
+        res = loop.train_pu(StageInputs(str(out), 0, 7, dict(uris)), cfg)
+        feats.append(arrays.read_array(res.uris["features"]))
+        assert arrays.array_info(res.uris["features"])["chunk_rows"] == 1024
+    assert feats[0].shape == (n, 8) and np.abs(feats[0]).sum() > 0
+    np.testing.assert_array_equal(feats[0], feats[1])
+    np.testing.assert_array_equal(feats[0], feats[2])

@@ -474,13 +474,19 @@ def train_pu(inp: StageInputs, cfg: Config, *, parallel: DataParallel = SINGLE,
                         progress=_log_every(5, "train_pu", inp.round, cfg.pu_epochs, progress))
         if not parallel.is_main:
             return StageOutputs({}, {})
-        arrays.create_array(f_uri, (len(rows), cfg.pu_feature_dim), min(1024, len(rows)))
+        chunk = min(1024, len(rows))
+        arrays.create_array(f_uri, (len(rows), cfg.pu_feature_dim), chunk)
         scores, start = [], 0
+        pending = np.zeros((0, cfg.pu_feature_dim), np.float32)  # written in whole chunks
         for f, sc in iter_pu_features(res.state_dict, rows, feature_dim=cfg.pu_feature_dim,
                                       device=parallel.device or cfg.device, batch=FEATURE_BATCH):
-            arrays.write_rows(f_uri, start, f)
+            pending = np.concatenate([pending, f])
+            whole = len(pending) - len(pending) % chunk
+            if whole:
+                arrays.write_rows(f_uri, start, pending[:whole])
+                start, pending = start + whole, pending[whole:]
             scores.append(sc)
-            start += len(f)
+        arrays.write_rows(f_uri, start, pending)
     m_uri = join(inp.out_dir, "model.pt")
     save_model(m_uri, res.state_dict, {"feature_dim": cfg.pu_feature_dim, "prior": res.prior})
     tables.write_table(s_uri, {"patch_id": table["patch_id"], "pu_score": np.concatenate(scores)})
