@@ -1,34 +1,38 @@
-"""Process-wide settings a pseudocell process needs before it starts: glibc's malloc arenas.
+"""Process-wide settings of glibc's malloc that keep a round's peak memory flat.
 
-glibc gives each thread that allocates concurrently its own malloc arena (up to 8 per
-core), and memory freed in one arena is not reused by the others; torch's worker threads
-then grow the high-water mark of a stage with the size of the data until every arena is
-full. Measured on the demo's 40 images ×4 (160 images, quick budgets): a round's peak RSS
-was 1105 MB with glibc's default and 980 MB with ``MALLOC_ARENA_MAX=2`` in the
-environment (×1: 875 and 896 MB). The same limit set from inside the running process
-(``mallopt``) changed nothing (1109 MB), so the variable must be in the environment when
-the process starts: :func:`reexec_with_malloc_arena_limit` restarts the command line once
-with it set (the CLI does this first thing); a local Ray cluster started afterwards
-inherits it, and ``--ray-env MALLOC_ARENA_MAX`` forwards it to a remote one.
+Two glibc defaults made a round's peak memory grow with the number of images:
+
+* each thread that allocates concurrently gets its own malloc arena (up to 8 per core),
+  and memory freed in one arena is not reused by the others;
+* the size from which a block is mapped on its own (and unmapped when freed) follows the
+  largest block freed so far, up to 32 MiB, so train_pu's per-batch tensors of a few MiB
+  are carved from the heap, fragment it, and the high-water mark rises with every step.
+
+Measured on the demo's 40 images ×4 (160 images, quick budgets): a round's peak 1105 MB
+with glibc's defaults, 980 MB with ``MALLOC_ARENA_MAX=2``; train_pu's high-water mark
+1050 MB with two arenas, 791 MB with blocks from 4 MiB mapped during train_pu
+(:func:`mapped_from`). The arena limit set from inside the running process (``mallopt``)
+changed nothing, so it must be in the environment when the process starts:
+:func:`reexec_with_malloc_arena_limit` restarts the command line once with
+:data:`MALLOC_ENV` (the CLI does this first thing); a local Ray cluster started
+afterwards inherits it, and ``--ray-env MALLOC_ARENA_MAX`` forwards it to a remote one.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import platform
 import sys
+from collections.abc import Iterator
 
-__all__ = ["MALLOC_ARENAS", "MALLOC_ENV", "malloc_arena_env",
+__all__ = ["MALLOC_ARENAS", "MALLOC_ENV", "malloc_arena_env", "mapped_from",
            "reexec_with_malloc_arena_limit"]
 
 #: Arenas a pseudocell process allows itself (``MALLOC_ARENA_MAX`` already set wins).
 MALLOC_ARENAS = 2
-#: What a pseudocell process starts with. ``MALLOC_MMAP_THRESHOLD_`` fixes the size from
-#: which glibc maps a block on its own (and unmaps it when freed) at 4 MiB; by default
-#: that threshold follows the largest block freed so far (up to 32 MiB), so torch's
-#: per-batch tensors of train_pu were carved from the heap, fragmented it, and the
-#: high-water mark grew with the number of steps: a 160-image round's peak (quick
-#: settings) 1050 MB by default, 787 / 817 / 896 MB with a threshold of 1 / 4 / 16 MiB.
-MALLOC_ENV = {"MALLOC_ARENA_MAX": str(MALLOC_ARENAS), "MALLOC_MMAP_THRESHOLD_": str(4 << 20)}
+#: What a pseudocell process starts with (see the module docstring).
+MALLOC_ENV = {"MALLOC_ARENA_MAX": str(MALLOC_ARENAS)}
 #: Set to ``0`` to keep glibc's defaults (no restart).
 OPT_OUT = "PSEUDOCELL_MALLOC_ARENAS"
 
@@ -69,3 +73,33 @@ def reexec_with_malloc_arena_limit() -> None:
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+#: glibc's dynamic mmap threshold climbs to this and its trim threshold to twice it; a
+#: process left there runs torch as fast as glibc's defaults (a fixed 32 MiB without
+#: the trim threshold made tiled prediction 1.3x slower).
+_CEILING = 32 << 20
+
+
+@contextlib.contextmanager
+def mapped_from(nbytes: int) -> Iterator[None]:
+    """Within the block, glibc maps every allocation of ``nbytes`` or more on its own and
+    unmaps it when freed, so per-batch tensors cannot fragment the heap; afterwards the
+    thresholds are glibc's dynamic ceiling (mmap 32 MiB, trim 64 MiB). Does nothing where
+    the C library is not glibc (or with ``PSEUDOCELL_MALLOC_ARENAS=0``).
+
+    Scoped, not process-wide: with a fixed 4 MiB threshold for the whole process tiled
+    prediction and U-Net training ran ~2x slower (every conv output mapped and zeroed
+    anew), while PU training (small patches) did not slow down.
+    """
+    if _arenas() is None:
+        yield
+        return
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallopt(_M_MMAP_THRESHOLD, int(nbytes))
+    try:
+        yield
+    finally:
+        libc.mallopt(_M_MMAP_THRESHOLD, _CEILING)
+        libc.mallopt(_M_TRIM_THRESHOLD, 2 * _CEILING)
