@@ -111,11 +111,9 @@ def train_model(run_dir: Path, *, data_dir: Path, widths: tuple[int, ...]) -> Pa
 
 
 # -- the bare model ----------------------------------------------------------------------
-def bare_throughput(model: Path, paths: list[Path], *, repeats: int = 3,
-                    threads: int | None = None) -> dict:
-    """Images/s of ``net(x)`` on the tiles detect feeds the network for ``paths``
-    (resized as the model's run; captured once, preloaded), best of ``repeats``, with
-    ``threads`` torch threads (None: torch's default, as the local engine)."""
+def _bare_tiles(model: Path, paths: list[Path], threads: int | None):
+    """The loaded network and the tiles detect feeds it for ``paths`` (resized as the
+    model's run; captured once), with ``threads`` torch threads (None: torch's default)."""
     import torch
 
     if threads:
@@ -136,31 +134,67 @@ def bare_throughput(model: Path, paths: list[Path], *, repeats: int = 3,
             predict_heatmap(net, resize_image(read_checked_image(p)[0], scale))
     finally:
         handle.remove()
-    best = float("inf")
     with torch.no_grad():
         for x in tiles[:2]:
             net(x)  # warm-up
+    return net, tiles, {"model": str(path), "scale": scale}
+
+
+def bare_throughput(model: Path, paths: list[Path], *, repeats: int = 3,
+                    threads: int | None = None) -> dict:
+    """Images/s of ``net(x)`` on the tiles detect feeds the network for ``paths``
+    (preloaded), best of ``repeats``, with ``threads`` torch threads (None: torch's
+    default, as the local engine)."""
+    import torch
+
+    net, tiles, meta = _bare_tiles(model, paths, threads)
+    best = float("inf")
+    with torch.no_grad():
         for _ in range(repeats):
             t0 = time.perf_counter()
             for x in tiles:
                 net(x)
             best = min(best, time.perf_counter() - t0)
     return {"images_per_s": len(paths) / best, "n_images": len(paths), "n_tiles": len(tiles),
-            "tile_shape": list(tiles[0].shape[-2:]), "seconds": best, "scale": scale,
-            "torch_threads": torch.get_num_threads(), "model": str(path)}
+            "tile_shape": list(tiles[0].shape[-2:]), "seconds": best,
+            "torch_threads": torch.get_num_threads(), **meta}
 
 
-def bare_parallel(model: Path, paths: list[Path], processes: int) -> dict:
-    """The machine's bare rate in the Ray engine's shape: ``processes`` processes at once,
-    each running :func:`bare_throughput` with one torch thread; images/s summed over them
-    (measured together, not one rate multiplied by the cores)."""
+def _bare_worker(model: Path, paths: list[Path], repeats: int, barrier, results) -> None:
+    """One process of :func:`bare_parallel`: load and capture, wait for the others, then
+    ``repeats`` passes over the tiles; reports (images, start, end) on the clock that
+    all processes of the machine share."""
+    import torch
+
+    net, tiles, _ = _bare_tiles(model, paths, 1)
+    barrier.wait()
+    t0 = time.monotonic()
+    with torch.no_grad():
+        for _ in range(repeats):
+            for x in tiles:
+                net(x)
+    results.put((len(paths) * repeats, t0, time.monotonic()))
+
+
+def bare_parallel(model: Path, paths: list[Path], processes: int, *, repeats: int = 3) -> dict:
+    """The machine's bare rate in the Ray engine's shape: ``processes`` processes, one
+    torch thread each, starting together (a barrier after loading) and each making
+    ``repeats`` passes over the tiles; images/s = all images / (last end - first start)."""
     import multiprocessing as mp
 
-    with mp.get_context("spawn").Pool(processes) as pool:
-        rates = pool.starmap(bare_throughput, [(model, paths, 3, 1)] * processes)
-    return {"images_per_s": sum(r["images_per_s"] for r in rates), "processes": processes,
-            "per_process_images_per_s": [r["images_per_s"] for r in rates],
-            "n_images": len(paths), "torch_threads": 1}
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(processes), ctx.Queue()
+    procs = [ctx.Process(target=_bare_worker, args=(model, paths, repeats, barrier, results))
+             for _ in range(processes)]
+    for p in procs:
+        p.start()
+    done = [results.get(timeout=3600) for _ in procs]
+    for p in procs:
+        p.join()
+    images = sum(d[0] for d in done)
+    wall = max(d[2] for d in done) - min(d[1] for d in done)
+    return {"images_per_s": images / wall, "processes": processes, "seconds": wall,
+            "n_images": len(paths), "repeats": repeats, "torch_threads": 1}
 
 
 # -- detect in a child, memory of its process tree -----------------------------------------

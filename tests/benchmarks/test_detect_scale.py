@@ -56,3 +56,22 @@ def test_memory_by_tenth_of_the_images_written():
     series = [(0.0, 100.0, 0), (5.0, 300.0, 0), (10.0, 350.0, 100), (15.0, 340.0, 150),
               (20.0, 360.0, 999), (25.0, 200.0, 1000)]
     assert ds.pss_by_tenth(series, 1000) == [300.0, 350.0] + [None] * 7 + [360.0]
+
+
+def test_bare_rates_of_both_shapes_run_on_a_real_model(tmp_path, brightfield_dir):
+    """The bare model in one process and in two one-thread processes started together
+    (what the Ray engine is measured against): both report a positive rate over the
+    same images. No timing is asserted."""
+    import torch
+
+    from pseudocell.core.detector import UNet
+
+    net = UNet(1, (4, 8))
+    model = tmp_path / "model.pt"
+    torch.save({"state_dict": net.state_dict(), "meta": {"widths": [4, 8], "scale": 1.0}},
+               model)
+    paths = ds.synthesise(tmp_path / "im", 2, data_dir=brightfield_dir)
+    one = ds.bare_throughput(model, paths, repeats=1, threads=1)
+    par = ds.bare_parallel(model, paths, 2, repeats=1)
+    assert one["n_images"] == 2 and one["images_per_s"] > 0 and one["torch_threads"] == 1
+    assert par["processes"] == 2 and par["images_per_s"] > 0 and par["seconds"] > 0
