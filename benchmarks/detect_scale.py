@@ -274,8 +274,10 @@ def run_detect(model: Path, images: Path, out: Path, *, engine: str, n: int,
 
 def pss_by_tenth(series: list[tuple[float, float, int]], n: int) -> list[float | None]:
     """Peak tree PSS (MB) while the k-th tenth of the ``n`` images was being written
-    (k = 0..9, from the ``(s, PSS MB, images done)`` samples; None where no sample fell):
-    flat memory means the last nine tenths stay at the first tenth's level."""
+    (k = 0..9, from the ``(s, PSS MB, images done)`` samples; None where no sample fell,
+    e.g. when one shard holds more than a tenth of the images; samples after the last
+    shard, while the run shuts down, count in the last tenth): flat memory means the
+    last nine tenths stay at the first tenth's level."""
     peaks: list[float | None] = [None] * 10
     for _s, pss, done in series:
         k = min(9, int(10 * done / max(n, 1)))

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from pseudocell.runtime import MALLOC_ARENAS, MALLOC_ENV, OPT_OUT
+from pseudocell.runtime import MALLOC_ARENAS, OPT_OUT
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
@@ -17,12 +17,14 @@ pytestmark = pytest.mark.skipif(
 
 #: prints how often it ran and the variable it ran with (the restart runs it twice)
 PROBE = ("import os, sys; from pseudocell.runtime import reexec_with_malloc_arena_limit; "
-         "print('start', flush=True); reexec_with_malloc_arena_limit(); "
+         "sys.argv = ['pseudocell']; print('start', flush=True); "
+         "reexec_with_malloc_arena_limit(); "
          "print(os.environ.get('MALLOC_ARENA_MAX'))")
 
 
 def _run(cmd: list[str], **env: str) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if k not in (*MALLOC_ENV, OPT_OUT)}
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES", OPT_OUT)}
     return subprocess.run(cmd, env={**base, **env}, capture_output=True, text=True,
                           check=True, timeout=120)
 
@@ -37,6 +39,11 @@ def test_a_value_in_the_environment_or_the_opt_out_means_no_restart():
         "start", "4"]
     assert _run([sys.executable, "-c", PROBE], **{OPT_OUT: "0"}).stdout.split() == [
         "start", "None"]
+
+
+def test_a_program_calling_the_entry_point_is_not_restarted():
+    probe = PROBE.replace("sys.argv = ['pseudocell']", "sys.argv = ['my_notebook']")
+    assert _run([sys.executable, "-c", probe]).stdout.split() == ["start", "None"]
 
 
 def test_a_bad_opt_out_value_is_named():

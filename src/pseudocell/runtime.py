@@ -45,8 +45,8 @@ def _arenas() -> int | None:
     try:
         n = int(value)
     except ValueError:
-        raise SystemExit(f"{OPT_OUT}={value!r}: give a number of malloc arenas "
-                         f"(0 keeps glibc's default)") from None
+        raise ValueError(f"{OPT_OUT}={value!r}: give a number of malloc arenas "
+                         f"(0 keeps glibc's defaults)") from None
     return n if n > 0 else None
 
 
@@ -61,13 +61,28 @@ def malloc_arena_env() -> dict[str, str]:
     return {k: v for k, v in want.items() if k not in os.environ}
 
 
+def _is_pseudocell_command() -> bool:
+    """Whether this process is the ``pseudocell`` command (its console script or
+    ``python -m pseudocell``), not a program that called the CLI's entry point."""
+    prog = os.path.basename(sys.argv[0]) if sys.argv else ""
+    return prog == "pseudocell" or (prog == "__main__.py"
+                                    and os.path.basename(os.path.dirname(sys.argv[0]))
+                                    == "pseudocell")
+
+
 def reexec_with_malloc_arena_limit() -> None:
     """Restart this process's command line (``sys.orig_argv``) with :data:`MALLOC_ENV`
     set, unless every variable is set already, the opt-out ``PSEUDOCELL_MALLOC_ARENAS=0``
-    is given or the C library is not glibc. Call it before anything starts threads or writes output
-    that must not appear twice; returns only when no restart is needed."""
-    env = malloc_arena_env()
-    if not env:
+    is given, the C library is not glibc, or this process is not the ``pseudocell``
+    command (a notebook or test calling the entry point is not restarted). Call it
+    before anything starts threads or writes output that must not appear twice; returns
+    only when no restart is needed. A bad opt-out value exits with a message naming it.
+    """
+    try:
+        env = malloc_arena_env()
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    if not env or not _is_pseudocell_command():
         return
     os.environ.update(env)
     for stream in (sys.stdout, sys.stderr):
@@ -84,16 +99,19 @@ _CEILING = 32 << 20
 
 @contextlib.contextmanager
 def mapped_from(nbytes: int) -> Iterator[None]:
-    """Within the block, glibc maps every allocation of ``nbytes`` or more on its own and
-    unmaps it when freed, so per-batch tensors cannot fragment the heap; afterwards the
-    thresholds are glibc's dynamic ceiling (mmap 32 MiB, trim 64 MiB). Does nothing where
-    the C library is not glibc (or with ``PSEUDOCELL_MALLOC_ARENAS=0``).
+    """Within the block, glibc maps every allocation of ``nbytes`` or more that the heap
+    cannot serve from its free space on its own, and unmaps it when freed, so per-batch
+    tensors cannot fragment the heap. Afterwards both thresholds are fixed at the values
+    glibc's dynamic ones climb to (mmap 32 MiB, trim 64 MiB): once set, glibc no longer
+    adjusts them. Does nothing where the C library is not glibc, with
+    ``PSEUDOCELL_MALLOC_ARENAS=0``, or when ``MALLOC_MMAP_THRESHOLD_`` /
+    ``MALLOC_TRIM_THRESHOLD_`` are set (the user's choice). Not reentrant.
 
     Scoped, not process-wide: with a fixed 4 MiB threshold for the whole process tiled
     prediction and U-Net training ran ~2x slower (every conv output mapped and zeroed
     anew), while PU training (small patches) did not slow down.
     """
-    if _arenas() is None:
+    if _arenas() is None or {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"} & set(os.environ):
         yield
         return
     libc = ctypes.CDLL("libc.so.6")
