@@ -274,7 +274,8 @@ def detector_throughput(images: list[np.ndarray], *, widths: Sequence[int],
 
 # -- memory of one round, per child process ----------------------------------------------
 def _child_env() -> dict[str, str]:
-    """Environment for a child: this package importable, no stray telemetry."""
+    """Environment for a child: this package importable, no stray telemetry, the
+    pseudocell command's malloc settings."""
     import pseudocell
 
     src = str(Path(pseudocell.__file__).resolve().parents[1])
@@ -282,6 +283,11 @@ def _child_env() -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join([src] + [p for p in env.get("PYTHONPATH", "").split(
         os.pathsep) if p])
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # the malloc settings the pseudocell command restarts with (PSEUDOCELL_MALLOC_ARENAS=0
+    # in this environment measures glibc's defaults)
+    from pseudocell.runtime import malloc_arena_env
+
+    env.update(malloc_arena_env())
     return env
 
 
@@ -573,7 +579,4 @@ def _child_main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from pseudocell.runtime import reexec_with_malloc_arena_limit
-
-    reexec_with_malloc_arena_limit()  # as the CLI does (PSEUDOCELL_MALLOC_ARENAS=0: glibc's)
     raise SystemExit(_child_main())

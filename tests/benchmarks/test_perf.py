@@ -143,3 +143,19 @@ def test_detector_throughput_on_cuda():
     r = perf.detector_throughput(imgs, widths=(4, 8), device="cuda", repeats=2)
     assert r["device"].startswith("cuda") and r["device_name"] != "cpu"
     assert math.isfinite(r["ratio"]) and r["ours_mpx_s"] > 0 and r["bare_mpx_s"] > 0
+
+
+def test_children_start_with_the_pseudocell_commands_malloc_settings(monkeypatch):
+    """A benchmark child is not the pseudocell command (which restarts itself with them),
+    so its environment carries them; the opt-out measures glibc's defaults."""
+    from pseudocell.runtime import MALLOC_ENV, malloc_arena_env
+
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    monkeypatch.delenv("PSEUDOCELL_MALLOC_ARENAS", raising=False)
+    expected = malloc_arena_env()  # {} where glibc's malloc is not in use
+    env = perf._child_env()
+    assert {k: env.get(k) for k in expected} == expected
+    if expected:
+        assert env["MALLOC_ARENA_MAX"] == MALLOC_ENV["MALLOC_ARENA_MAX"]
+    monkeypatch.setenv("PSEUDOCELL_MALLOC_ARENAS", "0")
+    assert "MALLOC_ARENA_MAX" not in perf._child_env()
