@@ -76,17 +76,22 @@ def synthesise(folder: Path, n: int, *, data_dir: Path, seed: int = 0) -> list[P
         py, px = SIDE - im.shape[0], SIDE - im.shape[1]
         ty, tx = int(round(oy * py)), int(round(ox * px))
         im = np.pad(im, ((ty, py - ty), (tx, px - tx)), mode="reflect")
-        Image.fromarray(np.ascontiguousarray(im)).save(p)
+        tmp = p.with_name(p.name + ".part")  # a run stopped mid-write leaves no bad PNG
+        Image.fromarray(np.ascontiguousarray(im)).save(tmp, format="PNG")
+        os.replace(tmp, p)
     return paths
 
 
 def subset(pool: list[Path], n: int, folder: Path) -> Path:
-    """A folder with hard links to the first ``n`` images of ``pool``."""
+    """A folder with hard links to the first ``n`` images of ``pool`` (a link to an
+    older copy of a pool file is replaced)."""
     folder.mkdir(parents=True, exist_ok=True)
     for p in pool[:n]:
         q = folder / p.name
-        if not q.exists():
-            os.link(p, q)
+        if q.exists() and os.path.samefile(p, q):
+            continue
+        q.unlink(missing_ok=True)
+        os.link(p, q)
     return folder
 
 
