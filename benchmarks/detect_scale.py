@@ -12,7 +12,8 @@ peak memory of the whole process tree as the image set grows (issue 19).
 3. Bare model: images/s of ``net(x)`` under ``torch.no_grad`` on the very tiles detect
    feeds the network (captured from ``predict_heatmap`` on the first images, preloaded),
    in the local engine's shape (one process, every core's torch threads) and in the Ray
-   engine's (one one-thread process per core, run at the same time, rates summed).
+   engine's (one one-thread process per core started together: all images over one
+   shared window).
 4. ``pseudocell detect --engine local`` and ``--engine ray`` on each N, each in a fresh
    child process (the real CLI, no overlays); images/s = N / wall of the child (start-up
    included, so small N shows the fixed costs), and the sum of resident (RSS) and
