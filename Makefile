@@ -22,12 +22,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/pseudocell demo --out $(DEMO_OUT) --force
 
-# the fast tier (CI): everything not marked slow, including the Ray executor's proofs
+# the fast tier (CI, under 8 minutes on 2 cores): everything not marked slow, including
+# the Ray executor's bit-for-bit equality with the local one (partial mode)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# sweeps, the full per-stage fault chain, multi-node, S3 server runs, the MLflow UI, the
-# full golden run
+# sweeps, killed actors and drivers on Ray, the full per-stage fault chain, the other
+# modes and the golden run on Ray, multi-node, S3 server runs, the MLflow UI, the full
+# golden run
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

@@ -168,6 +168,8 @@ def test_ray_engine_writes_the_local_engine_files(folder, run_dir, reference, tm
     _check_files(tmp_path / "det", ids, rows)
 
 
+# slow: the local engine's twin (test_a_bad_image_stops_detect_naming_the_file) is fast
+@pytest.mark.slow
 @pytest.mark.ray
 def test_a_bad_image_on_ray_names_the_file(folder, run_dir, tmp_path, ray_address):
     import shutil

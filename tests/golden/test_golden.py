@@ -57,6 +57,9 @@ def test_local_executor_gives_the_golden_outputs(tmp_path, small_crops):
     _golden(tmp_path, small_crops, "fast")
 
 
+# slow: implied in the fast tier by the local golden test and the Ray executor's
+# bit-for-bit equality with the local one (tests/orchestrator/test_ray_executor.py)
+@pytest.mark.slow
 @pytest.mark.ray
 def test_ray_executor_gives_the_golden_outputs(tmp_path, small_crops, ray_address):
     from pseudocell.orchestrator.ray_executor import RayExecutor, RayOptions

@@ -91,8 +91,9 @@ def test_ray_train_detector_equals_in_process_training(local_run, tiny_cfg, ray_
     assert sorted(os.listdir(out_dir)) == ["model.pt"]  # the result file was consumed
 
 
-@pytest.mark.parametrize("stage", [pytest.param("predict", marks=pytest.mark.slow),
-                                   "train_pu"])
+# slow: a whole Ray run plus the actor's restart (68 s of the fast tier on 2 cores)
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["predict", "train_pu"])
 def test_killed_actor_stage_reruns_and_run_finishes_with_same_outputs(
         stage, local_run, small_crops, tiny_cfg, executor, tmp_path, monkeypatch):
     monkeypatch.setenv("PSEUDOCELL_FAULT", f"kill_actor:0/{stage}")
@@ -106,9 +107,12 @@ def test_killed_actor_stage_reruns_and_run_finishes_with_same_outputs(
 ROUND_STAGES = [s.name for s in PARTIAL.round_stages]
 
 
+# slow: two CLI drivers attach to Ray and import torch (76 s on 2 cores for one stage);
+# the fast tier resumes killed runs locally (test_orchestrator_loop, test_cli_end_to_end)
+@pytest.mark.slow
 @pytest.mark.parametrize("stages", [
     pytest.param(["train_pu"], id="one-stage"),
-    pytest.param(ROUND_STAGES, id="every-stage", marks=pytest.mark.slow)])
+    pytest.param(ROUND_STAGES, id="every-stage")])
 def test_driver_sigkill_in_round_0_then_resume(stages, local_run, small_crops, tiny_cfg,
                                                ray_address, tmp_path):
     """Each driver attaches to the session's cluster and SIGKILLs itself inside the next
@@ -136,6 +140,9 @@ def test_driver_sigkill_in_round_0_then_resume(stages, local_run, small_crops, t
     assert _digests(layout, tiny_cfg) == _digests(local_run, tiny_cfg)
 
 
+# slow: the local executor's twin runs in the fast tier
+# (test_orchestrator_loop::test_corrupted_store_is_detected_and_its_stage_reruns)
+@pytest.mark.slow
 def test_truncated_chunk_is_detected_on_resume_and_its_stage_reruns(ray_run, local_run,
                                                                    tiny_cfg, executor):
     chunk = sorted(p for p in Path(ray_run.stage_dir(0, "extract_patches"), "patches.zarr")
@@ -161,6 +168,7 @@ ray.shutdown()
 """
 
 
+@pytest.mark.slow  # starts a Ray cluster of its own (15 s)
 def test_a_local_cluster_runs_its_actors_at_normal_priority(tmp_path):
     """Ray runs workers at nice 15: on a busy machine the stage actors then yield to every
     other process. The local cluster pseudocell starts runs them at nice 0 (own process:

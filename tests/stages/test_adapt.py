@@ -257,6 +257,9 @@ def test_cli_refuses_a_source_without_points_and_an_empty_target(tmp_path, domai
     assert not (tmp_path / "out").exists()
 
 
+# slow (29 s): the fast tier runs the partial mode on Ray, through the same executor and
+# actor code as this mode's stages (tests/orchestrator/test_ray_executor.py)
+@pytest.mark.slow
 @pytest.mark.ray
 def test_ray_executor_gives_the_local_bytes(tmp_path, domains, ray_address):
     """The adapt stages (scale, detector with DANN, predict shards, uncertainty,

@@ -182,6 +182,9 @@ def test_tune_space_of_label_free_fields_needs_that_mode():
     check_space(SPACES["label-free"], mode="label-free")
 
 
+# slow (42 s): the fast tier runs the partial mode on Ray, through the same executor and
+# actor code as this mode's stages (tests/orchestrator/test_ray_executor.py)
+@pytest.mark.slow
 @pytest.mark.ray
 def test_ray_executor_gives_the_local_bytes(tmp_path, small_crops, ray_address):
     """The label-free stages (training, sharded bootstrap over a pool of 2) and the final
