@@ -50,6 +50,9 @@ MODE_FIELDS = {"label-free": _LABEL_FREE_FIELDS, "adapt": _ADAPT_FIELDS,
 #: Fields whose None default means "chosen by the run" and that accept "auto" for it.
 AUTO_FIELDS = ("cell_diameter", "peak_threshold", "target_diameter")
 
+#: How the adapt modes' detectors learn from the source (``Config.source_training``).
+SOURCE_TRAINING = ("plain", "augment", "augment-round0", "dann")
+
 #: Largest seed numpy's and torch's generators take (seeds are unsigned 32-bit).
 MAX_SEED = 2**32 - 1
 
@@ -218,11 +221,13 @@ class Config:
         Label-free: training steps, tiles per step and tile side (px) of the activation
         network; the training images must hold 16 such tiles.
     psm_lr : float, default=1e-3
-    source_training : {"plain", "augment", "dann"}, default="plain"
+    source_training : {"plain", "augment", "augment-round0", "dann"}, default="plain"
         Adapt: how each round's detector learns from the source images. ``augment``
         jitters every crop's intensity response (gamma, gain, offset, blur, noise);
         ``dann`` adds a domain classifier behind a gradient-reversal layer (the two
-        baselines of the domain-adaptation benchmark).
+        baselines of the domain-adaptation benchmark). ``augment-round0`` jitters only
+        round 0's (the source-only detector that gives the first target peaks); the
+        curriculum rounds then train on plain crops.
     target_diameter : float or None, default=None ("auto")
         Adapt: cell diameter (px) in the target images. None estimates it without
         labels, starting from the source's (``cell_diameter``, measured at the source
@@ -435,9 +440,9 @@ class Config:
         need(self.psm_batch > 0, "psm_batch", "> 0")
         need(self.psm_crop >= 16, "psm_crop", ">= 16")
         need(self.psm_lr > 0, "psm_lr", "> 0")
-        need(self.source_training in ("plain", "augment", "dann"), "source_training",
-             "'plain', 'augment' (intensity jitter) or 'dann' (domain classifier with "
-             "gradient reversal)")
+        need(self.source_training in SOURCE_TRAINING, "source_training",
+             "'plain', 'augment' (intensity jitter), 'augment-round0' (jitter in round 0 "
+             "only) or 'dann' (domain classifier with gradient reversal)")
         need(self.target_diameter is None or self.target_diameter >= 2, "target_diameter",
              "'auto' or a diameter in pixels >= 2")
         need(self.grl_lambda >= 0, "grl_lambda", ">= 0 (the gradient-reversal weight)")

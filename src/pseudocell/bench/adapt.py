@@ -13,7 +13,9 @@ to the target) and seed, on the target's held-out test images:
    plus the PU learner and P-ranker on the target);
 6. ``pseudo_heatmap_augment``: the ``adapt`` run with every detector (round 0 and the
    curriculum rounds) trained with the intensity augmentation of ``augment``;
-7. ``target_full``: the detector trained on every target training cell (upper bound).
+7. ``pseudo_heatmap_augment_round0``: the ``adapt`` run whose round 0 (the source-only
+   detector) is ``augment``'s and whose curriculum rounds train on plain crops;
+8. ``target_full``: the detector trained on every target training cell (upper bound).
 
 The splits come from the datasets' specs (seeded); the seed varies every training.
 Target ground truth is used for scoring only (and for ``target_full``). Every method
@@ -47,9 +49,13 @@ __all__ = ["METHODS", "SHIFTS", "Pair", "parse_pair", "half_magnification", "run
 logger = logging.getLogger(__name__)
 
 METHODS = ("source_only", "augment", "dann", "pseudo_heatmap", "pseudo_heatmap_ranker",
-           "pseudo_heatmap_augment", "target_full")
+           "pseudo_heatmap_augment", "pseudo_heatmap_augment_round0", "target_full")
 #: The adapted methods whose targets are reported (beat the baselines, close the gap).
-ADAPTED = ("pseudo_heatmap", "pseudo_heatmap_ranker", "pseudo_heatmap_augment")
+ADAPTED = ("pseudo_heatmap", "pseudo_heatmap_ranker", "pseudo_heatmap_augment",
+           "pseudo_heatmap_augment_round0")
+#: The adapt-mode methods that differ only in ``source_training`` (and their run folder).
+_AUGMENTED = {"pseudo_heatmap_augment": "augment",
+              "pseudo_heatmap_augment_round0": "augment-round0"}
 #: The baselines the pseudo-heatmap method must beat (mean over seeds).
 BASELINES = ("source_only", "augment", "dann")
 
@@ -161,9 +167,10 @@ def _method(m: str, src: Dataset, tgt: Dataset, cfg: Config, seed: int, out: Pat
                                   out / "adapt-ranker")
         res["scores"] = {m: _heldout(run, cfg.rounds, tgt)}
         res["rounds"] = metrics["rounds"]
-    elif m == "pseudo_heatmap_augment":
-        metrics, run = _adapt_run(src, tgt, cfg.replace(mode="adapt", source_training="augment"),
-                                  out / "adapt-augment")
+    elif m in _AUGMENTED:
+        training = _AUGMENTED[m]
+        metrics, run = _adapt_run(src, tgt, cfg.replace(mode="adapt", source_training=training),
+                                  out / f"adapt-{training}")
         res["scores"] = {m: _heldout(run, cfg.rounds, tgt)}
         res["rounds"] = metrics["rounds"]
     elif m in ("augment", "dann"):

@@ -77,6 +77,17 @@ def prepare_domains(inp: StageInputs, cfg: Config) -> StageOutputs:
     return StageOutputs({**out.uris, "points": uri}, out.metrics)
 
 
+def _augments(cfg: Config, rnd: int) -> bool:
+    """Whether round ``rnd``'s detector trains on intensity-jittered crops.
+
+    >>> [_augments(Config(source_training=t), r) for t in ("augment", "augment-round0")
+    ...  for r in (0, 1)]
+    [True, True, True, False]
+    """
+    return cfg.source_training == "augment" or (cfg.source_training == "augment-round0"
+                                                and rnd == 0)
+
+
 def train_adapt_detector(inp: StageInputs, cfg: Config, *,
                          parallel: DataParallel = SINGLE,
                          progress: ProgressFn | None = None) -> StageOutputs:
@@ -85,8 +96,9 @@ def train_adapt_detector(inp: StageInputs, cfg: Config, *,
 
     Inputs: ``source_images``, ``images`` (target), ``scale``, ``source_points``,
     ``points`` (target labels). ``cfg.source_training`` = ``augment`` jitters the input
-    intensities, ``dann`` adds the domain classifier (its accuracy per logging window
-    is the ``domain_accuracy`` series: it should hover near 0.5). Outputs ``model``.
+    intensities (``augment-round0``: in round 0 only), ``dann`` adds the domain
+    classifier (its accuracy per logging window is the ``domain_accuracy`` series: it
+    should hover near 0.5). Outputs ``model``.
     """
     sc = read_scale(inp.uris["scale"])
     src = loop.detector_data(inp.uris["source_images"], sc,
@@ -100,7 +112,7 @@ def train_adapt_detector(inp: StageInputs, cfg: Config, *,
         domain = DomainTask(tgt[0], level=cfg.grl_level, grl_lambda=cfg.grl_lambda)
     t0 = time.perf_counter()
     fitted = loop.fit_detector(inp, cfg, sc, data, parallel=parallel, progress=progress,
-                               augment=cfg.source_training == "augment", domain=domain,
+                               augment=_augments(cfg, inp.round), domain=domain,
                                dropout=cfg.detector_dropout)
     if fitted is None:
         return StageOutputs({}, {})
