@@ -120,11 +120,47 @@ def test_rank_stage_row_files_hold_p_and_u_rows_contiguously_in_order(tmp_path):
     keep = np.random.default_rng(0).random(50) < 0.3
     uri = str(tmp_path / "f.zarr")
     arrays.write_array(uri, x, chunk_rows=7)
-    with _row_file(uri, tmp_path / "p.raw", keep) as p, \
-            _row_file(uri, tmp_path / "u.raw", ~keep) as u, _row_file(uri, tmp_path / "a.raw") as a:
+    p, u = RowFile.split((tmp_path / "p.raw", tmp_path / "u.raw"), arrays.iter_rows(uri),
+                         keep, (3,), np.float32)
+    with p, u, _row_file(uri, tmp_path / "a.raw") as a:
         np.testing.assert_array_equal(p[:], x[keep])
         np.testing.assert_array_equal(u[:], x[~keep])
         np.testing.assert_array_equal(a[:], x)
+    with pytest.raises(ValueError, match="keep has 49 rows"):
+        RowFile.split((tmp_path / "p2.raw", tmp_path / "u2.raw"), arrays.iter_rows(uri),
+                      keep[:-1], (3,), np.float32)
+    with pytest.raises(ValueError, match="keep has 51 rows; the blocks have 50"):
+        RowFile.split((tmp_path / "p3.raw", tmp_path / "u3.raw"), arrays.iter_rows(uri),
+                      np.r_[keep, True], (3,), np.float32)
+
+
+def test_rank_stage_reads_the_features_once_and_scores_u_as_in_memory(tmp_path, monkeypatch,
+                                                                     tiny_cfg):
+    from pseudocell.stages import loop
+    from pseudocell.stages.base import StageInputs
+    from pseudocell.storage import arrays, tables
+
+    rng = np.random.default_rng(1)
+    is_p = rng.random(60) < 0.3
+    x = (rng.standard_normal((60, 5)) + is_p[:, None]).astype(np.float32)
+    arrays.write_array(str(tmp_path / "f.zarr"), x, chunk_rows=8)
+    tables.write_table(str(tmp_path / "t.parquet"), {
+        "patch_id": np.arange(60, dtype=np.int64), "peak": rng.random(60),
+        "set": np.where(is_p, "P", "U").astype(object)})
+    reads = []
+    real = arrays.iter_rows
+    monkeypatch.setattr(arrays, "iter_rows", lambda uri: reads.append(uri) or real(uri))
+    (tmp_path / "out").mkdir()
+    out = loop.rank(StageInputs(str(tmp_path / "out"), 0, 0, {
+        "table": str(tmp_path / "t.parquet"), "features": str(tmp_path / "f.zarr")}), tiny_cfg)
+    assert reads == [str(tmp_path / "f.zarr")]  # one pass writes both row files
+    got = tables.read_table(out.uris["scores"])
+    r_pos, r_neg = rank_unlabeled(x[is_p], x[~is_p], p=tiny_cfg.p, lam=tiny_cfg.lam,
+                                  neg_ranker=tiny_cfg.neg_ranker,
+                                  provisional_top=tiny_cfg.provisional_top)
+    np.testing.assert_array_equal(got["patch_id"], np.flatnonzero(~is_p))
+    np.testing.assert_array_equal(got["pos_score"], r_pos)
+    np.testing.assert_array_equal(got["neg_score"], r_neg)
 
 
 def test_detector_training_on_lazy_items_equals_lists_whatever_the_budget(small_crops):

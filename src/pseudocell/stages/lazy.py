@@ -159,19 +159,48 @@ class RowFile:
     """
 
     def __init__(self, path, blocks, row_shape: tuple[int, ...], dtype) -> None:
+        self._setup(row_shape, dtype)
+        with open(path, "wb") as f:
+            for b in blocks:
+                self._append(f, b)
+        self._fd = os.open(path, os.O_RDONLY)
+
+    @classmethod
+    def split(cls, paths, blocks, keep: np.ndarray, row_shape: tuple[int, ...],
+              dtype) -> tuple[RowFile, RowFile]:
+        """Two row files from one pass over ``blocks``: the rows where the (n,) bool
+        ``keep`` is True (in order) in ``paths[0]``, the others in ``paths[1]``."""
+        files = tuple(cls.__new__(cls) for _ in range(2))
+        for rf in files:
+            rf._setup(row_shape, dtype)
+        start = 0
+        with open(paths[0], "wb") as f0, open(paths[1], "wb") as f1:
+            for b in blocks:
+                k = keep[start:start + len(b)]
+                if len(k) != len(b):
+                    raise ValueError(f"keep has {len(keep)} rows; the blocks have more")
+                files[0]._append(f0, b[k])
+                files[1]._append(f1, b[~k])
+                start += len(b)
+        if start != len(keep):
+            raise ValueError(f"keep has {len(keep)} rows; the blocks have {start}")
+        for rf, path in zip(files, paths):
+            rf._fd = os.open(path, os.O_RDONLY)
+        return files
+
+    def _setup(self, row_shape: tuple[int, ...], dtype) -> None:
         self.dtype = np.dtype(dtype)
         self.row_shape = tuple(int(s) for s in row_shape)
         self._row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
-        n = 0
-        with open(path, "wb") as f:
-            for b in blocks:
-                b = np.ascontiguousarray(b, dtype=self.dtype)
-                if b.shape[1:] != self.row_shape:
-                    raise ValueError(f"block of shape {b.shape} in rows of {self.row_shape}")
-                f.write(b.tobytes())
-                n += len(b)
-        self._n = n
-        self._fd = os.open(path, os.O_RDONLY)
+        self._n = 0
+        self._fd = -1
+
+    def _append(self, f, block: np.ndarray) -> None:
+        b = np.ascontiguousarray(block, dtype=self.dtype)
+        if b.shape[1:] != self.row_shape:
+            raise ValueError(f"block of shape {b.shape} in rows of {self.row_shape}")
+        f.write(b.tobytes())
+        self._n += len(b)
 
     @property
     def shape(self) -> tuple[int, ...]:
