@@ -28,12 +28,12 @@ from pseudocell.core.select import choose, rank_unlabeled
 from pseudocell.core.targets import make_target
 from pseudocell.data.points import (DECIDED_KINDS, LABEL_KINDS, NEGATIVE_KINDS, POSITIVE_KINDS,
                                      points_by_image)
+from pseudocell.runtime import mapped_from
 from pseudocell.stages.base import (SHARDED, TRAINING, Human, Input, Labels, Mode, Output, Prepared,
                                     ProgressFn, ShardedStage, StageInputs, StageOutputs,
                                     StageSpec)
 from pseudocell.stages.background import add_background
 from pseudocell.stages.lazy import Field, LazyItems, RowFile
-from pseudocell.runtime import mapped_from
 from pseudocell.stages.scale import ScaleInfo, read_scale, scale_images
 from pseudocell.storage import arrays, fs, tables
 from pseudocell.storage.layout import join
