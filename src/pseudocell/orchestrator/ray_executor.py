@@ -146,19 +146,40 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: 
 
     if ray.is_initialized():
         return False
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if address is None:
         # a local cluster's raylet reads this when it starts: Ray runs its workers at nice
         # 15, so on a machine doing anything else the stage actors (which do all of a run's
-        # work) yield to it and a Ray run falls behind a local one of the same stages
-        os.environ.setdefault("RAY_worker_niceness", str(LOCAL_WORKER_NICENESS))
+        # work) yield to it and a Ray run falls behind a local one of the same stages;
         # and its workers start with the malloc arena limit a CLI process restarts with
-        os.environ.update(malloc_arena_env())
-        ray.init(num_cpus=num_cpus or os.cpu_count(), **{**LOCAL_RAY_INIT, **kwargs})
+        env = {"RAY_worker_niceness": str(LOCAL_WORKER_NICENESS), **malloc_arena_env()}
+        with _environment(env, keep={"RAY_worker_niceness"}):
+            ray.init(num_cpus=num_cpus or os.cpu_count(), **{**LOCAL_RAY_INIT, **kwargs})
     else:
-        ray.init(address=address, log_to_driver=False, **kwargs)
+        with _environment({}):
+            ray.init(address=address, log_to_driver=False, **kwargs)
     logger.info("ray resources: %s", ray.cluster_resources())
     return True
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str], keep: frozenset[str] | set[str] = frozenset()
+                 ) -> Iterator[None]:
+    """``values`` (and no usage statistics) in ``os.environ`` for a block, where the
+    processes Ray starts inherit them; the caller's environment is restored after it.
+    Names in ``keep`` that the caller set keep the caller's value."""
+    values = {"RAY_USAGE_STATS_ENABLED": "0", **values}
+    keep = set(keep) | {"RAY_USAGE_STATS_ENABLED"}
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update({k: v for k, v in values.items()
+                       if not (k in keep and before[k] is not None)})
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 @contextlib.contextmanager
