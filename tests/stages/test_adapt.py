@@ -189,7 +189,9 @@ def test_baselines_train_the_source_detector_otherwise(tmp_path, domains, adapt_
 @pytest.mark.parametrize("rnd,same_as", [(0, "augment"), (1, "plain")])
 def test_augment_round0_jitters_round_0_only(adapt_run, tmp_path, rnd, same_as):
     """On a finished run's own inputs of a round, ``augment-round0`` trains round 0's
-    detector as ``augment`` does and round 1's as ``plain`` does, byte for byte."""
+    detector as ``augment`` does and round 1's as ``plain`` does, byte for byte (and
+    ``augment`` trains otherwise than ``plain``:
+    test_baselines_train_the_source_detector_otherwise)."""
     from pseudocell.stages.adapt import train_adapt_detector
     from pseudocell.stages.base import StageInputs
     from pseudocell.storage.manifest import read_manifest
@@ -197,15 +199,13 @@ def test_augment_round0_jitters_round_0_only(adapt_run, tmp_path, rnd, same_as):
     layout, cfg, _ = adapt_run
     m = read_manifest(layout.manifest(rnd, "train_detector"))
     models = {}
-    for training in ("plain", "augment", "augment-round0"):
+    for training in (same_as, "augment-round0"):
         inp = StageInputs(out_dir=str(tmp_path / training), round=rnd, seed=m["seed"],
                           uris={k: layout.uri(v["uri"]) for k, v in m["inputs"].items()})
         Path(inp.out_dir).mkdir()
         out = train_adapt_detector(inp, cfg.replace(source_training=training))
         models[training] = Path(out.uris["model"]).read_bytes()
-    other = ({"plain", "augment"} - {same_as}).pop()
     assert models["augment-round0"] == models[same_as]
-    assert models["augment-round0"] != models[other]
 
 
 def test_adapt_fields_stay_out_of_other_hashes():
