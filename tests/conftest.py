@@ -206,6 +206,33 @@ class RecordingExecutor:
         return self.inner.run_stage(spec, inp, self._Reads(cfg, seen), progress)
 
 
+def assert_shards_give_the_stage_bytes(layout, spec, cfg, tmp_path, rnd: int = 0,
+                                       per_actor: int = 3) -> int:
+    """A finished run's sharded stage ``spec`` of round ``rnd``, run again by its actor
+    class without Ray: planned for ``per_actor`` shards per actor, the shards run in
+    reverse order and merged, it gives the manifest's metrics, output bytes and files.
+    Returns the number of shards."""
+    from pseudocell.actors.stage_actors import actor_class
+    from pseudocell.stages.base import StageInputs
+    from pseudocell.storage import fs
+    from pseudocell.storage.manifest import checksum, read_manifest
+
+    m = read_manifest(layout.manifest(rnd, spec.name))
+    inp = StageInputs(out_dir=str(tmp_path / spec.name), round=rnd, seed=m["seed"],
+                      uris={k: layout.uri(v["uri"]) for k, v in m["inputs"].items()})
+    fs.makedirs(inp.out_dir)
+    actor = actor_class(spec.actor)(threads=1)
+    items = actor.plan(spec, inp, cfg, per_actor)
+    results = [actor.shard(spec, inp, cfg, it) for it in reversed(items)]
+    out = actor.merge(spec, inp, cfg, results)
+    assert out.metrics == m["metrics"]
+    for name, rec in m["outputs"].items():
+        assert checksum(out.uris[name]) == rec["sha256"], name
+    assert sorted(fs.list_files(inp.out_dir)) == sorted(
+        f for f in fs.list_files(layout.stage_dir(rnd, spec.name)) if f != "_manifest.json")
+    return len(items)
+
+
 def assert_ignored_fields_unread(executor: RecordingExecutor, layout, cfg) -> None:
     """No stage of the run read a config field its spec declares in ``ignores`` (what
     lets runs share it, :mod:`pseudocell.orchestrator.share`)."""

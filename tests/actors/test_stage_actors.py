@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import assert_shards_give_the_stage_bytes
 from pseudocell.actors.stage_actors import actor_class
 from pseudocell.data.points import hide_points
 from pseudocell.orchestrator.executors import LocalExecutor
@@ -44,22 +45,9 @@ def test_an_actor_refuses_a_stage_of_another_kind(tiny_cfg, tmp_path):
 @pytest.mark.parametrize("stage,n_items", [("predict", 6), ("extract_patches", 1)])
 def test_shards_in_any_number_and_order_give_the_stage_bytes(stage, n_items, finished_run,
                                                              tiny_cfg, tmp_path):
-    m = read_manifest(finished_run.manifest(0, stage))
-    inp = StageInputs(out_dir=str(tmp_path / stage), round=0, seed=m["seed"],
-                      uris={k: finished_run.uri(v["uri"]) for k, v in m["inputs"].items()})
-    fs.makedirs(inp.out_dir)
-    spec = SPECS[stage]
-    actor = actor_class(spec.actor)(threads=1)
-    items = actor.plan(spec, inp, tiny_cfg, 3)
     # 3 training + 3 held-out images → 6 predict shards; the few patches fill one chunk
-    assert len(items) == n_items
-    results = [actor.shard(spec, inp, tiny_cfg, it) for it in reversed(items)]
-    out = actor.merge(spec, inp, tiny_cfg, results)
-    assert out.metrics == m["metrics"]
-    for name, rec in m["outputs"].items():
-        assert checksum(out.uris[name]) == rec["sha256"], name
-    assert sorted(fs.list_files(inp.out_dir)) == sorted(
-        f for f in fs.list_files(finished_run.stage_dir(0, stage)) if f != "_manifest.json")
+    assert assert_shards_give_the_stage_bytes(finished_run, SPECS[stage], tiny_cfg,
+                                              tmp_path) == n_items
 
 
 def test_patch_shards_of_many_chunks_write_the_same_array(finished_run, tiny_cfg, tmp_path,

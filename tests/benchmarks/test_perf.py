@@ -86,7 +86,7 @@ def test_repeat_images_gives_distinct_ids_and_copies_points():
     assert set(rpts["image_id"]) == set(rids)
 
 
-@pytest.mark.slow  # a child process runs two rounds (15 s)
+@pytest.mark.slow  # a child process runs two rounds (15 s); benchmark machinery, no fast twin
 def test_round_memory_measures_a_child_round(tmp_path):
     ids, imgs, pts = _synthetic(2)
     r = perf.round_memory(2, tmp_path, _tiny_cfg(), images=imgs, points=pts, ids=ids,

@@ -57,8 +57,8 @@ def test_local_executor_gives_the_golden_outputs(tmp_path, small_crops):
     _golden(tmp_path, small_crops, "fast")
 
 
-# slow: implied in the fast tier by the local golden test and the Ray executor's
-# bit-for-bit equality with the local one (tests/orchestrator/test_ray_executor.py)
+# slow: the fast tier checks the local executor against the golden record and the Ray
+# executor bit for bit against the local one (on the tiny config, not the demo's)
 @pytest.mark.slow
 @pytest.mark.ray
 def test_ray_executor_gives_the_golden_outputs(tmp_path, small_crops, ray_address):

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +94,34 @@ def test_resume_after_interrupted_stage_gives_identical_outputs(reference_run, s
     skipped = {(e.round, e.stage) for e in events if e.status == "skipped"}
     assert skipped == {(0, "scale"), (0, "background"), (0, "train_detector"), (0, "predict"),
                        (0, "extract_patches")}
+    assert _output_digests(layout, cfg) == _output_digests(ref_layout, cfg)
+    assert metrics["rounds"] == ref_metrics["rounds"]
+
+
+_KILLED_DRIVER = """
+import sys
+from pseudocell.orchestrator.executors import LocalExecutor
+from pseudocell.orchestrator.run import resume
+resume(sys.argv[1], LocalExecutor())
+"""
+
+
+def test_sigkilled_driver_then_resume_gives_identical_outputs(reference_run, small_crops,
+                                                              tmp_path):
+    """A driver SIGKILLed after round 0's train_pu wrote its outputs, before their
+    manifest: nothing of it is trusted, resume reruns it and gives the reference bytes."""
+    cfg, ref_layout, ref_metrics = reference_run
+    layout = prepare_run(tmp_path / "run", cfg, crop_inputs(small_crops))
+    env = {**os.environ, "PSEUDOCELL_FAULT": "kill_driver:0/train_pu"}
+    proc = subprocess.run([sys.executable, "-c", _KILLED_DRIVER, layout.root], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
+    assert Path(layout.stage_dir(0, "train_pu"), "features.zarr").exists()
+    assert read_manifest(layout.manifest(0, "train_pu")) is None
+    assert read_manifest(layout.manifest(0, "extract_patches")) is not None
+    events = []
+    metrics = resume(layout.root, LocalExecutor(), progress=events.append)
+    assert [(e.round, e.stage) for e in events if e.status == "done"][0] == (0, "train_pu")
     assert _output_digests(layout, cfg) == _output_digests(ref_layout, cfg)
     assert metrics["rounds"] == ref_metrics["rounds"]
 

@@ -91,7 +91,9 @@ def test_ray_train_detector_equals_in_process_training(local_run, tiny_cfg, ray_
     assert sorted(os.listdir(out_dir)) == ["model.pt"]  # the result file was consumed
 
 
-# slow: a whole Ray run plus the actor's restart (68 s of the fast tier on 2 cores)
+# slow: a whole Ray run plus the actor's restart (68 s of the fast tier on 2 cores); no
+# fast twin: the fast tier reruns unfinished stages (outputs without a manifest) after a
+# killed local driver, not after a killed actor
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["predict", "train_pu"])
 def test_killed_actor_stage_reruns_and_run_finishes_with_same_outputs(
@@ -108,7 +110,8 @@ ROUND_STAGES = [s.name for s in PARTIAL.round_stages]
 
 
 # slow: two CLI drivers attach to Ray and import torch (76 s on 2 cores for one stage);
-# the fast tier resumes killed runs locally (test_orchestrator_loop, test_cli_end_to_end)
+# the fast tier SIGKILLs a local driver and resumes (test_orchestrator_loop::
+# test_sigkilled_driver_then_resume_gives_identical_outputs)
 @pytest.mark.slow
 @pytest.mark.parametrize("stages", [
     pytest.param(["train_pu"], id="one-stage"),

@@ -208,6 +208,18 @@ def test_augment_round0_jitters_round_0_only(adapt_run, tmp_path, rnd, same_as):
     assert models["augment-round0"] == models[same_as]
 
 
+def test_predict_shards_of_both_domains_in_any_order_give_the_stage_bytes(adapt_run, tmp_path):
+    """How the Ray executor runs the adapt modes' predict (target, held-out and source
+    images: plan, shards, merge), without Ray."""
+    from conftest import assert_shards_give_the_stage_bytes
+    from pseudocell.stages.modes import get_mode
+
+    layout, cfg, _ = adapt_run
+    spec = next(s for s in get_mode(cfg.mode).round_stages if s.name == "predict")
+    # 2 target + 1 held-out + 3 source images, one shard each
+    assert assert_shards_give_the_stage_bytes(layout, spec, cfg, tmp_path, rnd=1) == 6
+
+
 def test_adapt_fields_stay_out_of_other_hashes():
     assert Config().config_hash == Config(grl_lambda=3.0, adapt_schedule=(0.5,)).config_hash
     assert Config(mode="label-free").config_hash == \
@@ -280,7 +292,8 @@ def test_cli_refuses_a_source_without_points_and_an_empty_target(tmp_path, domai
 
 
 # slow (29 s): the fast tier runs the partial mode on Ray, through the same executor and
-# actor code as this mode's stages (tests/orchestrator/test_ray_executor.py)
+# actor code as this mode's stages;
+# its sharded predict runs as Ray runs it (plan, shards, merge) in a fast test above
 @pytest.mark.slow
 @pytest.mark.ray
 def test_ray_executor_gives_the_local_bytes(tmp_path, domains, ray_address):

@@ -121,6 +121,16 @@ def test_rerun_of_bootstrap_gives_the_same_bytes(lf_run, tmp_path, small_crops):
     assert output_digests(lay2, cfg) == ref
 
 
+def test_bootstrap_shards_in_any_number_and_order_give_the_stage_bytes(lf_run, tmp_path):
+    """How the Ray executor runs the sharded stage (plan, shards, merge), without Ray."""
+    from conftest import assert_shards_give_the_stage_bytes
+    from pseudocell.stages.modes import get_mode
+
+    layout, cfg, _ = lf_run
+    spec = next(s for s in get_mode(cfg.mode).before if s.name == "bootstrap_points")
+    assert assert_shards_give_the_stage_bytes(layout, spec, cfg, tmp_path) > 1
+
+
 def test_clicks_join_the_seeds(tmp_path, small_crops):
     images, gt = small_crops
     clicks = hide_points(gt, 0.2, seed=1)
@@ -183,7 +193,8 @@ def test_tune_space_of_label_free_fields_needs_that_mode():
 
 
 # slow (42 s): the fast tier runs the partial mode on Ray, through the same executor and
-# actor code as this mode's stages (tests/orchestrator/test_ray_executor.py)
+# actor code as this mode's stages;
+# its sharded bootstrap_points runs as Ray runs it (plan, shards, merge) in a fast test above
 @pytest.mark.slow
 @pytest.mark.ray
 def test_ray_executor_gives_the_local_bytes(tmp_path, small_crops, ray_address):

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pseudocell.config import MAX_SEED, Config, dump_toml, load_config
+from pseudocell.config import MAX_SEED, SOURCE_TRAINING, Config, dump_toml, load_config
 from pseudocell.errors import InvalidConfigError
 
 SETTINGS = settings(max_examples=200, derandomize=True, deadline=None, database=None,
@@ -87,7 +87,7 @@ def _valid_value(name: str, t: str):
         "polarity": st.sampled_from(["auto", "bright", "dark"]),
         "kmeans_k": st.integers(2, 8), "seed_fraction": st.floats(0.01, 1.0),
         "fusion_beta": st.floats(0, 100), "psm_crop": st.integers(16, 512),
-        "source_training": st.sampled_from(["plain", "augment", "dann"]),
+        "source_training": st.sampled_from(SOURCE_TRAINING),
         "target_diameter": st.one_of(st.none(), st.floats(2, 500)),
         "grl_lambda": st.floats(0, 100), "grl_level": st.integers(-2, 1),
         "adapt_schedule": st.lists(st.floats(0.01, 1.0), min_size=1, max_size=4,

@@ -7,6 +7,7 @@ from typing import Protocol
 import torch
 
 from pseudocell.config import Config
+from pseudocell.orchestrator.faults import kill_driver_if_asked
 from pseudocell.stages.base import ProgressFn, StageInputs, StageOutputs, StageSpec
 
 __all__ = ["Executor", "LocalExecutor"]
@@ -36,6 +37,8 @@ class LocalExecutor:
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         try:
-            return spec.call(inp, cfg, progress)
+            out = spec.call(inp, cfg, progress)
         finally:
             torch.set_num_threads(prev)
+        kill_driver_if_asked(inp.round, spec.name)  # fault injection (tests); off by default
+        return out

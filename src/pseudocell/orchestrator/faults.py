@@ -3,7 +3,8 @@ variable ``PSEUDOCELL_FAULT`` is set in the driver's environment).
 
 ``PSEUDOCELL_FAULT=kill_driver:0/predict``
     the driver SIGKILLs itself right after it has handed round 0's ``predict`` to its
-    actors (the stage is running, its manifest is not written).
+    actors (the stage is running, its manifest is not written); with the local
+    executor, right after the stage has written its outputs (its manifest is not).
 ``PSEUDOCELL_FAULT=kill_actor:0/train_pu``
     the actor running round 0's ``train_pu`` writes a stray file into the stage folder
     and SIGKILLs itself before returning, on the first attempt only.

@@ -146,6 +146,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: 
 
     if ray.is_initialized():
         return False
+    # for the whole driver: Ray Data checks it at every dataset run (a detached usage
+    # actor and a metrics poller otherwise)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if address is None:
         # a local cluster's raylet reads this when it starts: Ray runs its workers at nice
         # 15, so on a machine doing anything else the stage actors (which do all of a run's
@@ -155,8 +158,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: 
         with _environment(env, keep={"RAY_worker_niceness"}):
             ray.init(num_cpus=num_cpus or os.cpu_count(), **{**LOCAL_RAY_INIT, **kwargs})
     else:
-        with _environment({}):
-            ray.init(address=address, log_to_driver=False, **kwargs)
+        ray.init(address=address, log_to_driver=False, **kwargs)
     logger.info("ray resources: %s", ray.cluster_resources())
     return True
 
@@ -164,11 +166,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: 
 @contextlib.contextmanager
 def _environment(values: dict[str, str], keep: frozenset[str] | set[str] = frozenset()
                  ) -> Iterator[None]:
-    """``values`` (and no usage statistics) in ``os.environ`` for a block, where the
-    processes Ray starts inherit them; the caller's environment is restored after it.
-    Names in ``keep`` that the caller set keep the caller's value."""
-    values = {"RAY_USAGE_STATS_ENABLED": "0", **values}
-    keep = set(keep) | {"RAY_USAGE_STATS_ENABLED"}
+    """``values`` in ``os.environ`` for a block, where the processes Ray starts inherit
+    them; the caller's environment is restored after it. Names in ``keep`` that the
+    caller set keep the caller's value."""
     before = {k: os.environ.get(k) for k in values}
     os.environ.update({k: v for k, v in values.items()
                        if not (k in keep and before[k] is not None)})

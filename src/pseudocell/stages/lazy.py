@@ -170,6 +170,7 @@ class RowFile:
               dtype) -> tuple[RowFile, RowFile]:
         """Two row files from one pass over ``blocks``: the rows where the (n,) bool
         ``keep`` is True (in order) in ``paths[0]``, the others in ``paths[1]``."""
+        keep = np.asarray(keep, bool)
         files = tuple(cls.__new__(cls) for _ in range(2))
         for rf in files:
             rf._setup(row_shape, dtype)
@@ -184,8 +185,13 @@ class RowFile:
                 start += len(b)
         if start != len(keep):
             raise ValueError(f"keep has {len(keep)} rows; the blocks have {start}")
-        for rf, path in zip(files, paths):
-            rf._fd = os.open(path, os.O_RDONLY)
+        try:
+            for rf, path in zip(files, paths):
+                rf._fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            for rf in files:
+                rf.close()
+            raise
         return files
 
     def _setup(self, row_shape: tuple[int, ...], dtype) -> None:
