@@ -133,3 +133,55 @@ def test_subpixel_peaks_recover_off_grid_gaussian_centres():
     np.testing.assert_allclose(got, want, atol=0.02)
     whole, _ = find_peaks(h.astype(np.float32), threshold=0.3, min_distance=4, subpixel=False)
     assert np.all(whole == np.rint(whole))
+
+
+@pytest.mark.filterwarnings("ignore:When min_distance < 1")  # scikit-image's, at 0
+@pytest.mark.parametrize("min_distance", [0, 1, 2, 3, 6])
+@pytest.mark.parametrize("levels", [4, 16, 0])  # few levels: plateaus and ties everywhere
+def test_local_maxima_are_scikit_images_peaks(min_distance, levels):
+    """The same peaks, in the same order, as ``peak_local_max`` (ties included)."""
+    from scipy import ndimage
+    from skimage.feature import peak_local_max
+
+    from pseudocell.core.peaks import local_maxima
+
+    rng = np.random.default_rng(min_distance * 100 + levels)
+    for k in range(12):
+        h = ndimage.gaussian_filter(rng.random((40 + k, 57)), rng.uniform(0.5, 3))
+        h = (h - h.min()) / (h.max() - h.min())
+        if levels:
+            h = np.round(h * levels) / levels
+        h = h.astype(np.float32)
+        thr = float(rng.uniform(0.0, 0.6))
+        want = peak_local_max(h, min_distance=min_distance, threshold_abs=thr,
+                              exclude_border=False)
+        got = local_maxima(h, min_distance=min_distance, threshold=thr)
+        np.testing.assert_array_equal(got, want.reshape(-1, 2))
+
+
+def test_local_maxima_of_a_constant_or_flat_topped_image():
+    from pseudocell.core.peaks import local_maxima
+
+    assert local_maxima(np.ones((8, 8)), min_distance=2, threshold=0.0).shape == (0, 2)
+    h = np.zeros((12, 12), np.float32)
+    h[3:6, 3:9] = 1.0  # one plateau wider than min_distance: peaks every 2 px along it
+    got = local_maxima(h, min_distance=2, threshold=0.5)
+    assert got.tolist() == [[3, 3], [3, 5], [3, 7], [5, 3], [5, 5], [5, 7]]
+
+
+def test_local_maxima_on_saturated_blobs_are_scikit_images_peaks():
+    """Flat tops (a heatmap clipped at 1, as a model applied at the wrong scale gives):
+    many maxima closer than min_distance, thinned as scikit-image thins them."""
+    from scipy import ndimage
+    from skimage.feature import peak_local_max
+
+    from pseudocell.core.peaks import local_maxima
+
+    rng = np.random.default_rng(7)
+    h = np.zeros((120, 150), np.float32)
+    h[rng.integers(0, 120, 25), rng.integers(0, 150, 25)] = 1.0
+    h = np.clip(ndimage.gaussian_filter(h, 6) * 400, 0, 1).astype(np.float32)
+    assert (h == 1).sum() > 2000  # wide plateaus
+    want = peak_local_max(h, min_distance=6, threshold_abs=0.05, exclude_border=False)
+    np.testing.assert_array_equal(local_maxima(h, min_distance=6, threshold=0.05), want)
+    assert len(want) > 25
