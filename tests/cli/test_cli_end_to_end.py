@@ -152,7 +152,6 @@ def test_sigterm_stops_a_run_cleanly_and_resume_finishes_it(tmp_path, small_crop
     assert [e["status"] for e in events if e["type"] == "status" and e["run"] == "parent"][-1] \
         == "KILLED"
     assert not (out / "round_000" / "train_pu" / "_manifest.json").exists()
-    done = subprocess.run([sys.executable, "-m", "pseudocell", "--quiet", "resume", str(out)],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = runner.invoke(app, ["--quiet", "resume", str(out)])  # in this process: no second start-up
+    assert done.exit_code == 0, done.output
     assert (out / "final" / "detections.csv").exists()
