@@ -154,8 +154,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: 
         # 15, so on a machine doing anything else the stage actors (which do all of a run's
         # work) yield to it and a Ray run falls behind a local one of the same stages;
         # and its workers start with the malloc arena limit a CLI process restarts with
-        env = {"RAY_worker_niceness": str(LOCAL_WORKER_NICENESS), **malloc_arena_env()}
-        with _environment(env, keep={"RAY_worker_niceness"}):
+        # (a value the caller set is kept: malloc_arena_env leaves those out too)
+        env = {k: v for k, v in {"RAY_worker_niceness": str(LOCAL_WORKER_NICENESS),
+                                 **malloc_arena_env()}.items() if k not in os.environ}
+        with _environment(env):
             ray.init(num_cpus=num_cpus or os.cpu_count(), **{**LOCAL_RAY_INIT, **kwargs})
     else:
         ray.init(address=address, log_to_driver=False, **kwargs)
@@ -164,14 +166,11 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: 
 
 
 @contextlib.contextmanager
-def _environment(values: dict[str, str], keep: frozenset[str] | set[str] = frozenset()
-                 ) -> Iterator[None]:
+def _environment(values: dict[str, str]) -> Iterator[None]:
     """``values`` in ``os.environ`` for a block, where the processes Ray starts inherit
-    them; the caller's environment is restored after it. Names in ``keep`` that the
-    caller set keep the caller's value."""
+    them; the caller's environment is restored after it."""
     before = {k: os.environ.get(k) for k in values}
-    os.environ.update({k: v for k, v in values.items()
-                       if not (k in keep and before[k] is not None)})
+    os.environ.update(values)
     try:
         yield
     finally:
