@@ -100,9 +100,12 @@ def local_maxima(image: np.ndarray, *, min_distance: int, threshold: float) -> n
         if mask.all():
             mask[:] = False  # a constant image has no peak
         mask &= h > threshold
-    coords = np.argwhere(mask)
-    coords = coords[np.argsort(-h[mask], kind="stable")]
-    if md > 1 and len(coords) > 1:
+    values = h[mask]
+    order = np.argsort(-values, kind="stable")
+    coords, values = np.argwhere(mask)[order], values[order]
+    # close peaks are equal (above): with no two equal values (adjacent once sorted),
+    # no peak is dropped and the box count below is not needed
+    if md > 1 and len(coords) > 1 and np.any(values[1:] == values[:-1]):
         # peaks closer than md (Chebyshev <= md - 1 on integer positions): a peak with
         # another in its (2 md - 1)^2 box; the others are all kept
         box = 2 * md - 1
