@@ -132,6 +132,9 @@ def test_ui_serves_the_run_and_sigterm_stops_every_process_it_started(tmp_path, 
         kill_pids(_descendants(proc.pid) | children | {proc.pid})
 
 
+# slow (30 s: a CLI process start-up); no fast twin for SIGTERM's clean stop, the fast tier
+# resumes a SIGKILLed local driver (test_orchestrator_loop)
+@pytest.mark.slow
 def test_sigterm_stops_a_run_cleanly_and_resume_finishes_it(tmp_path, small_crops, tiny_cfg):
     """SIGTERM (here sent by the driver to itself as round 0's train_pu starts: a fault
     hook, no timing) unwinds the run: exit code 143, the MLflow run is KILLED, and
