@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 TORCH_INDEX ?=
 
-.PHONY: demo test test-slow test-all bench bench-quick bench-quality bench-label-free bench-adapt bench-human bench-perf bench-executor bench-tune bench-tune-share bench-detect clean
+.PHONY: demo test test-slow test-all bench bench-quick bench-quality bench-label-free bench-adapt bench-human bench-perf bench-executor bench-tune bench-tune-share bench-detect bench-precision clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null 2>&1 || { echo "error: $(PY) not found; install Python 3.11 or run 'make PY=/path/to/python3.11 ...'"; exit 1; }
@@ -66,6 +66,10 @@ bench-executor: $(STAMP)
 DETECT_SIZES ?= 100,1000
 bench-detect: $(STAMP)
 	$(BIN)/python benchmarks/detect_scale.py --sizes $(DETECT_SIZES) --out runs/bench_detect_scale.json
+
+# prediction in bfloat16 against float32: held-out F1 and images/s (the GPU when there is one)
+bench-precision: $(STAMP)
+	$(BIN)/python benchmarks/precision.py --out runs/bench_precision.json
 
 bench-tune: $(STAMP)
 	$(BIN)/python benchmarks/tune.py --out runs/bench_tune --samples 6

@@ -289,6 +289,8 @@ CASES = {
                        ["'device'", "'tpu'", "cuda:N"], "Fix these fields"),
     "device cuda:x": Case(_config_file('device = "cuda:x"\n'), InvalidConfigError,
                           ["'device'", "'cuda:x'"], "Fix these fields"),
+    "precision float16": Case(_config_file('precision = "float16"\n'), InvalidConfigError,
+                              ["'precision'", "'float16'", "'bfloat16'"], "Fix these fields"),
     "one U-Net level": Case(_config_file("unet_widths = [8]\n"), InvalidConfigError,
                             ["'unet_widths'", "at least two"], "Fix these fields"),
     "crop not a multiple of 2**(levels-1)": Case(

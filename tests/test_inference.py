@@ -94,6 +94,22 @@ def test_local_engine_streams_in_image_order_across_shards(folder, run_dir, refe
     _check_files(tmp_path / "det", ids, rows)
 
 
+def test_precision_reaches_the_network(folder, run_dir, reference, tmp_path):
+    """--precision bfloat16 gives the rows of the core functions in bfloat16 (not the
+    float32 rows)."""
+    thr, ids, rows32 = reference
+    net = build_unet((4, 8), seed=3).eval()
+    rows = []
+    for i, im in zip(ids, load_image_folder(folder).images):
+        pts, vals = find_peaks(predict_heatmap(net, im, precision="bfloat16"), threshold=thr,
+                               min_distance=Config().peak_min_distance)
+        rows += [(i, f"{y:.2f}", f"{x:.2f}", f"{float(v):.6g}") for (y, x), v in zip(pts, vals)]
+    assert rows != rows32
+    detect_folder(run_dir, folder, tmp_path / "det", threshold=thr, engine="local",
+                  overlays=False, precision="bfloat16")
+    _check_files(tmp_path / "det", ids, rows)
+
+
 def test_progress_counts_every_image(folder, run_dir, reference, tmp_path):
     seen = []
     detect_folder(run_dir, folder, tmp_path / "det", threshold=reference[0], engine="local",
@@ -116,6 +132,7 @@ def test_a_bad_image_stops_detect_naming_the_file(folder, run_dir, tmp_path):
     (dict(engine="spark"), "--engine 'spark' is not one of auto, local, ray"),
     (dict(batch_size=0), "--batch-size must be an integer >= 1, got 0"),
     (dict(concurrency=0), "--concurrency must be an integer >= 1, got 0"),
+    (dict(precision="float16"), "--precision 'float16' is not one of float32, bfloat16"),
 ])
 def test_bad_engine_options_fail_before_writing(folder, run_dir, tmp_path, kwargs, says):
     with pytest.raises(InvalidInputError, match=says):

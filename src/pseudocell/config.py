@@ -50,6 +50,10 @@ MODE_FIELDS = {"label-free": _LABEL_FREE_FIELDS, "adapt": _ADAPT_FIELDS,
 #: Fields whose None default means "chosen by the run" and that accept "auto" for it.
 AUTO_FIELDS = ("cell_diameter", "peak_threshold", "target_diameter")
 
+#: Arithmetic of prediction (``Config.precision``); the same tuple as
+#: :data:`pseudocell.core.detector.PRECISIONS` (this module imports no torch).
+PRECISIONS = ("float32", "bfloat16")
+
 #: How the adapt modes' detectors learn from the source (``Config.source_training``).
 SOURCE_TRAINING = ("plain", "augment", "augment-round0", "dann")
 
@@ -264,6 +268,12 @@ class Config:
         default: at 2.0 the final detector's held-out F1 fell from 0.866 to 0.783 (U2OS
         → NIH3T3, seed 0, schedule 0.2-0.6): dim nuclei the source detector does not see
         count as empty, and the negatives taught the detector to miss them.
+    precision : {"float32", "bfloat16"}, default="float32"
+        Arithmetic of every prediction of the detector (the loop's predict, the adapt
+        modes' uncertainty passes, review suggestions, ``pseudocell detect``):
+        ``bfloat16`` runs the forward pass under autocast — for GPUs with bfloat16 units;
+        on a CPU it is slower. Training stays in float32. Left out of the config hash
+        while it is the default.
     device : str, default="auto"
         ``auto`` uses CUDA when present, else CPU. Not part of the config hash.
     num_threads : int or None, default=None
@@ -335,6 +345,7 @@ class Config:
     detector_dropout: float = 0.0
     adapt_min_confidence: float = 0.0
     adapt_negatives: float = 0.0
+    precision: str = "float32"
 
     device: str = "auto"
     num_threads: int | None = None
@@ -426,6 +437,7 @@ class Config:
         need(_DEVICE.fullmatch(self.device) is not None, "device", "'auto', 'cpu', 'cuda' or "
              "'cuda:N' (N = GPU index)")
         need(self.num_threads is None or self.num_threads > 0, "num_threads", "None or > 0")
+        need(self.precision in PRECISIONS, "precision", " or ".join(map(repr, PRECISIONS)))
         need(bool(self.mode.strip()), "mode", "a mode name such as 'partial'")
         need(self.fusion_beta >= 0, "fusion_beta", ">= 0 (the raw image's weight in the "
              "fused image; 0: the activation map alone)")
@@ -533,6 +545,8 @@ class Config:
         d = {k: v for k, v in d.items() if k not in others}
         if d["mode"] == DEFAULT_MODE:
             del d["mode"]
+        if d["precision"] == "float32":  # runs made before the field resume unchanged
+            del d["precision"]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
     @property

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from pseudocell.actors.detect_data import DetectSettings, ImageDetector
-from pseudocell.config import Config, load_config
+from pseudocell.config import PRECISIONS, Config, load_config
 from pseudocell.core.metrics import match_points, pooled
 from pseudocell.core.scale import scale_factor
 from pseudocell.data.images import image_id
@@ -62,8 +62,8 @@ def resolve_model(model: str | Path) -> tuple[Path, Config, dict]:
 
 def detect_folder(model: str | Path, images: str | Path, out: str | Path, *, pattern: str = "*",
                   threshold: float | None = None, overlays: bool = True,
-                  device: str | None = None, cell_diameter: float | None = None,
-                  engine: str = "auto", batch_size: int = 8, concurrency: int | None = None,
+                  device: str | None = None, precision: str | None = None,
+                  cell_diameter: float | None = None, engine: str = "auto", batch_size: int = 8, concurrency: int | None = None,
                   ray_address: str | None = None,
                   progress: Callable[[int, int], None] | None = None) -> int:
     """Detect cells in every image of a folder; returns the number of detections.
@@ -77,7 +77,8 @@ def detect_folder(model: str | Path, images: str | Path, out: str | Path, *, pat
     merged, shard by shard, into ``out/detections.csv`` (napari, frame = image order)
     and ``out/detections_table.csv`` (image,y,x,value), in image order. Overlays go to
     ``out/overlays/<image>.png`` when ``overlays``. Model, device, options and ``out``
-    are checked before anything is written. ``device`` replaces the run's ``device``.
+    are checked before anything is written. ``device`` and ``precision`` replace the
+    run's ``device`` and ``precision``.
 
     ``engine``: ``local`` runs in this process; ``ray`` streams the paths through Ray
     Data (``map_batches`` of :class:`~pseudocell.actors.detect_data.ImageDetector`
@@ -110,8 +111,12 @@ def detect_folder(model: str | Path, images: str | Path, out: str | Path, *, pat
                        threshold)
     scale = float(meta.get("scale", 1.0)) if cell_diameter is None else \
         scale_factor(cell_diameter)
-    cfg = cfg.replace(**{k: v for k, v in (("peak_threshold", threshold),
-                                           ("device", device)) if v is not None})
+    if precision is not None and precision not in PRECISIONS:
+        raise InvalidInputError(f"--precision {precision!r} is not one of "
+                                f"{', '.join(PRECISIONS)}; bfloat16 is for GPUs with "
+                                "bfloat16 units (slower on most CPUs)")
+    cfg = cfg.replace(**{k: v for k, v in (("peak_threshold", threshold), ("device", device),
+                                           ("precision", precision)) if v is not None})
     check_device(cfg.device, name="--device" if device is not None else
                  f"device of the model's run ({cfg.device!r}; override with --device)")
     ids, paths = list_image_folder(images, pattern=pattern, name="--images")
@@ -125,7 +130,7 @@ def detect_folder(model: str | Path, images: str | Path, out: str | Path, *, pat
         device=cfg.device, scale=scale, threshold=float(cfg.peak_threshold),
         min_distance=int(cfg.peak_min_distance), peak_mode=cfg.peak_mode,
         overlays_dir=str((out / "overlays").resolve()) if overlays else None,
-        num_threads=cfg.num_threads)
+        num_threads=cfg.num_threads, precision=cfg.precision)
     logger.info("detect: engine=%s images=%d batch_size=%d", engine, len(paths), batch_size)
     t0 = time.perf_counter()
     if engine == "local":

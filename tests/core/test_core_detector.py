@@ -208,3 +208,56 @@ def test_train_detector_empty_masks_raise():
         train_detector([img, img], [img, img], [empty, empty], **TRAIN_KW)
     with pytest.raises(ValueError):
         train_detector([], [], [], **TRAIN_KW)
+
+
+# ---------------------------------------------------------------- precision
+@pytest.fixture(scope="module")
+def crop_detector(small_crops):
+    """A detector trained on the bright-field crops with all their points, and the crops."""
+    images, gt = small_crops
+    tgts, msks, pts = [], [], []
+    for i, im in zip(images.ids, images.images):
+        p = np.stack([gt["y"][gt["image_id"] == i], gt["x"][gt["image_id"] == i]], 1)
+        t, m = make_target(im.shape, p, np.zeros((0, 2)), sigma=3.0, mask_radius=1e4)
+        tgts.append(t)
+        msks.append(m)
+        pts.append(p)
+    res = train_detector(images.images, tgts, msks, widths=(8, 16), iters=150, batch=4,
+                         crop=64, lr=1e-2, seed=0, device="cpu")
+    return load_unet(res.state_dict, (8, 16), "cpu"), images.images, pts
+
+
+def test_bfloat16_prediction_moves_the_heatmap_a_little_and_finds_the_same_cells(crop_detector):
+    from pseudocell.core.metrics import match_points
+    from pseudocell.core.peaks import find_peaks
+
+    net, images, gts = crop_detector
+    agree, n32, n16, f1 = 0, 0, 0, {"float32": [], "bfloat16": []}
+    for im, gt in zip(images, gts):
+        h32 = predict_heatmap(net, im)
+        h16 = predict_heatmap(net, im, precision="bfloat16")
+        assert h16.dtype == np.float32 and h16.shape == im.shape
+        # autocast really ran (bfloat16 keeps 8 mantissa bits) and moved values by ~1e-2
+        assert 0 < np.abs(h16 - h32).max() < 0.05 * max(1.0, float(h32.max()))
+        p32 = find_peaks(h32, threshold=0.3, min_distance=4)[0]
+        p16 = find_peaks(h16, threshold=0.3, min_distance=4)[0]
+        agree += match_points(p16, p32, 2.0).tp
+        n32, n16 = n32 + len(p32), n16 + len(p16)
+        for name, p in (("float32", p32), ("bfloat16", p16)):
+            f1[name].append(match_points(p, gt, 6.0).f1)
+    assert n32 > 50 and np.mean(f1["float32"]) > 0.7  # a detector worth comparing
+    assert agree >= 0.95 * max(n32, n16)  # a peak near the threshold may flip, no more
+    assert abs(np.mean(f1["bfloat16"]) - np.mean(f1["float32"])) <= 0.03
+
+
+def test_unknown_precision_is_refused():
+    net = _eval_net((4, 8))
+    with pytest.raises(ValueError, match="precision='float16'.*bfloat16"):
+        predict_heatmap(net, np.zeros((32, 32), np.float32), precision="float16")
+
+
+def test_config_precisions_are_the_detectors():
+    from pseudocell.config import PRECISIONS as CONFIG_PRECISIONS
+    from pseudocell.core.detector import PRECISIONS
+
+    assert CONFIG_PRECISIONS == PRECISIONS

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pseudocell.config import MAX_SEED, SOURCE_TRAINING, Config, dump_toml, load_config
+from pseudocell.config import MAX_SEED, PRECISIONS, SOURCE_TRAINING, Config, dump_toml, load_config
 from pseudocell.errors import InvalidConfigError
 
 SETTINGS = settings(max_examples=200, derandomize=True, deadline=None, database=None,
@@ -94,7 +94,7 @@ def _valid_value(name: str, t: str):
                                    unique=True).map(sorted),
         "uncertainty": st.just("tta"), "mc_passes": st.integers(1, 8),
         "detector_dropout": st.floats(0, 0.9), "adapt_min_confidence": st.floats(0, 10),
-        "adapt_negatives": st.floats(0, 10),
+        "adapt_negatives": st.floats(0, 10), "precision": st.sampled_from(PRECISIONS),
     }
     if name in by_name:
         return by_name[name]
@@ -186,3 +186,11 @@ def test_keys_outside_the_pseudocell_table_are_refused_by_name(toml_path, top, i
 def test_seed_outside_32_bits_is_a_config_error(seed):
     with pytest.raises(InvalidConfigError, match="'seed' must be an integer in"):
         Config(seed=seed)
+
+
+def test_precision_enters_the_hash_only_when_not_float32():
+    """Runs made before ``precision`` existed keep their hash (and resume): the default
+    config's hash is the one it had before the field (pinned), bfloat16 gets another."""
+    assert Config().config_hash == \
+        "dc1367f1f90ead12de36ae3a4880aaad2a586be342032e19b968b6c156d414b3"
+    assert Config(precision="bfloat16").config_hash != Config().config_hash

@@ -37,7 +37,8 @@ class DetectSettings:
     before prediction and detections mapped back); ``threshold``, ``min_distance`` and
     ``peak_mode`` are :func:`~pseudocell.core.peaks.find_peaks`'s. ``overlays_dir``: write
     ``<dir>/<image id>.png`` per image when set. ``num_threads``: torch CPU threads of the
-    worker (None keeps torch's default).
+    worker (None keeps torch's default). ``precision``: the forward pass's arithmetic
+    (:func:`~pseudocell.core.detector.predict_heatmap`).
     """
 
     model_path: str
@@ -49,6 +50,7 @@ class DetectSettings:
     peak_mode: str = "absolute"
     overlays_dir: str | None = None
     num_threads: int | None = None
+    precision: str = "float32"
 
 
 class ImageDetector:
@@ -92,7 +94,8 @@ class ImageDetector:
 
         s = self.settings
         im, _ = read_checked_image(path, name="--images")
-        pts, vals = find_peaks(predict_heatmap(self.net_, resize_image(im, s.scale)),
+        pts, vals = find_peaks(predict_heatmap(self.net_, resize_image(im, s.scale),
+                                               precision=s.precision),
                                threshold=s.threshold, min_distance=s.min_distance,
                                mode=s.peak_mode)
         pts = from_scaled(pts, im.shape, s.scale)

@@ -59,13 +59,14 @@ def detect_supervised(train: ImageSet, points: dict, test: ImageSet, cfg: Config
     if thr is None:
         cand, pv = [], []
         for i, im in zip(train.ids, imgs):
-            h = predict_heatmap(net, im)
+            h = predict_heatmap(net, im, precision=cfg.precision)
             cand.append(find_peaks(h, threshold=PEAK_FLOOR, min_distance=cfg.peak_min_distance)[1])
             pv.append(values_at(h, spos[i], cfg.peak_min_distance))
         thr = calibrate_threshold(np.concatenate(cand), np.concatenate(pv), recall=cfg.peak_recall)
     out = {}
     for i, im in zip(test.ids, test.images):
-        pts = find_peaks(predict_heatmap(net, resize_image(im, scale)), threshold=thr,
+        pts = find_peaks(predict_heatmap(net, resize_image(im, scale), precision=cfg.precision),
+                         threshold=thr,
                          min_distance=cfg.peak_min_distance, mode=cfg.peak_mode)[0]
         out[i] = from_scaled(pts, im.shape, scale)
     return out

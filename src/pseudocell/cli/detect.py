@@ -27,6 +27,9 @@ def detect(
     overlays: Annotated[bool, typer.Option(help="Write overlay PNGs.")] = True,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda[:N] (default: the "
                                                     "run's 'device').")] = None,
+    precision: Annotated[str | None, typer.Option(
+        help="float32 | bfloat16: the network's arithmetic; bfloat16 for GPUs with "
+             "bfloat16 units, slower on most CPUs (default: the run's 'precision').")] = None,
     engine: Annotated[str, typer.Option(
         help="local: stream the images through this process; ray: through Ray Data "
              "actors (one per CPU, or per GPU where the cluster has GPUs); auto: ray from "
@@ -52,7 +55,8 @@ def detect(
 
     with count_bar("images") as bar:
         n = detect_folder(model, images, out, pattern=pattern, threshold=threshold,
-                          overlays=overlays, device=device, cell_diameter=cell_diameter,
+                          overlays=overlays, device=device, precision=precision,
+                          cell_diameter=cell_diameter,
                           engine=engine, batch_size=batch_size, concurrency=concurrency,
                           ray_address=ray_address, progress=bar)
     typer.echo(f"{n} cells detected; see {Path(out) / 'detections.csv'}")

@@ -178,7 +178,7 @@ def suggest(run_dir: str | Path, opts: SuggestOptions, *, out: str | Path | None
     shapes = arrays.stack_shapes(originals)
     for k, i in enumerate(ids):
         p = heatmap_passes(net, arrays.read_stack_item(images_uri, k), method=method,
-                           passes=passes, seed=cfg.seed + k)
+                           passes=passes, seed=cfg.seed + k, precision=cfg.precision)
         dis = decision_disagreement(p, sc.to_scaled(i, cands[i]), threshold=threshold,
                                     radius=cfg.peak_min_distance)
         grid = tile_grid(shapes[k], opts.tile)

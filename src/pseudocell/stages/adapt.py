@@ -164,7 +164,7 @@ def uncertainty(inp: StageInputs, cfg: Config) -> StageOutputs:
     for k, i in enumerate(ids):
         passes = heatmap_passes(net, arrays.read_stack_item(images_uri, k),
                                 method=cfg.uncertainty, passes=cfg.mc_passes,
-                                seed=inp.seed + k)
+                                seed=inp.seed + k, precision=cfg.precision)
         pts = sc.to_scaled(i, det[i])
         conf = peak_confidence(passes, pts, radius=cfg.peak_min_distance,
                                min_distance=cfg.peak_min_distance)

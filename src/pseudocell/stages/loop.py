@@ -261,7 +261,8 @@ def predict_shard(inp: StageInputs, cfg: Config, item: dict, *,
     cols: dict[str, list] = {"image_id": [], "y": [], "x": [], "value": []}
     pos_values: list[float] = []
     for k in item["indices"]:
-        h = predict_heatmap(net, arrays.read_stack_item(images_uri, k))
+        h = predict_heatmap(net, arrays.read_stack_item(images_uri, k),
+                            precision=cfg.precision)
         arrays.write_stack_item(hm_uri, k, h.astype(np.float16))
         pts, vals = find_peaks(h, threshold=threshold,
                                min_distance=cfg.peak_min_distance, mode=cfg.peak_mode)
