@@ -545,7 +545,7 @@ class Config:
         d = {k: v for k, v in d.items() if k not in others}
         if d["mode"] == DEFAULT_MODE:
             del d["mode"]
-        if d["precision"] == "float32":  # runs made before the field resume unchanged
+        if d.get("precision") == "float32":  # runs made before the field resume unchanged
             del d["precision"]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 

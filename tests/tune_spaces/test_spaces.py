@@ -36,13 +36,15 @@ def test_every_problem_is_named_in_one_error():
            "lam": {"type": "loguniform", "low": 0.0, "high": 1.0},
            "p": {"type": "normal"},
            "beta": {"type": "uniform", "low": 0.3, "high": 0.1},
-           "device": {"type": "choice", "values": ["cpu"]}}
+           "device": {"type": "choice", "values": ["cpu"]},
+           "precision": {"type": "choice", "values": ["float32", "bfloat16"]}}
     with pytest.raises(InvalidConfigError) as e:
         check_space(bad)
     msg = str(e.value)
     for part in ("'alhpa' is not a config field", "'voronoi_lam' belongs to the Voronoi",
                  "'rounds' is an integer", "loguniform needs low > 0", "'p' needs type",
-                 "'beta': low must be below high", "'device' is not a hyper-parameter"):
+                 "'beta': low must be below high", "'device' is not a hyper-parameter",
+                 "'precision' is not a hyper-parameter"):
         assert part in msg, part
 
 

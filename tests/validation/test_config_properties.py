@@ -194,3 +194,7 @@ def test_precision_enters_the_hash_only_when_not_float32():
     assert Config().config_hash == \
         "dc1367f1f90ead12de36ae3a4880aaad2a586be342032e19b968b6c156d414b3"
     assert Config(precision="bfloat16").config_hash != Config().config_hash
+    # a stage that runs no prediction ignores it: its outputs are shared by both
+    ignored = frozenset({"precision", "alpha"})
+    assert Config(precision="bfloat16").stage_hash_without(ignored) == \
+        Config().stage_hash_without(ignored)

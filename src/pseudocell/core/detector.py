@@ -5,6 +5,7 @@ caller, inside ``torch.random.fork_rng`` so the global torch state is left untou
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -342,7 +343,8 @@ def predict_heatmap(model: UNet, image: np.ndarray, *, tile: int = 512, margin: 
         batch = 1 if dev.type == "cpu" else 8
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: use one of {', '.join(PRECISIONS)}")
-    amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
+    amp = torch.autocast(dev.type, dtype=torch.bfloat16) if precision == "bfloat16" else \
+        contextlib.nullcontext()
     img = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(dev)
     H, W = img.shape
     mult = model.multiple
@@ -356,13 +358,14 @@ def predict_heatmap(model: UNet, image: np.ndarray, *, tile: int = 512, margin: 
             y1, x1 = min(y0 + th, H), min(x0 + tw, W)
             win = _pad_to(padded[y0: y1 + 2 * margin, x0: x1 + 2 * margin], mult)
             groups.setdefault(tuple(win.shape), []).append((y0, y1, x0, x1, win))
-    for tiles in groups.values():
-        for k in range(0, len(tiles), batch):
-            part = tiles[k:k + batch]
-            with amp:
+    with amp:  # one context: autocast's cache of bfloat16 weights lasts the whole image
+        for tiles in groups.values():
+            for k in range(0, len(tiles), batch):
+                part = tiles[k:k + batch]
                 pred = model(torch.stack([t[4] for t in part])[:, None]).float()
-            for (y0, y1, x0, x1, _), p in zip(part, pred[:, 0]):
-                out[y0:y1, x0:x1] = p[margin: margin + (y1 - y0), margin: margin + (x1 - x0)]
+                for (y0, y1, x0, x1, _), p in zip(part, pred[:, 0]):
+                    out[y0:y1, x0:x1] = p[margin: margin + (y1 - y0),
+                                          margin: margin + (x1 - x0)]
     return out.cpu().numpy()
 
 

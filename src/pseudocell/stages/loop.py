@@ -685,6 +685,9 @@ SELECT_FIELDS = frozenset({"alpha", "beta", "neg_peak_quantile", "pu_agree"})
 EVAL_FIELDS = frozenset({"radius", "extra_radii"})
 #: What every stage before ``rank`` ignores.
 BEFORE_RANK_IGNORES = RANK_FIELDS | SELECT_FIELDS | EVAL_FIELDS
+#: ... and what those of them that run no prediction ignore too (the arithmetic of
+#: prediction: a sweep or a rerun in bfloat16 shares their outputs with float32's).
+NO_PREDICTION_IGNORES = BEFORE_RANK_IGNORES | {"precision"}
 
 _IMAGES = Prepared("scale", "images")
 _SCALE = Prepared("scale", "scale")
@@ -695,7 +698,7 @@ _TRAIN_DETECTOR = StageSpec(
             "reviewed": Human("tiles")},
     optional=frozenset({"reviewed"}),
     series={"detector_loss": ("detector/loss", "detector_loss_steps")},
-    row={"n_pos": "labels_pos", "n_neg": "labels_neg"}, ignores=BEFORE_RANK_IGNORES)
+    row={"n_pos": "labels_pos", "n_neg": "labels_neg"}, ignores=NO_PREDICTION_IGNORES)
 #: The predict stage (its model: this round's ``train_detector``).
 PREDICT = StageSpec(
     "predict", predict, "Predictor", SHARDED,
@@ -722,7 +725,7 @@ def scale_stage(points: Input | Output) -> StageSpec:
                              "eval_images": Input("eval_images")},
                      optional=frozenset({"eval_images"}),
                      row={"cell_diameter": "cell_diameter", "scale": "scale"},
-                     ignores=BEFORE_RANK_IGNORES)
+                     ignores=NO_PREDICTION_IGNORES)
 
 
 def ranker_stages(labels: Labels | Output) -> tuple[StageSpec, ...]:
@@ -759,7 +762,7 @@ def ranker_stages(labels: Labels | Output) -> tuple[StageSpec, ...]:
 #: Round 0's labels: the clicks plus confident background points.
 BACKGROUND = StageSpec("background", add_background, "LabelSelector", uses_gpu=False,
                        inputs={"images": _IMAGES, "scale": _SCALE, "points": Input("points")},
-                       row={"n_background": "n_background"}, ignores=BEFORE_RANK_IGNORES)
+                       row={"n_background": "n_background"}, ignores=NO_PREDICTION_IGNORES)
 
 #: The partial-annotation loop: clicked points → rounds of detector, PU features, ranker
 #: and pseudo-labels → the final detector.

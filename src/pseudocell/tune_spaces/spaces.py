@@ -135,7 +135,7 @@ def check_space(space: dict[str, Any], source: str = "search space", *,
                             f"mode is {mode!r}; set mode = {owners[0]!r} in --config or "
                             "remove it")
             continue
-        if key in ("device", "num_threads", "seed"):
+        if key in ("device", "num_threads", "seed", "precision"):
             problems.append(f"{key!r} is not a hyper-parameter to search")
             continue
         if not isinstance(spec, dict) or spec.get("type") not in _TYPES:
