@@ -389,6 +389,13 @@ TABLE.update({
         lambda c: ["bench", "--out", c.out, "--config",
                    c.file("c.toml", "seed = 1\n[pseudocell]\nalpha = 0.1\n")], 1,
         ("['seed']", "outside its [pseudocell] table")),
+    "bench --seed -1": Bad(lambda c: ["bench", "--out", c.out, "--seed", "-1"], 1,
+                           ("--seed [-1]", "0..2**32-1")),
+    "bench --seed twice the same": Bad(
+        lambda c: ["bench", "--out", c.out, "--seed", "1", "--seed", "1"], 1,
+        ("--seed [1, 1]", "distinct")),
+    "bench --seeds 0": Bad(lambda c: ["bench", "--out", c.out, "--seeds", "0"], 1,
+                           ("--seeds must be at least 1",)),
     "bench --quick true (a flag)": Bad(lambda c: ["bench", "--out", c.out, "--quick", "true"],
                                        2, ("unexpected extra argument",)),
     "unknown command": Bad(lambda c: ["rnu"], 2, ("No such command",)),

@@ -434,3 +434,24 @@ def test_tune_no_share_reaches_the_sweep_options(tmp_path, image_dir, points_csv
         res = runner.invoke(app, args + extra)
         assert res.exit_code == 0, res.output
         assert seen[-1].share is share
+
+
+@pytest.mark.parametrize("args, expected", [(["--seed", "2", "--seed", "1"], [2, 1]),
+                                            (["--seeds", "2"], [0, 1]),
+                                            (["--quick"], [0])])
+def test_bench_runs_exactly_the_seeds_asked_for(tmp_path, monkeypatch, args, expected):
+    """--seed picks single seeds (a long benchmark run a seed at a time); --seeds N is
+    0..N-1; --quick one seed."""
+    from pseudocell.bench import human
+
+    seen = {}
+
+    def fake_run_human(specs, *, cfg, seeds, out_dir, **kw):
+        seen["seeds"] = list(seeds)
+        return {"seeds": list(seeds), "params": {}, "summary": {}}
+
+    monkeypatch.setattr(human, "run_human", fake_run_human)
+    res = runner.invoke(app, ["bench", "--protocol", "human", "--out", str(tmp_path / "b"),
+                              *args])
+    assert res.exit_code == 0, res.output
+    assert seen["seeds"] == expected

@@ -26,6 +26,10 @@ def bench(
              "images, gt, gt_replace, radius. Example: --dataset name=x,images=DIR,gt=dots")]
         = None,
     seeds: Annotated[int, typer.Option(help="Number of seeds (0..n-1).")] = 3,
+    seed: Annotated[list[int] | None, typer.Option(
+        help="Run only this seed (repeatable; overrides --seeds and --quick's one seed). "
+             "Finished seeds in OUT are reused, so a long benchmark can be run a seed at "
+             "a time: --seed 1, then --seed 2, then --seeds 3 reports all three.")] = None,
     keep: Annotated[float, typer.Option(help="Fraction of training points kept.")] = 0.1,
     config: Annotated[Path | None, typer.Option(help="TOML config of the detector and loop.")] = None,
     protocol: Annotated[str, typer.Option(
@@ -86,6 +90,16 @@ def bench(
         cfg = QUICK_CONFIG if quick else Config()
     if not 0.0 < keep <= 1.0:
         raise InvalidInputError(f"--keep must be in (0, 1], got {keep}")
+    if seed:
+        bad = [x for x in seed if not 0 <= x < 2**32]
+        if bad or len(set(seed)) != len(seed):
+            raise InvalidInputError(f"--seed {seed}: give distinct seeds in 0..2**32-1, "
+                                    "e.g. --seed 1 --seed 2")
+        seed_list = list(seed)
+    else:
+        if seeds < 1:
+            raise InvalidInputError(f"--seeds must be at least 1, got {seeds}")
+        seed_list = list(range(1 if quick else seeds))
     if protocol not in ("partial", "label-free", "adapt", "human"):
         raise InvalidInputError(f"--protocol {protocol!r}: use 'partial', 'label-free', "
                                 "'adapt' or 'human'")
@@ -98,7 +112,7 @@ def bench(
             raise InvalidInputError("--protocol adapt needs at least one --pair SOURCE:TARGET "
                                     f"(datasets: {', '.join(s.name for s in specs)})")
         pairs = [adapt.parse_pair(t, [s.name for s in specs]) for t in pair]
-        result = adapt.run_adapt(specs, pairs, cfg=cfg, seeds=range(1 if quick else seeds),
+        result = adapt.run_adapt(specs, pairs, cfg=cfg, seeds=seed_list,
                                  out_dir=out, max_train=10 if quick else None,
                                  max_test=5 if quick else None)
         _report(result, adapt.markdown_report(result), out / "adapt")
@@ -106,7 +120,7 @@ def bench(
     if protocol == "human":
         from pseudocell.bench import human
 
-        result = human.run_human(specs, cfg=cfg, seeds=range(1 if quick else seeds),
+        result = human.run_human(specs, cfg=cfg, seeds=seed_list,
                                  out_dir=out, ref_keep=keep, steps=1 if quick else steps,
                                  budget=budget,
                                  max_train=10 if quick else None,
@@ -119,12 +133,12 @@ def bench(
         ref = out / "reference" if reference is None else reference
         methods = ("full",) if reference is None else QUALITY_METHODS
         result = label_free.run_label_free(
-            specs, cfg=cfg, seeds=range(1 if quick else seeds), keep=keep, out_dir=out,
+            specs, cfg=cfg, seeds=seed_list, keep=keep, out_dir=out,
             reference_dir=ref, reference_methods=methods, max_train=10 if quick else None,
             max_test=5 if quick else None)
         _report(result, label_free.markdown_report(result), out / "label_free")
         return
-    result = run_quality(specs, cfg=cfg, seeds=range(1 if quick else seeds), keep=keep,
+    result = run_quality(specs, cfg=cfg, seeds=seed_list, keep=keep,
                          out_dir=out, max_train=10 if quick else None,
                          max_test=5 if quick else None)
     _report(result, markdown_report(result), out / "quality")
