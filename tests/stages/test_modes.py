@@ -99,3 +99,23 @@ def test_a_mode_refuses_runs_without_its_inputs(small_crops, tiny_cfg, tmp_path)
     with pytest.raises(InvalidConfigError, match="mode='nope' is not a pseudocell mode; use "
                                                  "one of adapt, adapt-ranker, label-free, partial"):
         get_mode("nope")
+
+
+def test_precision_is_ignored_exactly_by_the_stages_before_any_prediction():
+    """The forward pass's arithmetic (``precision``) changes predictions, so the stages
+    that predict keep it in their hash; the stages before them run no prediction and
+    ignore it, so a bfloat16 rerun of a sweep shares their outputs with float32's."""
+    from pseudocell.stages.modes import MODES
+
+    predicting = {"predict", "uncertainty"}
+    before_prediction = {"scale", "background", "train_detector", "activation_map",
+                         "bootstrap_points"}
+    seen = set()
+    for mode in MODES.values():
+        for spec in (*mode.before, *mode.round_stages, *mode.final_stages):
+            seen.add(spec.name)
+            if spec.name in predicting:
+                assert "precision" not in spec.ignores, (mode.name, spec.name)
+            if spec.name in before_prediction:
+                assert "precision" in spec.ignores, (mode.name, spec.name)
+    assert predicting | before_prediction <= seen

@@ -27,9 +27,10 @@ def bench(
         = None,
     seeds: Annotated[int, typer.Option(help="Number of seeds (0..n-1).")] = 3,
     seed: Annotated[list[int] | None, typer.Option(
-        help="Run only this seed (repeatable; overrides --seeds and --quick's one seed). "
-             "Finished seeds in OUT are reused, so a long benchmark can be run a seed at "
-             "a time: --seed 1, then --seed 2, then --seeds 3 reports all three.")] = None,
+        help="Run only this seed (repeatable; instead of --seeds). Finished seeds in OUT "
+             "are reused, so a long benchmark can be run a seed at a time: --seed 0, "
+             "then --seed 1, then --seed 2; --seeds 3 then reports all three (each run's "
+             "report covers its own seeds).")] = None,
     keep: Annotated[float, typer.Option(help="Fraction of training points kept.")] = 0.1,
     config: Annotated[Path | None, typer.Option(help="TOML config of the detector and loop.")] = None,
     protocol: Annotated[str, typer.Option(
@@ -90,6 +91,8 @@ def bench(
         cfg = QUICK_CONFIG if quick else Config()
     if not 0.0 < keep <= 1.0:
         raise InvalidInputError(f"--keep must be in (0, 1], got {keep}")
+    if seeds < 1:
+        raise InvalidInputError(f"--seeds must be at least 1, got {seeds}")
     if seed:
         bad = [x for x in seed if not 0 <= x < 2**32]
         if bad or len(set(seed)) != len(seed):
@@ -97,8 +100,6 @@ def bench(
                                     "e.g. --seed 1 --seed 2")
         seed_list = list(seed)
     else:
-        if seeds < 1:
-            raise InvalidInputError(f"--seeds must be at least 1, got {seeds}")
         seed_list = list(range(1 if quick else seeds))
     if protocol not in ("partial", "label-free", "adapt", "human"):
         raise InvalidInputError(f"--protocol {protocol!r}: use 'partial', 'label-free', "

@@ -288,6 +288,8 @@ UNCERTAINTY_FIELDS = frozenset({"uncertainty", "mc_passes"})
 CURRICULUM_FIELDS = frozenset({"adapt_schedule", "adapt_min_confidence"})
 _BEFORE_UNCERTAINTY = (loop.BEFORE_RANK_IGNORES | UNCERTAINTY_FIELDS | CURRICULUM_FIELDS
                        | {"adapt_negatives"})
+#: ... and the arithmetic of prediction, for the stages before it that run none.
+_NO_PREDICTION = _BEFORE_UNCERTAINTY | {"precision"}
 
 _IMAGES = Prepared("scale", "images")
 _SCALE = Prepared("scale", "scale")
@@ -296,7 +298,7 @@ _SCALE_STAGE = StageSpec(
     inputs={"images": Input("images"), "points": Input("source_points"),
             "source_images": Input("source_images"), "eval_images": Input("eval_images")},
     optional=frozenset({"eval_images"}),
-    row={"cell_diameter": "cell_diameter", "scale": "scale"}, ignores=_BEFORE_UNCERTAINTY)
+    row={"cell_diameter": "cell_diameter", "scale": "scale"}, ignores=_NO_PREDICTION)
 _TRAIN = StageSpec(
     "train_detector", train_adapt_detector, "DetectorTrainer", TRAINING,
     inputs={"images": _IMAGES, "scale": _SCALE, "points": Labels(),
@@ -306,7 +308,7 @@ _TRAIN = StageSpec(
     series={"detector_loss": ("detector/loss", "detector_loss_steps"),
             "domain_accuracy": ("detector/domain_accuracy", "detector_loss_steps")},
     row={"n_pos": "labels_pos", "n_neg": "labels_neg",
-         "final_domain_accuracy": "domain_accuracy"}, ignores=_BEFORE_UNCERTAINTY)
+         "final_domain_accuracy": "domain_accuracy"}, ignores=_NO_PREDICTION)
 _UNCERTAINTY = StageSpec(
     "uncertainty", uncertainty, "Predictor",
     inputs={"images": _IMAGES, "scale": _SCALE, "model": Output("train_detector", "model"),

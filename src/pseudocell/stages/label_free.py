@@ -24,7 +24,7 @@ from pseudocell.errors import InvalidInputError
 from pseudocell.stages.base import (SHARDED, TRAINING, Input, Mode, Output, Prepared,
                                     ProgressFn, ShardedStage, StageInputs, StageOutputs,
                                     StageSpec)
-from pseudocell.stages.loop import BEFORE_RANK_IGNORES, PARTIAL, save_model, scale_stage
+from pseudocell.stages.loop import NO_PREDICTION_IGNORES, PARTIAL, save_model, scale_stage
 from pseudocell.storage import arrays, fs, tables
 from pseudocell.storage.layout import join
 from pseudocell.validation import check_label_free_inputs
@@ -329,7 +329,7 @@ _ACTIVATION = StageSpec(
     "activation_map", activation_map, "ActivationMapper", TRAINING,
     inputs={"images": Input("images"), "eval_images": Input("eval_images")},
     optional=frozenset({"eval_images"}), series={"psm_loss": ("psm/loss", "psm_loss_steps")},
-    ignores=BEFORE_RANK_IGNORES | _SEED_FIELDS)
+    ignores=NO_PREDICTION_IGNORES | _SEED_FIELDS)
 _BOOTSTRAP = StageSpec(
     "bootstrap_points", bootstrap_points, "Predictor", SHARDED, uses_gpu=False,
     inputs={"images": Input("images"), "maps": Output("activation_map", "maps"),
@@ -339,7 +339,7 @@ _BOOTSTRAP = StageSpec(
     shards=ShardedStage(bootstrap_plan, bootstrap_shard, bootstrap_merge),
     artifacts=("panels",),
     row={"n_seeds": "seeds", "psm_diameter": "psm_diameter"},
-    ignores=BEFORE_RANK_IGNORES)
+    ignores=NO_PREDICTION_IGNORES)
 
 #: Label-free: PSM seed points (no clicks needed; clicks, if given, join them) → the
 #: partial loop's rounds and final detector.
