@@ -1,0 +1,192 @@
+"""How clean the negative pseudo-labels of each round are, and why (issue 18's diagnosis).
+
+For every round of finished runs that were given ground truth (``--gt``, so the run
+holds ``inputs/gt.parquet``), against that ground truth at the run's ``radius``:
+
+* ``U bg``: the share of the unlabeled detections X_U that are background (no cell
+  within ``radius``). The loop asks for ``beta`` x #U negatives; when ``U bg`` is near
+  or below ``beta`` no ranking can return clean ones.
+* ``prior`` / ``U cells``: the nnPU class prior the round used (share of cells in U)
+  against the true share; ``prior clicked``: Elkan-Noto with only the clicked
+  (``annotated``) points as labelled positives and every other patch as unlabeled,
+  converted to U's share (pseudo-positives count as cells), i.e. without the
+  pseudo-positives, which are U's most cell-like detections and so not labelled at
+  random as Elkan-Noto assumes.
+* ``chosen``: the round's negative pseudo-labels and their background share;
+  ``top-k bg`` for k = round(beta x #U): the background share of the k highest
+  unlabeled detections by the flipped ranker's score (``neg``), by the lowest detector
+  peak (``-peak``) and by the lowest nnPU score (``-pu``); ``AUC``: how well each score
+  orders background before cells over all of U.
+
+    .venv/bin/python benchmarks/negatives.py runs/bench-human/brightfield/seed2/suggest \\
+        --out runs/negatives.json
+
+Prints a markdown table per run and writes every number to ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from pseudocell.core.metrics import near_any  # noqa: E402
+from pseudocell.core.pu import estimate_prior_elkan_noto  # noqa: E402
+from pseudocell.data.points import points_by_image  # noqa: E402
+from pseudocell.storage import arrays, tables  # noqa: E402
+
+logger = logging.getLogger("negatives")
+
+#: Patches (drawn at random, seeded) behind the ``prior clicked`` estimate, as train_pu's
+#: own estimate (``stages.loop.PRIOR_SAMPLE``).
+PRIOR_SAMPLE = 8192
+
+
+def _manifest(run: Path, rnd: int, stage: str) -> dict | None:
+    path = run / f"round_{rnd:03d}" / stage / "_manifest.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _uri(run: Path, man: dict, key: str, side: str = "outputs") -> str:
+    uri = man[side][key]["uri"]
+    return uri if "://" in uri or uri.startswith("/") else str(run / uri)
+
+
+def _is_cell(table: dict, gt: dict, radius: float) -> np.ndarray:
+    """Whether each row of a table (image_id, y, x) lies within ``radius`` of a cell."""
+    img = table["image_id"].astype(str)
+    yx = np.stack([table["y"], table["x"]], axis=1)
+    out = np.zeros(len(img), bool)
+    for i in np.unique(img):
+        m = img == i
+        out[m] = near_any(yx[m], gt.get(i, np.zeros((0, 2))), radius)
+    return out
+
+
+def _auc(score: np.ndarray, label: np.ndarray) -> float:
+    """P(score of a random positive > score of a random negative), ties count half."""
+    from scipy.stats import rankdata
+    pos, n_pos = label.astype(bool), int(label.sum())
+    n_neg = len(label) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    r = rankdata(score)
+    return float((r[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _top_bg(score: np.ndarray, bg: np.ndarray, k: int) -> float:
+    order = np.lexsort((np.arange(len(score)), -score))[:k]
+    return float(bg[order].mean()) if k else float("nan")
+
+
+def _prior_clicked(run: Path, rnd: int, table: dict, seed: int) -> float:
+    """Elkan-Noto prior of U with only the clicked points as labelled positives."""
+    man = _manifest(run, rnd, "extract_patches")
+    points = tables.read_table(_uri(run, man, "points", "inputs"))
+    ids = list(dict.fromkeys(table["image_id"].astype(str)))
+    clicked = points_by_image(points, ids, ("annotated",))
+    is_p = table["set"].astype(str) == "P"
+    ann = is_p & _is_cell(table, clicked, 1e-6)
+    rng = np.random.default_rng(seed)
+    rows = np.arange(len(is_p))
+    if len(rows) > PRIOR_SAMPLE:
+        rows = np.sort(rng.choice(rows, PRIOR_SAMPLE, replace=False))
+    patches = arrays.read_array(_uri(run, man, "patches"))
+    pi_m = estimate_prior_elkan_noto(patches[rows[ann[rows]]], patches[rows[~ann[rows]]], seed)
+    n_m, n_pseudo, n_u = int((~ann).sum()), int((is_p & ~ann).sum()), int((~is_p).sum())
+    return float(np.clip((pi_m * n_m - n_pseudo) / max(n_u, 1), 0.0, 1.0))
+
+
+def analyse(run: Path, *, clicked_prior: bool = True) -> list[dict]:
+    """One row per round of ``run`` that ranked its unlabeled detections."""
+    cfg = tomllib.loads((run / "config.toml").read_text())
+    radius, beta = float(cfg["radius"]), float(cfg["beta"])
+    gt_path = run / "inputs" / "gt.parquet"
+    if not gt_path.exists():
+        raise SystemExit(f"{run}: no inputs/gt.parquet; run it with --gt to diagnose it")
+    gt_table = tables.read_table(str(gt_path))
+    gt = points_by_image(gt_table, list(dict.fromkeys(gt_table["image_id"].astype(str))))
+    rows = []
+    for rnd in range(1000):
+        rank_man = _manifest(run, rnd, "rank")
+        if rank_man is None:
+            if _manifest(run, rnd, "predict") is None:
+                break
+            continue
+        table = tables.read_table(_uri(run, _manifest(run, rnd, "extract_patches"), "table"))
+        s = tables.read_table(_uri(run, rank_man, "scores"))
+        if len(s["patch_id"]) == 0:
+            continue
+        row_of = {int(p): k for k, p in enumerate(table["patch_id"])}
+        idx = np.array([row_of[int(p)] for p in s["patch_id"]])
+        cell_all = _is_cell(table, gt, radius)
+        bg = ~cell_all[idx]
+        pu_man = _manifest(run, rnd, "train_pu")
+        pu = tables.read_table(_uri(run, pu_man, "pu_scores"))
+        pu_of = {int(p): v for p, v in zip(pu["patch_id"], pu["pu_score"])}
+        pu_score = np.array([pu_of[int(p)] for p in s["patch_id"]])
+        sel = tables.read_table(_uri(run, _manifest(run, rnd, "select"), "selected"))
+        neg = np.isin(s["patch_id"], sel["patch_id"][sel["kind"].astype(str) == "neg"])
+        k = int(np.floor(beta * len(bg) + 0.5))
+        scores = {"neg": np.asarray(s["neg_score"]), "-peak": -np.asarray(s["peak"]),
+                  "-pu": -pu_score}
+        row = {"round": rnd, "n_U": int(len(bg)), "U_bg": float(bg.mean()),
+               "prior": pu_man["metrics"].get("pu_prior"), "U_cells": float(1 - bg.mean()),
+               "n_chosen": int(neg.sum()),
+               "chosen_bg": float(bg[neg].mean()) if neg.any() else float("nan"), "k": k,
+               "top_bg": {n: _top_bg(v, bg, k) for n, v in scores.items()},
+               "auc_bg": {n: _auc(v, bg) for n, v in scores.items()}}
+        if clicked_prior:
+            row["prior_clicked"] = _prior_clicked(run, rnd, table, int(cfg["seed"]))
+        rows.append(row)
+        logger.info("%s round %d done", run, rnd)
+    return rows
+
+
+def _f(v) -> str:
+    return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f}"
+
+
+def table(run: Path, rows: list[dict]) -> str:
+    head = ("| round | #U | U bg | prior | prior clicked | U cells | chosen | chosen bg | "
+            "top-k bg neg / -peak / -pu | AUC bg neg / -peak / -pu |")
+    out = [f"### {run}", "", head, "|" + "---:|" * 4 + "---:|" * 6]
+    for r in rows:
+        out.append(
+            f"| {r['round']} | {r['n_U']} | {_f(r['U_bg'])} | {_f(r['prior'])} | "
+            f"{_f(r.get('prior_clicked'))} | {_f(r['U_cells'])} | {r['n_chosen']} | "
+            f"{_f(r['chosen_bg'])} | {' / '.join(_f(v) for v in r['top_bg'].values())} | "
+            f"{' / '.join(_f(v) for v in r['auc_bg'].values())} |")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="example: benchmarks/negatives.py "
+                                        "runs/bench-human/u2os/seed1/suggest")
+    ap.add_argument("runs", nargs="+", type=Path, help="finished run directories (with --gt)")
+    ap.add_argument("--out", type=Path, default=Path("runs/negatives.json"))
+    ap.add_argument("--no-clicked-prior", action="store_true",
+                    help="skip the clicked-points prior (a logistic regression per round)")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    result = {}
+    for run in a.runs:
+        rows = analyse(run, clicked_prior=not a.no_clicked_prior)
+        result[str(run)] = rows
+        print(table(run, rows) + "\n")
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(result, indent=1))
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()
