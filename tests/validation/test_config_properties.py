@@ -95,6 +95,7 @@ def _valid_value(name: str, t: str):
         "uncertainty": st.just("tta"), "mc_passes": st.integers(1, 8),
         "detector_dropout": st.floats(0, 0.9), "adapt_min_confidence": st.floats(0, 10),
         "adapt_negatives": st.floats(0, 10), "precision": st.sampled_from(PRECISIONS),
+        "neg_cap": st.one_of(st.none(), st.floats(0.01, 1.0)),
     }
     if name in by_name:
         return by_name[name]
@@ -110,6 +111,10 @@ def valid_dicts(draw):
     if "detector_crop" in d:  # a multiple of 2**(levels-1)
         levels = len(d.get("unet_widths", Config.unet_widths))
         d["detector_crop"] = 2 ** (levels - 1) * (1 + d["detector_crop"] % 32)
+    if d.get("neg_cap") is not None:  # needs a band of candidates below the threshold
+        d["unlabeled_ratio"] = min(d.get("unlabeled_ratio", 0.5), 0.99)
+        if d.get("peak_mode") == "reference" and d.get("peak_threshold") is None:
+            d["peak_threshold"] = 0.3
     return {k: v for k, v in d.items() if v is not None}
 
 

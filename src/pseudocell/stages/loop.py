@@ -24,7 +24,7 @@ from pseudocell.core.patches import crop_patches
 from pseudocell.core.peaks import PEAK_FLOOR, calibrate_threshold, find_peaks, values_at
 from pseudocell.core.pu import estimate_prior_elkan_noto, iter_pu_features
 from pseudocell.core.pu import train_pu as _train_pu
-from pseudocell.core.select import choose, rank_unlabeled
+from pseudocell.core.select import background_estimate, choose, rank_unlabeled
 from pseudocell.core.targets import make_target
 from pseudocell.data.points import (DECIDED_KINDS, LABEL_KINDS, NEGATIVE_KINDS, POSITIVE_KINDS,
                                      points_by_image)
@@ -568,7 +568,9 @@ def select(inp: StageInputs, cfg: Config) -> StageOutputs:
     ``neg_peak_quantile`` quantile of U's peak values: a confident detection is never
     declared background. With ``pu_agree`` a pseudo-label must also agree with the
     nnPU classifier of this round (positive: PU score > 0; negative: < 0), so a round
-    whose U holds few background detections adds few negatives."""
+    whose U holds few background detections adds few negatives. With ``neg_cap`` at
+    most ``neg_cap`` x the estimated background of U are negatives (the highest
+    N-scores; the estimate from U's peaks and the round's detections, ``peaks``)."""
     s = tables.read_table(inp.uris["scores"])
     peak = s["peak"]
     eligible = peak <= np.quantile(peak, cfg.neg_peak_quantile) if len(peak) else None
@@ -580,6 +582,15 @@ def select(inp: StageInputs, cfg: Config) -> StageOutputs:
         pos_ok = score > 0
     pos, neg = choose(s["pos_score"], s["neg_score"], alpha=cfg.alpha, beta=cfg.beta,
                       neg_eligible=eligible, pos_eligible=pos_ok)
+    metrics = {}
+    if cfg.neg_cap is not None:
+        # every candidate at or above the threshold is a detection: the lowest
+        # detection's value separates U's detections from the band below them
+        det = tables.read_table(inp.uris["peaks"])["value"]
+        threshold = float(np.min(det)) if len(det) else np.inf
+        est = background_estimate(peak, threshold, cfg.peak_recall)
+        metrics["neg_background_estimate"] = est
+        neg = neg[:int(np.floor(cfg.neg_cap * est))]  # ``neg`` is in N-score order
     uri = join(inp.out_dir, "selected.parquet")
     tables.write_table(uri, {
         "patch_id": np.concatenate([s["patch_id"][pos], s["patch_id"][neg]]).astype(np.int64),
@@ -588,7 +599,7 @@ def select(inp: StageInputs, cfg: Config) -> StageOutputs:
     })
     logger.info("select round=%d n_pos=%d n_neg=%d", inp.round, len(pos), len(neg))
     return StageOutputs({"selected": uri}, {"n_pseudo_pos": int(len(pos)),
-                                            "n_pseudo_neg": int(len(neg))})
+                                            "n_pseudo_neg": int(len(neg)), **metrics})
 
 
 def _rows_of(table: dict[str, np.ndarray], patch_ids: np.ndarray) -> np.ndarray:
@@ -681,7 +692,7 @@ def _pseudo_label_quality(inp: StageInputs, ids: list[str], gt: dict[str, np.nda
 #: that a sweep over them shares everything before ``rank`` (round 0's detector and PU
 #: learner) between its trials.
 RANK_FIELDS = frozenset({"p", "lam", "neg_ranker", "provisional_top"})
-SELECT_FIELDS = frozenset({"alpha", "beta", "neg_peak_quantile", "pu_agree"})
+SELECT_FIELDS = frozenset({"alpha", "beta", "neg_peak_quantile", "pu_agree", "neg_cap"})
 EVAL_FIELDS = frozenset({"radius", "extra_radii"})
 #: What every stage before ``rank`` ignores.
 BEFORE_RANK_IGNORES = RANK_FIELDS | SELECT_FIELDS | EVAL_FIELDS
@@ -749,7 +760,8 @@ def ranker_stages(labels: Labels | Output) -> tuple[StageSpec, ...]:
                           "table": _TABLE}, ignores=SELECT_FIELDS | EVAL_FIELDS),
         StageSpec("select", select, "LabelSelector", uses_gpu=False,
                   inputs={"images": _IMAGES, "scores": Output("rank", "scores"),
-                          "pu_scores": Output("train_pu", "pu_scores")},
+                          "pu_scores": Output("train_pu", "pu_scores"),
+                          "peaks": Output("predict", "peaks")},
                   row={"n_pseudo_pos": "n_pseudo_pos", "n_pseudo_neg": "n_pseudo_neg"},
                   ignores=RANK_FIELDS | EVAL_FIELDS),
         StageSpec("update_labels", update_labels, "LabelSelector", uses_gpu=False,
