@@ -149,8 +149,11 @@ class Config:
         nnPU class prior (share of cells in U); None estimates it (``pu_prior_estimate``).
     pu_prior_estimate : {"elkan-noto", "reference"}, default="elkan-noto"
         ``elkan-noto``: from a labeled-vs-unlabeled classifier on the patches (Elkan &
-        Noto 2008), so a U that is mostly cells gets a prior near 1 and the PU classifier
-        (see ``pu_agree``) calls few of them background. ``reference``: (#P + 0.5 #U) / N
+        Noto 2008), so a U that is mostly cells gets a high prior and the PU classifier
+        (see ``pu_agree``) calls few of them background. That holds in round 0; from
+        round 1 on X_P holds the pseudo-positives, which are not labelled at random, and
+        the estimate falls (0.22-0.59 where U was 70-98 % cells on the human benchmark:
+        benchmarks/results/human.md). ``reference``: (#P + 0.5 #U) / N
         as the reference code, whatever U holds.
     pu_epochs : int, default=20
     pu_lr : float, default=1e-3
