@@ -40,14 +40,10 @@ sys.path.insert(0, str(ROOT / "src"))
 from pseudocell.core.metrics import near_any  # noqa: E402
 from pseudocell.core.pu import estimate_prior_elkan_noto  # noqa: E402
 from pseudocell.data.points import points_by_image  # noqa: E402
+from pseudocell.stages.loop import PRIOR_SAMPLE, _prior_sample, _rows_of  # noqa: E402
 from pseudocell.storage import arrays, tables  # noqa: E402
 
 logger = logging.getLogger("negatives")
-
-#: Patches (drawn at random, seeded) behind the ``prior clicked`` estimate, as train_pu's
-#: own estimate (``stages.loop.PRIOR_SAMPLE``).
-PRIOR_SAMPLE = 8192
-
 
 def _manifest(run: Path, rnd: int, stage: str) -> dict | None:
     path = run / f"round_{rnd:03d}" / stage / "_manifest.json"
@@ -86,20 +82,17 @@ def _top_bg(score: np.ndarray, bg: np.ndarray, k: int) -> float:
     return float(bg[order].mean()) if k else float("nan")
 
 
-def _prior_clicked(run: Path, rnd: int, table: dict, seed: int) -> float:
-    """Elkan-Noto prior of U with only the clicked points as labelled positives."""
-    man = _manifest(run, rnd, "extract_patches")
+def _prior_clicked(run: Path, man: dict, table: dict, seed: int) -> float:
+    """Elkan-Noto prior of U with only the clicked points as labelled positives
+    (``man``: the round's extract_patches manifest; patches sampled as train_pu does)."""
     points = tables.read_table(_uri(run, man, "points", "inputs"))
     ids = list(dict.fromkeys(table["image_id"].astype(str)))
     clicked = points_by_image(points, ids, ("annotated",))
     is_p = table["set"].astype(str) == "P"
     ann = is_p & _is_cell(table, clicked, 1e-6)
-    rng = np.random.default_rng(seed)
-    rows = np.arange(len(is_p))
-    if len(rows) > PRIOR_SAMPLE:
-        rows = np.sort(rng.choice(rows, PRIOR_SAMPLE, replace=False))
+    sp, sm = _prior_sample(ann, PRIOR_SAMPLE, seed)
     patches = arrays.read_array(_uri(run, man, "patches"))
-    pi_m = estimate_prior_elkan_noto(patches[rows[ann[rows]]], patches[rows[~ann[rows]]], seed)
+    pi_m = estimate_prior_elkan_noto(patches[sp], patches[sm], seed)
     n_m, n_pseudo, n_u = int((~ann).sum()), int((is_p & ~ann).sum()), int((~is_p).sum())
     return float(np.clip((pi_m * n_m - n_pseudo) / max(n_u, 1), 0.0, 1.0))
 
@@ -120,18 +113,15 @@ def analyse(run: Path, *, clicked_prior: bool = True) -> list[dict]:
             if _manifest(run, rnd, "predict") is None:
                 break
             continue
-        table = tables.read_table(_uri(run, _manifest(run, rnd, "extract_patches"), "table"))
+        ep_man = _manifest(run, rnd, "extract_patches")
+        table = tables.read_table(_uri(run, ep_man, "table"))
         s = tables.read_table(_uri(run, rank_man, "scores"))
         if len(s["patch_id"]) == 0:
             continue
-        row_of = {int(p): k for k, p in enumerate(table["patch_id"])}
-        idx = np.array([row_of[int(p)] for p in s["patch_id"]])
-        cell_all = _is_cell(table, gt, radius)
-        bg = ~cell_all[idx]
+        bg = ~_is_cell(table, gt, radius)[_rows_of(table, s["patch_id"])]
         pu_man = _manifest(run, rnd, "train_pu")
         pu = tables.read_table(_uri(run, pu_man, "pu_scores"))
-        pu_of = {int(p): v for p, v in zip(pu["patch_id"], pu["pu_score"])}
-        pu_score = np.array([pu_of[int(p)] for p in s["patch_id"]])
+        pu_score = np.asarray(pu["pu_score"])[_rows_of(pu, s["patch_id"])]
         sel = tables.read_table(_uri(run, _manifest(run, rnd, "select"), "selected"))
         neg = np.isin(s["patch_id"], sel["patch_id"][sel["kind"].astype(str) == "neg"])
         k = int(np.floor(beta * len(bg) + 0.5))
@@ -144,7 +134,7 @@ def analyse(run: Path, *, clicked_prior: bool = True) -> list[dict]:
                "top_bg": {n: _top_bg(v, bg, k) for n, v in scores.items()},
                "auc_bg": {n: _auc(v, bg) for n, v in scores.items()}}
         if clicked_prior:
-            row["prior_clicked"] = _prior_clicked(run, rnd, table, int(cfg["seed"]))
+            row["prior_clicked"] = _prior_clicked(run, ep_man, table, int(cfg["seed"]))
         rows.append(row)
         logger.info("%s round %d done", run, rnd)
     return rows
