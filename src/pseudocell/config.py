@@ -196,6 +196,17 @@ class Config:
         and recall fell round after round); 0.5 removed most of those negatives there.
         Needs a band of candidates below the threshold (``unlabeled_ratio`` < 1, and
         ``peak_mode="absolute"`` or a fixed ``peak_threshold``).
+    peak_rank_weight : float or None, default=None
+        Order U for both pseudo-label lists by a blend of the rankers' order and the
+        detector's peak height (:func:`pseudocell.core.select.blend_ranks`: positives
+        by ``(1 - w)`` rank of the P-score + ``w`` rank of the peak, negatives by the
+        N-score and the lowest peaks); None: the rankers alone, as the paper. Over the
+        36 rounds each of the human-in-the-loop benchmark's U2OS and bright-field runs
+        (``benchmarks/negatives.py --summary``) the top 5 % of U by P-score were 11 %
+        background on U2OS nuclei (12 % with ``pu_agree``'s veto), more than U itself
+        (8 %), and 6 % on bright-field; blended at 0.5 they were 3.6 % and 0.9 %, and
+        the bottom 5 % (negatives) were 34 % and 94 % background against 24 % and 87 %
+        by N-score.
     radius : float, default=15.0
         Matching radius (px) for evaluation (the paper's).
     extra_radii : tuple of float, default=()
@@ -334,6 +345,7 @@ class Config:
     beta: float = 0.05
     pu_agree: bool = True
     neg_cap: float | None = None
+    peak_rank_weight: float | None = None
     # evaluation
     radius: float = 15.0
     extra_radii: tuple[float, ...] = ()
@@ -449,6 +461,8 @@ class Config:
             self.peak_mode == "absolute" or self.peak_threshold is not None)), "neg_cap",
              "None unless candidates reach below the peak threshold (unlabeled_ratio < 1 "
              "and peak_mode='absolute' or a fixed peak_threshold)")
+        need(self.peak_rank_weight is None or 0.0 <= self.peak_rank_weight <= 1.0,
+             "peak_rank_weight", "None or in [0, 1]")
         need(self.pu_epochs > 0, "pu_epochs", "> 0")
         need(self.pu_lr > 0, "pu_lr", "> 0")
         need(self.pu_weight_decay >= 0, "pu_weight_decay", ">= 0")

@@ -43,6 +43,21 @@ def test_a_finished_run_is_read_round_by_round(small_crops, tiny_cfg, tmp_path):
     assert r["U_bg"] + r["U_cells"] == 1.0 and 0.0 < r["U_bg"] < 1.0
     assert r["k"] == int(np.floor(cfg.beta * r["n_U"] + 0.5))
     assert 0.0 <= r["prior_clicked"] <= 1.0
-    assert set(r["top_bg"]) == set(r["auc_bg"]) == {"neg", "-peak", "-pu"}
+    assert set(r["top_bg"]) == set(r["auc_bg"]) == {"neg", "-peak", "-pu", "blend"}
+    assert set(r["pos_top_bg"]) == {"pos", "pos&pu", "peak", "blend"}
+    assert r["n_pos_chosen"] == man("select")["metrics"]["n_pseudo_pos"]
+    assert r["k_pos"] == int(np.floor(cfg.alpha * r["n_U"] + 0.5))
     text = neg.table(run, rows)
     assert text.count("\n| 0 |") == 1
+
+
+def test_pooled_weights_each_round_by_its_count():
+    rows = [{"k": 1, "top_bg": {"neg": 1.0}, "k_pos": 2, "pos_top_bg": {"pos": 0.5}},
+            {"k": 3, "top_bg": {"neg": 0.0}, "k_pos": 0, "pos_top_bg": {"pos": float("nan")}}]
+    pool = neg.pooled(rows)
+    assert pool["n_rounds"] == 2
+    assert pool["top_bg/neg"] == {"mean": 0.5, "pooled": 0.25}
+    assert pool["pos_top_bg/pos"] == {"mean": 0.5, "pooled": 0.5}  # nan: no positives
+    text = neg.summary_table("x", pool)
+    assert "| negatives | neg | 0.500 | 0.250 |" in text
+    assert "| positives | pos | 0.500 | 0.500 |" in text

@@ -160,3 +160,33 @@ def test_negatives_restricted_to_eligible_keep_the_count():
     assert neg.tolist() == [7, 4]
     # without the restriction the top N-scores win
     assert choose(pos_s, neg_s, alpha=0.25, beta=0.25)[1].tolist() == [7, 6]
+
+
+def test_blend_ranks_on_a_hand_computed_case():
+    from pseudocell.core.select import blend_ranks
+    scores = np.array([10.0, -3.0, 0.5, 0.5, 7.0])   # ranks 4, 0, 1.5, 1.5, 3 of 4
+    peak = np.array([0.2, 0.9, 0.1, 0.4, 0.3])       # ranks 1, 4, 0, 3, 2 of 4
+    np.testing.assert_allclose(blend_ranks(scores, peak, 0.0), [1, 0, 0.375, 0.375, 0.75])
+    np.testing.assert_allclose(blend_ranks(scores, peak, 1.0), [0.25, 1, 0, 0.75, 0.5])
+    # equal weights: (4+1)/8, (0+4)/8, (1.5+0)/8, (1.5+3)/8, (3+2)/8
+    np.testing.assert_allclose(blend_ranks(scores, peak, 0.5),
+                               [0.625, 0.5, 0.1875, 0.5625, 0.625])
+    # the scale of either input does not matter, only its order
+    np.testing.assert_allclose(blend_ranks(scores * 1e6, np.exp(peak), 0.5),
+                               blend_ranks(scores, peak, 0.5))
+    assert blend_ranks(np.zeros(1), np.zeros(1), 0.5).tolist() == [0.0]
+    with pytest.raises(ValueError, match="shape"):
+        blend_ranks(np.zeros(3), np.zeros(2), 0.5)
+
+
+def test_blend_weight_0_chooses_as_the_ranker_alone():
+    from pseudocell.core.select import blend_ranks
+    rng = np.random.default_rng(0)
+    pos_s, neg_s = rng.normal(size=50), rng.normal(size=50)
+    pos_s[:4] = pos_s[4]  # ties are broken the same way (lower index first)
+    peak = rng.random(50)
+    want = choose(pos_s, neg_s, alpha=0.1, beta=0.1)
+    got = choose(blend_ranks(pos_s, peak, 0.0), blend_ranks(neg_s, -peak, 0.0),
+                 alpha=0.1, beta=0.1)
+    for a, b in zip(want, got):
+        np.testing.assert_array_equal(a, b)

@@ -9,7 +9,7 @@ from pseudocell.core.metrics import near_any
 from pseudocell.core.peaks import find_peaks, values_at
 from pseudocell.core.ranker import BLOCK_ROWS, fit_ranker
 
-__all__ = ["top_fraction", "rank_unlabeled", "choose", "background_estimate",
+__all__ = ["top_fraction", "rank_unlabeled", "choose", "background_estimate", "blend_ranks",
            "peak_confidence", "empty_points", "curriculum_fraction", "admit"]
 
 
@@ -102,6 +102,42 @@ def choose(pos_scores: np.ndarray, neg_scores: np.ndarray, *, alpha: float,
     neg = pick(neg_scores, beta, neg_eligible)
     both = np.intersect1d(pos, neg)
     return pos[~np.isin(pos, both)], neg[~np.isin(neg, both)]
+
+
+def blend_ranks(scores: np.ndarray, peak: np.ndarray, weight: float) -> np.ndarray:
+    """Blend a ranker's scores with the detector's peak heights by rank.
+
+    ``(1 - weight) r(scores) + weight r(peak)``, with ``r`` the rank scaled to [0, 1]
+    (ties share their mean rank), so neither scale matters: the ranker orders U by its
+    PU features, the detector by its own confidence, and a sample both rate high comes
+    first. Pass ``-peak`` to order negatives (low peaks first).
+
+    Parameters
+    ----------
+    scores, peak : ndarray (n,), float
+        A ranker's scores and the detector's peak value of the same n samples.
+    weight : float in [0, 1]
+        0: the ranker's order; 1: the peak's order.
+
+    Returns
+    -------
+    ndarray (n,), float64
+        Higher comes first.
+
+    >>> blend_ranks(np.array([3., 2., 1.]), np.array([0.1, 0.9, 0.5]), 0.5).tolist()
+    [0.5, 0.75, 0.25]
+    >>> blend_ranks(np.array([3., 2., 1.]), np.array([0.1, 0.9, 0.5]), 0.0).tolist()
+    [1.0, 0.5, 0.0]
+    """
+    from scipy.stats import rankdata
+    scores, peak = np.asarray(scores, np.float64), np.asarray(peak, np.float64)
+    if scores.shape != peak.shape:
+        raise ValueError(f"scores {scores.shape} and peak {peak.shape} differ in shape")
+    n = len(scores)
+    if n < 2:
+        return np.zeros(n)
+    r = lambda v: (rankdata(v) - 1.0) / (n - 1)  # noqa: E731
+    return (1.0 - weight) * r(scores) + weight * r(peak)
 
 
 def background_estimate(u_peaks: np.ndarray, threshold: float, recall: float) -> float:

@@ -24,7 +24,7 @@ from pseudocell.core.patches import crop_patches
 from pseudocell.core.peaks import PEAK_FLOOR, calibrate_threshold, find_peaks, values_at
 from pseudocell.core.pu import estimate_prior_elkan_noto, iter_pu_features
 from pseudocell.core.pu import train_pu as _train_pu
-from pseudocell.core.select import background_estimate, choose, rank_unlabeled
+from pseudocell.core.select import background_estimate, blend_ranks, choose, rank_unlabeled
 from pseudocell.core.targets import make_target
 from pseudocell.data.points import (DECIDED_KINDS, LABEL_KINDS, NEGATIVE_KINDS, POSITIVE_KINDS,
                                      points_by_image)
@@ -570,9 +570,15 @@ def select(inp: StageInputs, cfg: Config) -> StageOutputs:
     nnPU classifier of this round (positive: PU score > 0; negative: < 0), so a round
     whose U holds few background detections adds few negatives. With ``neg_cap`` at
     most ``neg_cap`` x the estimated background of U are negatives (the highest
-    N-scores; the estimate from U's peaks and the round's detections, ``peaks``)."""
+    N-scores; the estimate from U's peaks and the round's detections, ``peaks``). With
+    ``peak_rank_weight`` both orders blend in the detector's peak height
+    (:func:`~pseudocell.core.select.blend_ranks`)."""
     s = tables.read_table(inp.uris["scores"])
     peak = s["peak"]
+    pos_order, neg_order = s["pos_score"], s["neg_score"]
+    if cfg.peak_rank_weight is not None:
+        pos_order = blend_ranks(pos_order, peak, cfg.peak_rank_weight)
+        neg_order = blend_ranks(neg_order, -np.asarray(peak), cfg.peak_rank_weight)
     eligible = peak <= np.quantile(peak, cfg.neg_peak_quantile) if len(peak) else None
     pos_ok = None
     if cfg.pu_agree and len(peak) and "pu_scores" in inp.uris:
@@ -580,7 +586,7 @@ def select(inp: StageInputs, cfg: Config) -> StageOutputs:
         score = np.asarray(pu["pu_score"])[_rows_of(pu, s["patch_id"])]
         eligible = eligible & (score < 0)
         pos_ok = score > 0
-    pos, neg = choose(s["pos_score"], s["neg_score"], alpha=cfg.alpha, beta=cfg.beta,
+    pos, neg = choose(pos_order, neg_order, alpha=cfg.alpha, beta=cfg.beta,
                       neg_eligible=eligible, pos_eligible=pos_ok)
     metrics = {}
     if cfg.neg_cap is not None:
@@ -590,7 +596,7 @@ def select(inp: StageInputs, cfg: Config) -> StageOutputs:
         threshold = float(np.min(det)) if len(det) else np.inf
         est = background_estimate(peak, threshold, cfg.peak_recall)
         metrics["neg_background_estimate"] = est
-        neg = neg[:int(np.floor(cfg.neg_cap * est))]  # ``neg`` is in N-score order
+        neg = neg[:int(np.floor(cfg.neg_cap * est))]  # ``neg`` is in its ranking's order
     uri = join(inp.out_dir, "selected.parquet")
     tables.write_table(uri, {
         "patch_id": np.concatenate([s["patch_id"][pos], s["patch_id"][neg]]).astype(np.int64),
@@ -692,7 +698,8 @@ def _pseudo_label_quality(inp: StageInputs, ids: list[str], gt: dict[str, np.nda
 #: that a sweep over them shares everything before ``rank`` (round 0's detector and PU
 #: learner) between its trials.
 RANK_FIELDS = frozenset({"p", "lam", "neg_ranker", "provisional_top"})
-SELECT_FIELDS = frozenset({"alpha", "beta", "neg_peak_quantile", "pu_agree", "neg_cap"})
+SELECT_FIELDS = frozenset({"alpha", "beta", "neg_peak_quantile", "pu_agree", "neg_cap",
+                           "peak_rank_weight"})
 EVAL_FIELDS = frozenset({"radius", "extra_radii"})
 #: What every stage before ``rank`` ignores.
 BEFORE_RANK_IGNORES = RANK_FIELDS | SELECT_FIELDS | EVAL_FIELDS
