@@ -105,7 +105,12 @@ def test_ingest_then_one_more_round_keeps_finished_stages(run, small_crops, tiny
                                       "human_rejected"}
     row = res.round_row(2)
     assert row["human_added"] == answers["added"] and row["reviewed_tiles"] == 3
-    assert 0.0 <= row["audit_f1"] <= 1.0
+    audit = [t for t in tiles if t.reason == "audit"]
+    assert audit, "OPTS draws an audit tile"
+    n_points = sum(rep.audit.values())  # tp + fp + fn on the reviewed audit tiles
+    assert row["audit_points"] == n_points
+    # an F1 only where the audit tiles held something to judge (0/0/0 is not a score)
+    assert ("audit_f1" in row) == (n_points > 0)
 
 
 def test_reviewed_tiles_open_the_whole_loss_mask(run, small_crops, tiny_cfg):

@@ -85,7 +85,7 @@ def _cycles(ds: Dataset, cfg: Config, seed: int, start_keep: float, steps: int, 
         clicks += answers["clicks"]
         curve.append({"step": step, "clicks": clicks, "f1": _heldout_f1(run, cfg.rounds, ds),
                       **{k: answers[k] for k in ("added", "rejected", "confirmed", "tiles")},
-                      "audit_f1": run.round_row(cfg.rounds).get("audit_f1"),
+                      **{k: run.round_row(cfg.rounds).get(k) for k in ("audit_f1", "audit_points")},
                       "seconds": time.perf_counter() - t0})
         logger.info("human bench %s step %d: clicks=%d F1=%.3f", out.name, step, clicks,
                     curve[-1]["f1"])

@@ -31,7 +31,10 @@ def review_metrics(tiles: dict[str, np.ndarray], labels: dict[str, np.ndarray]) 
     """What the reviews say, for the round's record: the human labels by kind, the
     reviewed tiles, and the detector's F1 on the latest review's audit tiles (drawn at
     random: an unbiased estimate) and on all its reviewed tiles (chosen where the
-    detector was unsure: a pessimistic one).
+    detector was unsure: a pessimistic one). ``<set>_points`` counts the points the
+    person judged there (confirmed + rejected + added = tp + fp + fn); the F1 is left
+    out where that is 0 (tiles without a cell or a detection say nothing of it: a small
+    audit tile often holds none).
 
     ``tiles``: the human store's tile table (``reviewed``, ``audit``, ``round``, ``tp``,
     ``fp``, ``fn`` per tile); ``labels``: its labels table.
@@ -50,7 +53,8 @@ def review_metrics(tiles: dict[str, np.ndarray], labels: dict[str, np.ndarray]) 
                       ("reviewed", latest)):
         tp, fp, fn = (int(np.asarray(tiles[c])[sel].sum()) for c in ("tp", "fp", "fn"))
         out[f"{name}_tiles"] = int(sel.sum())
-        if sel.any():
+        out[f"{name}_points"] = tp + fp + fn
+        if tp + fp + fn:
             out[f"{name}_f1"] = prf(tp, fp, fn)[2]
     return out
 
@@ -92,4 +96,4 @@ HUMAN_LABELS = StageSpec(
             "reviewed": Human("tiles"), "scale": Prepared("scale", "scale")},
     row={"n_human_added": "human_added", "n_human_confirmed": "human_confirmed",
          "n_human_rejected": "human_rejected", "n_reviewed_tiles": "reviewed_tiles",
-         "audit_f1": "audit_f1"})
+         "audit_f1": "audit_f1", "audit_points": "audit_points"})
