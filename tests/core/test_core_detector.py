@@ -261,3 +261,26 @@ def test_config_precisions_are_the_detectors():
     from pseudocell.core.detector import PRECISIONS
 
     assert CONFIG_PRECISIONS == PRECISIONS
+
+
+def test_zero_head_outputs_no_cell_before_training_and_learns():
+    net = build_unet((4, 8), 3, head_init="zero").eval()
+    assert torch.count_nonzero(net(torch.randn(2, 1, 16, 16))) == 0
+    # only the head differs from the default initialisation of the same seed
+    a, b = build_unet((4, 8), 3).state_dict(), net.state_dict()
+    assert {k for k in a if not torch.equal(a[k], b[k])} == {"head.weight", "head.bias"}
+    with pytest.raises(ValueError, match="head_init"):
+        build_unet((4, 8), 3, head_init="ones")
+    img, tgt, msk = _blob_image()
+    kw = {**TRAIN_KW, "iters": 1}
+    # the first step's loss is exactly that of an all-zero prediction on its crops
+    from pseudocell.core.detector import _anchors, _sample_crops
+    for seed in (1, 2):
+        _, tb, mb = _sample_crops([img], [tgt], [msk], _anchors([msk]), kw["crop"],
+                                  kw["batch"], np.random.default_rng(seed))
+        want = float((tb.astype(np.float64) ** 2 * mb).sum() / mb.sum())
+        got = train_detector([img], [tgt], [msk], **{**kw, "seed": seed},
+                             head_init="zero").losses[0]
+        assert got == pytest.approx(want, rel=1e-5)
+    res = train_detector([img], [tgt], [msk], **TRAIN_KW, head_init="zero")
+    assert res.losses[-1] < res.losses[0]

@@ -97,6 +97,7 @@ def _valid_value(name: str, t: str):
         "adapt_negatives": st.floats(0, 10), "precision": st.sampled_from(PRECISIONS),
         "neg_cap": st.one_of(st.none(), st.floats(0.01, 1.0)),
         "peak_rank_weight": st.one_of(st.none(), st.floats(0.0, 1.0)),
+        "detector_head_init": st.sampled_from([None, "zero"]),
     }
     if name in by_name:
         return by_name[name]

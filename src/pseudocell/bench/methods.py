@@ -53,7 +53,7 @@ def detect_supervised(train: ImageSet, points: dict, test: ImageSet, cfg: Config
     res = train_detector(imgs, tgts, msks, widths=cfg.unet_widths,
                          iters=cfg.detector_iters, batch=cfg.detector_batch,
                          crop=cfg.detector_crop, lr=cfg.detector_lr, seed=seed,
-                         device=cfg.device)
+                         device=cfg.device, head_init=cfg.detector_head_init or "default")
     net = load_unet(res.state_dict, cfg.unet_widths, cfg.device)
     thr = cfg.peak_threshold
     if thr is None:

@@ -31,11 +31,32 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def build_unet(widths: Sequence[int], seed: int, dropout: float = 0.0) -> UNet:
-    """A U-Net whose initial weights depend only on ``seed``."""
+#: Initialisations of the detector's output layer: PyTorch's default, or zero weights
+#: and bias (the untrained detector says "no cell" everywhere).
+HEAD_INITS = ("default", "zero")
+
+
+def build_unet(widths: Sequence[int], seed: int, dropout: float = 0.0,
+               head_init: str = "default") -> UNet:
+    """A U-Net whose initial weights depend only on ``seed``.
+
+    ``head_init="zero"`` zeroes the output 1x1 convolution (weights and bias): the
+    untrained network outputs 0 everywhere, so training starts from "no cell" whatever
+    the seed, rather than from a random offset the masked MSE must first remove. On the
+    human-in-the-loop benchmark the rounds whose default initialisation started at 3-6
+    times the usual first-window loss ended less trained, and held-out F1 fell (bright-
+    field seed 0, its last round: 0.954 → 0.844; 0.954 with a zero head).
+    """
+    if head_init not in HEAD_INITS:
+        raise ValueError(f"head_init must be one of {HEAD_INITS}, got {head_init!r}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return UNet(in_channels=1, widths=tuple(widths), out_channels=1, dropout=dropout)
+        net = UNet(in_channels=1, widths=tuple(widths), out_channels=1, dropout=dropout)
+    if head_init == "zero":
+        with torch.no_grad():
+            net.head.weight.zero_()
+            net.head.bias.zero_()
+    return net
 
 
 #: Optimiser steps per entry of :attr:`DetectorTrainResult.losses` (the last window of a
@@ -157,6 +178,7 @@ def train_detector(
     augment: bool = False,
     domain: DomainTask | None = None,
     dropout: float = 0.0,
+    head_init: str = "default",
 ) -> DetectorTrainResult:
     """Train a U-Net on masked MSE: loss only where ``mask`` is true.
 
@@ -187,6 +209,8 @@ def train_detector(
         gradient-reversal layer.
     dropout : float
         The U-Net's channel dropout (see :class:`~pseudocell.core.unet.UNet`).
+    head_init : {"default", "zero"}
+        The output layer's initialisation (see :func:`build_unet`).
 
     Returns
     -------
@@ -202,7 +226,7 @@ def train_detector(
     anchors = _anchors(masks)
     if not len(anchors):
         raise ValueError("no supervised pixel: every loss mask is empty (no points given)")
-    base = build_unet(widths, seed, dropout).to(dev)
+    base = build_unet(widths, seed, dropout, head_init).to(dev)
     dann = None
     if domain is not None:
         if not len(domain.images):

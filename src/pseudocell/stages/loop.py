@@ -139,6 +139,7 @@ def fit_detector(inp: StageInputs, cfg: Config, sc: ScaleInfo, data: tuple, *,
     res = _train_det(imgs, tgts, msks, widths=cfg.unet_widths, iters=cfg.detector_iters,
                      batch=cfg.detector_batch, crop=cfg.detector_crop, lr=cfg.detector_lr,
                      seed=inp.seed, device=parallel.device or cfg.device, parallel=parallel,
+                     head_init=cfg.detector_head_init or "default",
                      progress=_log_every(100, stage, inp.round, cfg.detector_iters,
                                          progress), **train_kw)
     if not parallel.is_main:
