@@ -125,10 +125,11 @@ class Config:
         ``"zero"``: the detector's output layer starts at zero weights and bias, so every
         training starts from "no cell anywhere" (:func:`pseudocell.core.detector.
         build_unet`); None: PyTorch's default initialisation. Each round trains its
-        detector from scratch in ``detector_iters`` steps; on the human-in-the-loop
-        benchmark the rounds whose default start had a 3-6 times higher first-window
-        loss ended less trained and collapsed (bright-field seed 0's last round: held-out
-        F1 0.844; 0.954 with a zero head, the round before it 0.954).
+        detector from scratch in ``detector_iters`` steps, and a start far from "no
+        cell" can end less trained: on the human-in-the-loop benchmark one such round
+        (bright-field seed 0's last) fell to held-out F1 0.844 from 0.954 and reached
+        0.954 retrained with a zero head; over that benchmark's 144 round-to-round
+        changes the start's loss did not predict the falls, though.
     peak_mode : {"absolute", "reference"}, default="absolute"
         ``absolute``: peaks of the raw detector output above ``peak_threshold``.
         ``reference``: the reference code's per-image 0-255 scaling with threshold 128,
