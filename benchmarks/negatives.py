@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from pseudocell.core.metrics import near_any  # noqa: E402
 from pseudocell.core.pu import estimate_prior_elkan_noto  # noqa: E402
-from pseudocell.core.select import blend_ranks  # noqa: E402
+from pseudocell.core.select import blend_ranks, top_k  # noqa: E402
 from pseudocell.data.points import points_by_image  # noqa: E402
 from pseudocell.stages.loop import PRIOR_SAMPLE, _prior_sample, _rows_of  # noqa: E402
 from pseudocell.storage import arrays, tables  # noqa: E402
@@ -90,10 +90,7 @@ def _top_bg(score: np.ndarray, bg: np.ndarray, k: int,
             eligible: np.ndarray | None = None) -> float:
     """Background share of the ``k`` highest scores (ties: lower index first), taken
     among the ``eligible`` samples only when given (as the loop's ``choose``)."""
-    order = np.lexsort((np.arange(len(score)), -score))
-    if eligible is not None:
-        order = order[eligible[order]]
-    order = order[:k]
+    order = top_k(score, k, eligible)
     return float(bg[order].mean()) if len(order) else float("nan")
 
 

@@ -9,8 +9,21 @@ from pseudocell.core.metrics import near_any
 from pseudocell.core.peaks import find_peaks, values_at
 from pseudocell.core.ranker import BLOCK_ROWS, fit_ranker
 
-__all__ = ["top_fraction", "rank_unlabeled", "choose", "background_estimate", "blend_ranks",
+__all__ = ["top_k", "top_fraction", "rank_unlabeled", "choose", "background_estimate", "blend_ranks",
            "peak_confidence", "empty_points", "curriculum_fraction", "admit"]
+
+
+def top_k(scores: np.ndarray, k: int, eligible: np.ndarray | None = None) -> np.ndarray:
+    """Indices of the ``k`` highest scores (ties: lower index first), among the
+    ``eligible`` samples (bool, (n,)) only when given.
+
+    >>> top_k(np.array([0.1, 0.9, 0.5, 0.9]), 2, np.array([1, 0, 1, 1], bool)).tolist()
+    [3, 2]
+    """
+    order = np.lexsort((np.arange(len(scores)), -np.asarray(scores)))
+    if eligible is not None:
+        order = order[np.asarray(eligible, bool)[order]]
+    return order[:k]
 
 
 def top_fraction(scores: np.ndarray, fraction: float) -> np.ndarray:
@@ -92,11 +105,7 @@ def choose(pos_scores: np.ndarray, neg_scores: np.ndarray, *, alpha: float,
     ([1], [])
     """
     def pick(scores: np.ndarray, frac: float, eligible: np.ndarray | None) -> np.ndarray:
-        chosen = top_fraction(scores, frac)
-        if eligible is None:
-            return chosen
-        order = np.lexsort((np.arange(len(scores)), -np.asarray(scores)))
-        return order[np.asarray(eligible, bool)[order]][:len(chosen)]
+        return top_k(scores, len(top_fraction(scores, frac)), eligible)
 
     pos = pick(pos_scores, alpha, pos_eligible)
     neg = pick(neg_scores, beta, neg_eligible)
