@@ -130,6 +130,12 @@ class Config:
         (bright-field seed 0's last) fell to held-out F1 0.844 from 0.954 and reached
         0.954 retrained with a zero head; over that benchmark's 144 round-to-round
         changes the start's loss did not predict the falls, though.
+    detector_warm_start : bool or None, default=None
+        True: the detector of round r >= 1 starts from round r - 1's trained weights
+        (still ``detector_iters`` steps of a fresh Adam on round r's labels), as a
+        person's labelling tool fine-tunes its model after each correction; round 0 (and
+        a mode's first detector) still starts from ``detector_head_init``. None / False:
+        every round trains from scratch (the reference method).
     peak_mode : {"absolute", "reference"}, default="absolute"
         ``absolute``: peaks of the raw detector output above ``peak_threshold``.
         ``reference``: the reference code's per-image 0-255 scaling with threshold 128,
@@ -330,6 +336,7 @@ class Config:
     detector_crop: int = 128
     detector_lr: float = 1e-3
     detector_head_init: str | None = None
+    detector_warm_start: bool | None = None
     # peaks / patches
     peak_mode: str = "absolute"
     peak_threshold: float | None = None
@@ -540,7 +547,7 @@ class Config:
                 ok = _is_number(v, float)
             elif t.startswith("int"):
                 ok = _is_number(v, int)
-            elif t == "bool":
+            elif t.startswith("bool"):
                 ok = isinstance(v, bool)
             else:
                 ok = isinstance(v, str)
@@ -593,6 +600,8 @@ class Config:
             del d["mode"]
         if d.get("precision") == "float32":  # runs made before the field resume unchanged
             del d["precision"]
+        if d.get("detector_warm_start") is False:  # as absent (every round from scratch)
+            del d["detector_warm_start"]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
     @property

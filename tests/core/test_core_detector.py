@@ -284,3 +284,27 @@ def test_zero_head_outputs_no_cell_before_training_and_learns():
         assert got == pytest.approx(want, rel=1e-5)
     res = train_detector([img], [tgt], [msk], **TRAIN_KW, head_init="zero")
     assert res.losses[-1] < res.losses[0]
+
+
+def test_init_state_starts_training_from_the_given_weights(trained):
+    res, *_, (img, tgt, msk) = trained
+    prev = res.state_dict
+    from pseudocell.core.detector import _anchors, _sample_crops
+    kw = {**TRAIN_KW, "iters": 1, "seed": 7}
+    xb, tb, mb = _sample_crops([img], [tgt], [msk], _anchors([msk]), kw["crop"], kw["batch"],
+                               np.random.default_rng(7))
+    net = build_unet(kw["widths"], 0)
+    net.load_state_dict(prev)
+    net.train()  # as training does: BatchNorm on the batch's statistics
+    with torch.no_grad():
+        out = net(torch.from_numpy(xb)).numpy().astype(np.float64)
+    want = float(((out - tb) ** 2 * mb).sum() / mb.sum())
+    got = train_detector([img], [tgt], [msk], **kw, init_state=prev).losses[0]
+    # the first step's loss is the previous model's on its crops, far below a fresh start's
+    assert got == pytest.approx(want, rel=1e-4)
+    assert got < 0.5 * train_detector([img], [tgt], [msk], **kw).losses[0]
+    # the given weights win over head_init
+    assert train_detector([img], [tgt], [msk], **kw, init_state=prev,
+                          head_init="zero").losses[0] == pytest.approx(got, rel=1e-6)
+    with pytest.raises(ValueError, match="init_state does not fit"):
+        train_detector([img], [tgt], [msk], **{**kw, "widths": (4, 8, 16)}, init_state=prev)

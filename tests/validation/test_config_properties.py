@@ -98,6 +98,7 @@ def _valid_value(name: str, t: str):
         "neg_cap": st.one_of(st.none(), st.floats(0.01, 1.0)),
         "peak_rank_weight": st.one_of(st.none(), st.floats(0.0, 1.0)),
         "detector_head_init": st.sampled_from([None, "zero"]),
+        "detector_warm_start": st.sampled_from([None, False, True]),
     }
     if name in by_name:
         return by_name[name]

@@ -181,6 +181,7 @@ def train_detector(
     domain: DomainTask | None = None,
     dropout: float = 0.0,
     head_init: str = "default",
+    init_state: dict | None = None,
 ) -> DetectorTrainResult:
     """Train a U-Net on masked MSE: loss only where ``mask`` is true.
 
@@ -213,6 +214,10 @@ def train_detector(
         The U-Net's channel dropout (see :class:`~pseudocell.core.unet.UNet`).
     head_init : {"default", "zero"}
         The output layer's initialisation (see :func:`build_unet`).
+    init_state : dict, optional
+        Start from these U-Net weights (a ``state_dict`` of the same ``widths``, e.g. the
+        previous round's detector) instead of ``seed``'s initialisation and
+        ``head_init``; the optimiser still starts afresh.
 
     Returns
     -------
@@ -228,7 +233,14 @@ def train_detector(
     anchors = _anchors(masks)
     if not len(anchors):
         raise ValueError("no supervised pixel: every loss mask is empty (no points given)")
-    base = build_unet(widths, seed, dropout, head_init).to(dev)
+    base = build_unet(widths, seed, dropout, head_init)
+    if init_state is not None:
+        try:
+            base.load_state_dict(init_state)
+        except RuntimeError as e:
+            raise ValueError(f"init_state does not fit a U-Net of widths {tuple(widths)}: "
+                             f"{e}") from None
+    base = base.to(dev)
     dann = None
     if domain is not None:
         if not len(domain.images):

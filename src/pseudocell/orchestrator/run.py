@@ -310,7 +310,7 @@ def _run_stage(layout: RunLayout, mode: Mode, cfg: Config, executor: Any, rnd: i
     access) becomes a one-line :class:`StageError`; anything else is a bug, logged with
     its full traceback (the run's log file; the console with ``--log-level DEBUG``)."""
     stage = spec.name
-    plan = stage_plan(layout, mode, rnd, spec)
+    plan = stage_plan(layout, mode, rnd, spec, cfg=cfg)
     inputs_rec = {k: {"uri": layout.record(u), "manifest_sha256": manifest_hash(m)}
                   for k, (u, m) in sorted(plan.items())}
     mpath = layout.manifest(rnd, stage)

@@ -166,6 +166,10 @@ class StageSpec:
         Input name (key of ``StageInputs.uris``) → where it comes from.
     optional : frozenset of str
         Inputs that may be absent (e.g. held-out images); the others must resolve.
+    gated : mapping of str to str
+        Optional inputs planned only when a config field is true (input name → field,
+        e.g. the previous round's model → ``detector_warm_start``): with the field off
+        the stage's inputs, manifests and results are those of a stage without them.
     run_if_any : tuple of str
         Run the stage only when the run has at least one of these input stores (e.g.
         evaluation only with ground truth); empty: always.
@@ -201,6 +205,7 @@ class StageSpec:
     kind: str = PLAIN
     inputs: Mapping[str, Ref] = field(default_factory=dict)
     optional: frozenset[str] = frozenset()
+    gated: Mapping[str, str] = field(default_factory=dict)
     run_if_any: tuple[str, ...] = ()
     shards: ShardedStage | None = None
     uses_gpu: bool = True
@@ -225,6 +230,12 @@ class StageSpec:
         if unknown:
             raise ValueError(f"stage {self.name!r}: optional inputs {sorted(unknown)} are "
                              "not declared inputs")
+        if not set(self.gated) <= set(self.optional):
+            raise ValueError(f"stage {self.name!r}: gated inputs "
+                             f"{sorted(set(self.gated) - set(self.optional))} must be optional")
+        if not set(self.gated.values()) <= known:
+            raise ValueError(f"stage {self.name!r}: gated by {sorted(self.gated.values())}, "
+                             "which are not all config fields")
 
     def call(self, inp: StageInputs, cfg: Config,
              progress: ProgressFn | None = None) -> StageOutputs:

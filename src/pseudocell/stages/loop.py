@@ -131,11 +131,15 @@ def fit_detector(inp: StageInputs, cfg: Config, sc: ScaleInfo, data: tuple, *,
                  parallel: DataParallel = SINGLE, progress: ProgressFn | None = None,
                  stage: str = "train_detector", **train_kw) -> tuple[str, object] | None:
     """Train the detector on ``data`` = (images, targets, masks) and save ``model.pt``
-    (its meta holds the widths, sigma, scale and dropout). ``train_kw`` go to
+    (its meta holds the widths, sigma, scale and dropout); with input ``init`` (a
+    previous model, :attr:`~pseudocell.config.Config.detector_warm_start`) training
+    starts from its weights. ``train_kw`` go to
     :func:`pseudocell.core.detector.train_detector` (``augment``, ``domain``,
     ``dropout``). Returns ``(model URI, DetectorTrainResult)``, or None on a
     data-parallel worker that is not the main one."""
     imgs, tgts, msks = data[:3]
+    if "init" in inp.uris:  # detector_warm_start: the previous round's weights
+        train_kw["init_state"] = load_model(inp.uris["init"])["state_dict"]
     res = _train_det(imgs, tgts, msks, widths=cfg.unet_widths, iters=cfg.detector_iters,
                      batch=cfg.detector_batch, crop=cfg.detector_crop, lr=cfg.detector_lr,
                      seed=inp.seed, device=parallel.device or cfg.device, parallel=parallel,
@@ -175,7 +179,9 @@ def train_detector(inp: StageInputs, cfg: Config, *, parallel: DataParallel = SI
 
     Inputs: ``images`` (stack at the canonical scale), ``scale`` (scale.json), ``points``
     (labels table in original pixels: annotated / seed / pseudo_pos are positives, pseudo_neg
-    are negatives). Outputs: ``model`` (model.pt; its meta holds the scale).
+    are negatives), optional ``reviewed`` (tiles a person reviewed) and ``init`` (the
+    previous round's model, with ``detector_warm_start``). Outputs: ``model`` (model.pt;
+    its meta holds the scale).
 
     ``progress(step, iters, loss)`` is called every :data:`~pseudocell.core.detector.
     LOSS_WINDOW` steps (on every data-parallel worker).
@@ -711,11 +717,14 @@ NO_PREDICTION_IGNORES = BEFORE_RANK_IGNORES | {"precision"}
 _IMAGES = Prepared("scale", "images")
 _SCALE = Prepared("scale", "scale")
 _TABLE = Output("extract_patches", "table")
+#: The previous round's detector: where a round's training starts with
+#: ``detector_warm_start`` (absent in round 0).
+WARM_START = Output("train_detector", "model", -1)
 _TRAIN_DETECTOR = StageSpec(
     "train_detector", train_detector, "DetectorTrainer", TRAINING,
     inputs={"images": _IMAGES, "scale": _SCALE, "points": Labels(),
-            "reviewed": Human("tiles")},
-    optional=frozenset({"reviewed"}),
+            "reviewed": Human("tiles"), "init": WARM_START},
+    optional=frozenset({"reviewed", "init"}), gated={"init": "detector_warm_start"},
     series={"detector_loss": ("detector/loss", "detector_loss_steps")},
     row={"n_pos": "labels_pos", "n_neg": "labels_neg"}, ignores=NO_PREDICTION_IGNORES)
 #: The predict stage (its model: this round's ``train_detector``).
