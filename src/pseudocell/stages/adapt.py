@@ -7,7 +7,9 @@ images, round by round:
    source is fully annotated) plus the target labels admitted so far (loss in discs
    around them, like the partial loop's pseudo-labels). Round 0 has no target labels:
    it is the source-only detector. ``source_training`` adds the baselines: intensity
-   augmentation or a DANN domain classifier behind a gradient-reversal layer;
+   augmentation or a DANN domain classifier behind a gradient-reversal layer. With
+   ``detector_warm_start`` round r's U-Net starts from round r - 1's weights (a DANN's
+   domain classifier and its lambda schedule start afresh each round);
 2. ``predict`` (the loop's): heatmaps and peaks of the target (and held-out) images;
 3. ``uncertainty``: ``mc_passes`` stochastic heatmaps per target image (flips and
    rotations, or MC dropout) → a confidence per detected peak
@@ -95,7 +97,8 @@ def train_adapt_detector(inp: StageInputs, cfg: Config, *,
     pixel) and the target images with the labels admitted so far (loss in discs).
 
     Inputs: ``source_images``, ``images`` (target), ``scale``, ``source_points``,
-    ``points`` (target labels). ``cfg.source_training`` = ``augment`` jitters the input
+    ``points`` (target labels), optional ``reviewed`` (tiles a person reviewed) and
+    ``init`` (the previous round's model, with ``detector_warm_start``). ``cfg.source_training`` = ``augment`` jitters the input
     intensities (``augment-round0``: in round 0 only), ``dann`` adds the domain
     classifier (its accuracy per logging window is the ``domain_accuracy`` series: it
     should hover near 0.5). Outputs ``model``.

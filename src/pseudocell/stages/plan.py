@@ -95,15 +95,15 @@ def resolve(layout: RunLayout, mode: Mode, rnd: int, ref: Ref, given: dict, *,
 
 
 def stage_plan(layout: RunLayout, mode: Mode, rnd: int, spec: StageSpec,
-               given: dict | None = None, cfg: Config | None = None) -> dict[str, Source]:
-    """Inputs of ``spec`` in round ``rnd``: name → (URI, manifest path of the producer).
-    Optional inputs that are absent are left out, and so are its
-    :attr:`~pseudocell.stages.base.StageSpec.gated` inputs whose config field is off in
-    ``cfg`` (all of them without a ``cfg``)."""
+               given: dict | None = None, *, cfg: Config) -> dict[str, Source]:
+    """Inputs of ``spec`` in round ``rnd`` of a run of config ``cfg``: name → (URI,
+    manifest path of the producer). Optional inputs that are absent are left out, and so
+    are its :attr:`~pseudocell.stages.base.StageSpec.gated` inputs whose config field is
+    off in ``cfg``."""
     given = given_inputs(layout) if given is None else given
     plan = {}
     for key, ref in spec.inputs.items():
-        if key in spec.gated and not (cfg is not None and getattr(cfg, spec.gated[key])):
+        if key in spec.gated and not getattr(cfg, spec.gated[key]):
             continue
         src = resolve(layout, mode, rnd, ref, given, required=key not in spec.optional)
         if src is not None:
