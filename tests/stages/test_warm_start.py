@@ -61,3 +61,15 @@ def test_round_1_trains_from_round_0s_model_only_when_asked(small_crops, tiny_cf
     m0 = torch.load(runs["on"] / "round_000/train_detector/model.pt", weights_only=True)
     m1 = torch.load(runs["on"] / "round_001/train_detector/model.pt", weights_only=True)
     assert m0["meta"] == m1["meta"]
+
+
+def test_every_modes_detector_can_start_from_the_previous_round():
+    from pseudocell.stages.loop import WARM_START
+    from pseudocell.stages.modes import MODES
+
+    for mode in MODES.values():
+        specs = [s for s in mode.round_stages + mode.final_stages if s.name == "train_detector"]
+        assert specs, mode.name
+        for s in specs:
+            assert s.inputs["init"] == WARM_START and WARM_START.offset == -1
+            assert s.gated == {"init": "detector_warm_start"}
