@@ -53,7 +53,13 @@ def test_summary_finds_the_clicks_that_reach_the_reference():
     assert s["target_met"] is False
     assert s["suggest"][1]["clicks"] == pytest.approx(42.5)
     assert s["suggest"][1]["f1"] == pytest.approx(0.795)
+    # within 50 clicks (half the reference's): seed 0 at best 0.81 (+0.01), seed 1 0.78
+    assert [g["points"] for g in s["half_clicks_gap"]] == [2, 2]
+    assert [g["gap"] for g in s["half_clicks_gap"]] == pytest.approx([0.01, -0.04])
     r["summary"] = summarize(r)
     md = markdown_report(r)
     assert "| suggest | 25 → 0.710, 42 → 0.795, 65 → 0.830 |" in md
     assert "0.40, never" in md and "NOT met" in md
+    assert "reference F1 (per seed): +0.010 (2 points), -0.040 (2 points)" in md
+    r["datasets"]["d"]["seeds"]["1"]["reference"]["clicks"] = 40  # no point within 20
+    assert summarize(r)["d"]["half_clicks_gap"][1] == {"gap": None, "points": 0}
