@@ -31,6 +31,9 @@ DEFAULT_MODE = "partial"
 
 #: Fields that change where or how fast a run executes, never its numbers on CPU.
 NON_ALGORITHMIC_FIELDS = frozenset({"device", "num_threads"})
+#: Fields added after runs were made, at the value that behaves as before the field: left
+#: out of the hash there, so those runs resume unchanged.
+HASH_NEUTRAL = {"precision": "float32", "detector_warm_start": False}
 #: Fields no stage reads (only the choice of the final round does): outside the hash too,
 #: so that changing them re-runs no stage.
 FINAL_ONLY_FIELDS = frozenset({"collapse_ratio"})
@@ -598,10 +601,9 @@ class Config:
         d = {k: v for k, v in d.items() if k not in others}
         if d["mode"] == DEFAULT_MODE:
             del d["mode"]
-        if d.get("precision") == "float32":  # runs made before the field resume unchanged
-            del d["precision"]
-        if d.get("detector_warm_start") is False:  # as absent (every round from scratch)
-            del d["detector_warm_start"]
+        for k, v in HASH_NEUTRAL.items():  # runs made before the field resume unchanged
+            if k in d and d[k] == v:
+                del d[k]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
     @property

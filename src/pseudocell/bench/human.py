@@ -198,9 +198,7 @@ def markdown_report(result: dict) -> str:
                       f"{'met' if row['target_met'] else 'NOT met'}"]
         g = ", ".join("no point" if x["gap"] is None else
                       f"{x['gap']:+.3f} ({x['points']} point{'s' * (x['points'] != 1)})"
-                      for x in row.get("half_clicks_gap", ()))
-        if g:
-            lines.append(f"best F1 of `suggest` within half the reference's clicks minus "
-                         f"the reference F1 (per seed): {g}")
-        lines.append("")
+                      for x in row["half_clicks_gap"])
+        lines += [f"best F1 of `suggest` within half the reference's clicks minus the "
+                  f"reference F1 (per seed): {g}", ""]
     return "\n".join(lines)

@@ -9,8 +9,8 @@ from pseudocell.core.metrics import near_any
 from pseudocell.core.peaks import find_peaks, values_at
 from pseudocell.core.ranker import BLOCK_ROWS, fit_ranker
 
-__all__ = ["top_k", "top_fraction", "rank_unlabeled", "choose", "background_estimate", "blend_ranks",
-           "peak_confidence", "empty_points", "curriculum_fraction", "admit"]
+__all__ = ["top_k", "top_fraction", "rank_unlabeled", "choose", "background_estimate",
+           "blend_ranks", "peak_confidence", "empty_points", "curriculum_fraction", "admit"]
 
 
 def top_k(scores: np.ndarray, k: int, eligible: np.ndarray | None = None) -> np.ndarray:

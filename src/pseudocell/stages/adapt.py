@@ -98,8 +98,9 @@ def train_adapt_detector(inp: StageInputs, cfg: Config, *,
 
     Inputs: ``source_images``, ``images`` (target), ``scale``, ``source_points``,
     ``points`` (target labels), optional ``reviewed`` (tiles a person reviewed) and
-    ``init`` (the previous round's model, with ``detector_warm_start``). ``cfg.source_training`` = ``augment`` jitters the input
-    intensities (``augment-round0``: in round 0 only), ``dann`` adds the domain
+    ``init`` (the previous round's model, with ``detector_warm_start``).
+    ``cfg.source_training`` = ``augment`` jitters the input intensities
+    (``augment-round0``: in round 0 only), ``dann`` adds the domain
     classifier (its accuracy per logging window is the ``domain_accuracy`` series: it
     should hover near 0.5). Outputs ``model``.
     """
