@@ -270,6 +270,20 @@ def test_bad_inputs_are_refused_before_anything_is_written(tmp_path, domains):
     refused(RunInputs(tgt, None, None, tgt, tgt_gt, src, sgt), "share")
 
 
+@pytest.mark.parametrize("rounds, warned", [(0, False), (1, True), (2, False), (5, False)])
+def test_a_curriculum_cut_short_by_rounds_is_warned(domains, caplog, rounds, warned):
+    from pseudocell.validation import check_adapt_inputs
+
+    caplog.set_level("WARNING", logger="pseudocell.validation")
+    # adapt_schedule (0.3, 0.6): one round admits 0.3 and the last detector never sees 0.6
+    check_adapt_inputs(adapt_config(rounds=rounds), _inputs(domains))
+    said = [r.getMessage() for r in caplog.records if "curriculum stops" in r.getMessage()]
+    assert len(said) == int(warned)
+    if warned:
+        assert "before adapt_schedule's 0.6" in said[0] and "trains on 0.3" in said[0]
+        assert "--rounds 2 or more" in said[0]
+
+
 def test_cli_refuses_a_source_without_points_and_an_empty_target(tmp_path, domains):
     from typer.testing import CliRunner
 

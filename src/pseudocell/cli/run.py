@@ -171,7 +171,7 @@ def run(
     No clicks at all: pseudocell run --mode label-free --images imgs/ --out runs/lf1
 
     Adapt a detector from annotated images to new ones: pseudocell run --mode adapt
-    --source-images old/ --source-points old.csv --images new/ --out runs/da1
+    --source-images old/ --source-points old.csv --images new/ --rounds 5 --out runs/da1
 
     On a Ray cluster: pseudocell run ... --executor ray --address auto
     """
