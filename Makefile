@@ -53,7 +53,7 @@ bench-adapt: $(STAMP)
 	$(BIN)/pseudocell bench --protocol adapt --datasets benchmarks/datasets.toml --config benchmarks/adapt_config.toml --seeds 3 --out runs/bench-adapt --pair u2os:nih3t3 --pair nih3t3:u2os@half-magnification
 
 bench-human: $(STAMP)
-	$(BIN)/pseudocell bench --protocol human --datasets benchmarks/datasets.toml --only brightfield --only u2os --config benchmarks/human_config.toml --seeds 3 --out runs/bench-human
+	$(BIN)/pseudocell bench --protocol human --datasets benchmarks/datasets.toml --only brightfield --only u2os --config benchmarks/human_warm_config.toml --seeds 3 --out runs/bench-human
 
 bench-perf: $(STAMP)
 	$(BIN)/python benchmarks/perf.py --out runs/bench_perf.json
